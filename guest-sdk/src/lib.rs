@@ -1,0 +1,251 @@
+//! # wisp-policy: write wisp routing policies in plain Rust
+//!
+//! A policy is a WebAssembly component that wisp calls for every routing
+//! decision. Implement [`Policy`] (only [`Policy::request_route`] is
+//! required), export it with [`export_policy!`], and build with
+//! `cargo build --release --target wasm32-wasip2`:
+//!
+//! ```ignore
+//! use wisp_policy::{dispatcher, Action, Algorithm, Message, Policy};
+//!
+//! struct Carriers;
+//!
+//! impl Policy for Carriers {
+//!     fn request_route(req: &Message) -> Action {
+//!         match dispatcher::select_dst(1, Algorithm::RoundRobin, None) {
+//!             Some(_) => Action::Relay,
+//!             None => Action::reply(503, "No route available"),
+//!         }
+//!     }
+//! }
+//!
+//! wisp_policy::export_policy!(Carriers);
+//! ```
+//!
+//! The generated WIT bindings stay in a hidden module; everything a policy
+//! author needs is re-exported here with documentation.
+#![deny(missing_docs)]
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "router",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_router",
+        default_bindings_module: "wisp_policy::bindings",
+    });
+}
+
+use bindings::wisp::policy as wit;
+
+pub use wit::types::{
+    Action, Algorithm, BranchFailure, Destination, DstState, Level, ReplyAction, ReplyInfo, Peer,
+};
+
+impl Action {
+    /// A reply with `code` and `reason`.
+    pub fn reply(code: u16, reason: &str) -> Action {
+        Action::Reply(ReplyInfo {
+            code,
+            reason: reason.to_string(),
+        })
+    }
+}
+
+/// A routing policy. Each hook runs inside wisp's sandbox with a deadline;
+/// keep no state in `self` between calls: a policy may be swapped at any time,
+/// and per-call routing state (the failover list) lives in the host.
+pub trait Policy {
+    /// Runs for every new request (retransmissions, CANCEL and the ACK of a
+    /// failed INVITE are handled by the host). Return [`Action::Relay`] to
+    /// forward (to the destination chosen with [`dispatcher::select_dst`], or
+    /// else by Route header / request-URI), [`Action::Reply`] to answer, or
+    /// [`Action::Drop`] to discard.
+    fn request_route(req: &Message) -> Action;
+
+    /// Runs for every reply from a destination before it goes upstream.
+    /// The default forwards it.
+    fn onreply_route(_reply: &Message) -> ReplyAction {
+        ReplyAction::Forward
+    }
+
+    /// Runs when a branch ended without a 2xx: a final reply >= 300, a
+    /// timeout or a transport failure ([`transaction::branch_failure`] says
+    /// which). [`Action::Relay`] tries again (usually after
+    /// [`dispatcher::next_dst`]); [`Action::Reply`] answers the caller;
+    /// [`Action::Drop`] gives up and lets the failed branch's reply go
+    /// upstream. The default gives up.
+    fn failure_route(_req: &Message) -> Action {
+        Action::Drop
+    }
+}
+
+/// The SIP message in hand: the request in `request_route` and
+/// `failure_route`, the reply in `onreply_route`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Message(());
+
+impl Message {
+    #[doc(hidden)]
+    pub const fn current() -> Message {
+        Message(())
+    }
+
+    /// Method of the request (for a reply: the CSeq method).
+    pub fn method(&self) -> String {
+        wit::message::method()
+    }
+
+    /// Status code when the message is a reply.
+    pub fn status(&self) -> Option<u16> {
+        wit::message::status()
+    }
+
+    /// The request-URI; `None` for a reply.
+    pub fn request_uri(&self) -> Option<String> {
+        wit::message::request_uri()
+    }
+
+    /// Replace the request-URI.
+    pub fn set_request_uri(&self, uri: &str) -> Result<(), String> {
+        wit::message::set_request_uri(uri)
+    }
+
+    /// The first value of a header (compact forms accepted: `v` is `Via`).
+    pub fn header(&self, name: &str) -> Option<String> {
+        wit::message::header(name)
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        wit::message::header_all(name)
+    }
+
+    /// Replace every instance of a header with one line.
+    pub fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
+        wit::message::set_header(name, value)
+    }
+
+    /// Add a header line after the existing ones.
+    pub fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
+        wit::message::append_header(name, value)
+    }
+
+    /// Remove every instance of a header; returns how many lines went.
+    pub fn remove_header(&self, name: &str) -> u32 {
+        wit::message::remove_header(name)
+    }
+
+    /// True for an in-dialog request (the To header has a tag).
+    pub fn has_to_tag(&self) -> bool {
+        wit::message::has_to_tag()
+    }
+
+    /// Where the message came from.
+    pub fn source(&self) -> Peer {
+        wit::message::source()
+    }
+
+    /// Body length in bytes.
+    pub fn body_length(&self) -> u32 {
+        wit::message::body_length()
+    }
+}
+
+/// Destination sets: Kamailio's dispatcher functions.
+pub mod dispatcher {
+    use super::wit::dispatcher as d;
+    use super::{Algorithm, Destination, DstState};
+
+    /// Select a usable destination of `set_id` and make it the relay target.
+    /// Also builds the failover list for [`next_dst`], capped at `limit`.
+    pub fn select_dst(set_id: u32, algorithm: Algorithm, limit: Option<u32>) -> Option<Destination> {
+        d::select_dst(set_id, algorithm, limit)
+    }
+
+    /// Move to the next destination of the failover list.
+    pub fn next_dst() -> Option<Destination> {
+        d::next_dst()
+    }
+
+    /// Mark the current destination; `probing` adds the `p` flag
+    /// (Kamailio's `ds_mark_dst("ip")` is `mark_dst(DstState::Inactive, true)`).
+    pub fn mark_dst(state: DstState, probing: bool) -> bool {
+        d::mark_dst(state, probing)
+    }
+
+    /// True when the set exists.
+    pub fn set_exists(set_id: u32) -> bool {
+        d::set_exists(set_id)
+    }
+}
+
+/// The transaction of the message in hand.
+pub mod transaction {
+    use super::wit::transaction as t;
+    use super::BranchFailure;
+
+    /// In failure-route: why the last branch failed.
+    pub fn branch_failure() -> Option<BranchFailure> {
+        t::last_failure()
+    }
+
+    /// True when the caller cancelled the transaction.
+    pub fn is_canceled() -> bool {
+        t::is_canceled()
+    }
+
+    /// Ask for a Record-Route header (INVITEs get one by default).
+    pub fn record_route() {
+        t::record_route()
+    }
+}
+
+/// Logging through wisp's log, tagged with the policy.
+pub mod log {
+    use super::wit::log as l;
+    use super::Level;
+
+    /// Log at `level`.
+    pub fn log(level: Level, message: &str) {
+        l::log(level, message)
+    }
+
+    /// Log at info level.
+    pub fn info(message: &str) {
+        l::log(Level::Info, message)
+    }
+
+    /// Log at warn level.
+    pub fn warn(message: &str) {
+        l::log(Level::Warn, message)
+    }
+
+    /// Log at debug level.
+    pub fn debug(message: &str) {
+        l::log(Level::Debug, message)
+    }
+}
+
+/// Export a [`Policy`] implementation as the component's routes.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        struct __WispPolicyExport;
+
+        impl $crate::bindings::Guest for __WispPolicyExport {
+            fn request_route() -> $crate::Action {
+                <$policy as $crate::Policy>::request_route(&$crate::Message::current())
+            }
+            fn onreply_route() -> $crate::ReplyAction {
+                <$policy as $crate::Policy>::onreply_route(&$crate::Message::current())
+            }
+            fn failure_route() -> $crate::Action {
+                <$policy as $crate::Policy>::failure_route(&$crate::Message::current())
+            }
+        }
+
+        $crate::bindings::__export_router!(__WispPolicyExport with_types_in $crate::bindings);
+    };
+}

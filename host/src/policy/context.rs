@@ -1,0 +1,79 @@
+//! What a policy call works on: the message in hand and the transaction's
+//! routing state (Kamailio's `$du` and `_dsdst_` failover list), which the
+//! host keeps between hooks so that policies stay stateless and swappable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::dispatcher::{Destination, Dispatcher};
+use crate::sip::Message;
+
+use super::bindings::BranchFailure;
+
+/// Per-transaction routing state, carried from request-route to failure-route.
+#[derive(Debug, Default, Clone)]
+pub struct RouteState {
+    /// The failover list built by the last selection; `current` indexes it.
+    pub failover: Vec<Arc<Destination>>,
+    /// Index of the relay target in `failover` (Kamailio's `$du`).
+    pub current: Option<usize>,
+    /// Add Record-Route when relaying.
+    pub record_route: bool,
+}
+
+impl RouteState {
+    /// The destination the request will be relayed to, if one was selected.
+    pub fn target(&self) -> Option<&Arc<Destination>> {
+        self.current.and_then(|i| self.failover.get(i))
+    }
+}
+
+/// Which hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Request,
+    Reply,
+    Failure,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Request => "request-route",
+            Hook::Reply => "onreply-route",
+            Hook::Failure => "failure-route",
+        }
+    }
+}
+
+/// Everything a hook call can read and change.
+#[derive(Debug)]
+pub struct CallContext {
+    pub msg: Message,
+    pub source: SocketAddr,
+    pub transport: &'static str,
+    pub route: RouteState,
+    /// In failure-route: why the branch failed.
+    pub failure: Option<BranchFailure>,
+    pub canceled: bool,
+}
+
+/// The data of a policy's wasmtime `Store`.
+pub struct HostState {
+    /// Set for the duration of one hook call.
+    pub call: Option<CallContext>,
+    pub dispatcher: Arc<Dispatcher>,
+    /// The policy's name (file stem), for logs.
+    pub policy: Arc<str>,
+    pub limits: wasmtime::StoreLimits,
+}
+
+impl HostState {
+    /// The call in progress; host functions called outside one (e.g. from
+    /// a component's start code) trap.
+    pub fn call(&mut self) -> wasmtime::Result<&mut CallContext> {
+        self.call
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("wisp host function called outside a routing hook"))
+    }
+}

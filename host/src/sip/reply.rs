@@ -1,0 +1,66 @@
+//! Responses wisp generates itself (RFC 3261 §8.2.6, §16.7): 100 Trying,
+//! errors, and the final replies a policy asks for.
+
+use super::header::HeaderName;
+use super::message::Message;
+
+/// Build a response to `req`: Via, From, To, Call-ID and CSeq copied, a To tag
+/// added for codes above 100 when the request had none, Content-Length 0.
+pub fn response(req: &Message, code: u16, reason: &str, to_tag: &[u8], extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(format!("SIP/2.0 {code} {reason}\r\n").as_bytes());
+    for h in req.headers() {
+        let copy = matches!(
+            h.name,
+            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+        );
+        if !copy {
+            continue;
+        }
+        out.extend_from_slice(req.bytes(h.line));
+        if h.name == HeaderName::To && code > 100 && req.to_tag().is_none() && !to_tag.is_empty() {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(to_tag);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in extra {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"Server: wisp\r\nContent-Length: 0\r\n\r\n");
+    out
+}
+
+/// A stateless error reply to bytes that did not parse as a request, built
+/// from whatever Via/From/To/Call-ID/CSeq lines can be read. `None` when the
+/// bytes are a response or carry no Via (then the message is only dropped:
+/// there is nowhere to answer).
+pub fn stateless_error(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
+    if raw.len() < 4 || raw[..4].eq_ignore_ascii_case(b"SIP/") {
+        return None;
+    }
+    let head_end = memchr::memmem::find(raw, b"\r\n\r\n").unwrap_or(raw.len());
+    let mut lines = raw[..head_end].split(|&b| b == b'\n').skip(1);
+    let mut copied = Vec::new();
+    let mut has_via = false;
+    for line in lines.by_ref() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let name = HeaderName::parse(super::scan::trim(&line[..colon]));
+        if matches!(
+            name,
+            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+        ) {
+            has_via |= name == HeaderName::Via;
+            copied.extend_from_slice(line);
+            copied.extend_from_slice(b"\r\n");
+        }
+    }
+    if !has_via {
+        return None;
+    }
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
+    out.extend_from_slice(&copied);
+    out.extend_from_slice(b"Server: wisp\r\nContent-Length: 0\r\n\r\n");
+    Some(out)
+}

@@ -1,0 +1,73 @@
+//! Transports: where wisp listens and how bytes leave. UDP today (TCP and
+//! TLS are the next transports); nothing here knows SIP beyond addresses.
+
+pub mod udp;
+
+use std::net::SocketAddr;
+
+/// A `listen` entry of wisp.toml: `udp:127.0.0.1:5060`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+}
+
+/// Transport protocol of a listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+        }
+    }
+    /// As written in a Via sent-protocol.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (proto, addr) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected `udp:IP:PORT`"))?;
+        let proto = match proto {
+            "udp" => Proto::Udp,
+            "tcp" | "tls" | "ws" | "wss" => return Err(format!("`{s}`: transport `{proto}` is not supported yet (udp only)")),
+            _ => return Err(format!("`{s}`: unknown transport `{proto}` (expected udp)")),
+        };
+        let addr: SocketAddr = addr.parse().map_err(|_| format!("`{s}`: `{addr}` is not IP:PORT (IPv6 as [::1]:5060)"))?;
+        if addr.ip().is_unspecified() {
+            return Err(format!("`{s}`: listen on a concrete address, not {}: it goes into Via and Record-Route", addr.ip()));
+        }
+        Ok(ListenAddr { proto, addr })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.proto.as_str(), self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_entries() {
+        let l: ListenAddr = "udp:127.0.0.1:5060".parse().unwrap();
+        assert_eq!(l.addr.port(), 5060);
+        let l: ListenAddr = "udp:[::1]:5062".parse().unwrap();
+        assert!(l.addr.is_ipv6());
+        assert!("tcp:127.0.0.1:5060".parse::<ListenAddr>().unwrap_err().contains("not supported yet"));
+        assert!("udp:0.0.0.0:5060".parse::<ListenAddr>().is_err());
+        assert!("127.0.0.1:5060".parse::<ListenAddr>().is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! # primary-backup: carriers in a primary set, a backup set, failover
+//!
+//! The wisp version of this kamailio.cfg routing (dispatcher module, `flags=2`):
+//!
+//! ```text
+//! route[CARRIER_ROUTE] {
+//!     if (!ds_select_dst("1", "4")) {
+//!         if (!ds_select_dst("2", "0")) { send_reply("503", "No route available"); exit; }
+//!     }
+//!     t_on_failure("MANAGE_FAILURE");
+//!     route(RELAY);
+//! }
+//! failure_route[MANAGE_FAILURE] {
+//!     if (t_is_canceled()) exit;
+//!     if (t_check_status("408|5[0-9][0-9]") || t_branch_timeout()) {
+//!         ds_mark_dst("ip");
+//!         if (ds_next_dst()) { t_on_failure("MANAGE_FAILURE"); route(RELAY); exit; }
+//!         send_reply("503", "No route available");
+//!     }
+//! }
+//! ```
+//!
+//! In-dialog requests (To tag) follow Route/Record-Route without the dispatcher.
+//!
+//! Build: `cargo build --release --target wasm32-wasip2 -p primary-backup`
+//! (the component is `target/wasm32-wasip2/release/primary_backup.wasm`), then
+//! point `[policy] file` of wisp.toml at it.
+use wisp_policy::{dispatcher, log, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy};
+
+/// Set of the primary carriers, tried round-robin.
+const PRIMARY: u32 = 1;
+/// Set of the backup carriers, used when no primary is usable.
+const BACKUP: u32 = 2;
+
+struct PrimaryBackup;
+
+impl Policy for PrimaryBackup {
+    fn request_route(req: &Message) -> Action {
+        if req.has_to_tag() {
+            // In-dialog: the host follows Route / request-URI.
+            return Action::Relay;
+        }
+        if dispatcher::select_dst(PRIMARY, Algorithm::RoundRobin, None).is_some()
+            || dispatcher::select_dst(BACKUP, Algorithm::HashCallId, None).is_some()
+        {
+            return Action::Relay;
+        }
+        Action::reply(503, "No route available")
+    }
+
+    fn failure_route(_req: &Message) -> Action {
+        if transaction::is_canceled() {
+            return Action::Drop;
+        }
+        let carrier_failed = match transaction::branch_failure() {
+            Some(BranchFailure::Reply(code)) => code == 408 || (500..600).contains(&code),
+            Some(BranchFailure::Timeout) | Some(BranchFailure::Transport) => true,
+            None => false,
+        };
+        if !carrier_failed {
+            // 4xx / 6xx: the callee's answer, not the carrier's fault.
+            return Action::Drop;
+        }
+        dispatcher::mark_dst(DstState::Inactive, true);
+        match dispatcher::next_dst() {
+            Some(next) => {
+                log::info(&format!("failing over to {}", next.uri));
+                Action::Relay
+            }
+            None => Action::reply(503, "No route available"),
+        }
+    }
+}
+
+wisp_policy::export_policy!(PrimaryBackup);
