@@ -1,5 +1,28 @@
-pub mod dispatcher;
-pub mod policy;
+//! # wisp: a SIP routing engine whose routing logic is a WebAssembly policy
+//!
+//! Follow one INVITE through the modules, in the order they are declared:
+//!
+//! 1. [`transport`] receives a UDP datagram on one worker's socket.
+//! 2. [`sip`] parses it (zero-copy, RFC 3261/4475) or answers 400.
+//! 3. [`transaction`] matches it: a retransmission is absorbed, an ACK for a
+//!    failed INVITE ends its server transaction, a CANCEL finds its INVITE.
+//! 4. [`proxy`] (RFC 3261 §16) creates the server transaction, sends 100
+//!    Trying, checks Max-Forwards, pops its own Route, and asks the policy.
+//! 5. [`policy`] runs the WebAssembly policy's request-route in a warm,
+//!    sandboxed instance; the policy calls the [`dispatcher`] to select a
+//!    destination set member and returns relay / reply / drop.
+//! 6. [`proxy`] forwards on a client transaction (Via, Record-Route,
+//!    Max-Forwards), relays provisional and 2xx responses upstream, and on
+//!    a failure (≥ 300, fr_timer timeout, send error) runs failure-route,
+//!    where the policy marks the destination and fails over with next-dst.
+//! 7. [`server`] ties it together: config, worker threads, signals, reload.
+#![forbid(unsafe_code)]
+
+pub mod transport;
 pub mod sip;
 pub mod transaction;
-pub mod transport;
+pub mod proxy;
+pub mod policy;
+pub mod dispatcher;
+pub mod config;
+pub mod server;

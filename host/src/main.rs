@@ -1,1 +1,109 @@
-fn main() {}
+//! The `wisp` command: run the engine, check a config, check a policy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wisp", version, about = "SIP routing engine with WebAssembly routing policies")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine.
+    Run {
+        /// The config file (paths inside are relative to its folder).
+        #[arg(short, long, default_value = "wisp.toml")]
+        config: PathBuf,
+    },
+    /// Validate things without running.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a config file and the dispatcher list and policy it names.
+    Check {
+        #[arg(short, long, default_value = "wisp.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a policy component against wisp's policy world.
+    Check {
+        /// The policy `.wasm` file.
+        file: PathBuf,
+    },
+}
+
+fn init_log(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => wisp::config::Config::load(&config).map_err(anyhow::Error::from).and_then(|cfg| {
+            init_log(&cfg.log.level);
+            wisp::server::run(cfg)
+        }),
+        Command::Config(ConfigCmd::Check { config }) => {
+            init_log("warn");
+            check_config(&config)
+        }
+        Command::Policy(PolicyCmd::Check { file }) => {
+            init_log("warn");
+            check_policy(&file)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wisp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = wisp::config::Config::load(path)?;
+    let list = cfg.resolve(&cfg.dispatcher.list_file);
+    let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::load(&list, cfg.dispatcher.probing_threshold)?);
+    let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits {
+        max_call_ms: cfg.policy.max_call_ms,
+        max_memory_bytes: cfg.policy.max_memory_mb << 20,
+    })?;
+    engine.load(&cfg.resolve(&cfg.policy.file), &ds)?;
+    let snap = ds.snapshot();
+    let dests: usize = snap.sets.iter().map(|s| s.destinations.len()).sum();
+    println!("{}: ok ({} sets, {} destinations, policy ok)", path.display(), snap.sets.len(), dests);
+    Ok(())
+}
+
+fn check_policy(file: &std::path::Path) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir();
+    let empty = dir.join(format!("wisp-policy-check-{}.list", std::process::id()));
+    std::fs::write(&empty, "")?;
+    let ds = wisp::dispatcher::Dispatcher::load(&empty, 1);
+    let _ = std::fs::remove_file(&empty);
+    let ds = std::sync::Arc::new(ds?);
+    let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 })?;
+    engine.load(file, &ds)?;
+    println!("{}: ok (world wisp:policy/router@0.1.0)", file.display());
+    Ok(())
+}

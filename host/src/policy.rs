@@ -102,6 +102,15 @@ impl PolicyEngine {
     pub fn load(&self, path: &Path, dispatcher: &Arc<Dispatcher>) -> Result<LoadedPolicy, LoadError> {
         let p = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: p.clone(), source })?;
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::Compile { path: p, reason: "not a WebAssembly file (no \\0asm header)".into() });
+        }
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(LoadError::Compile {
+                path: p,
+                reason: "a core wasm module, not a component: build the policy with --target wasm32-wasip2".into(),
+            });
+        }
         let component =
             Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile { path: p.clone(), reason: format!("{e:#}") })?;
         let link_err = |e: wasmtime::Error| LoadError::Link { path: p.clone(), reason: format!("{e:#}") };

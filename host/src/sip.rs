@@ -16,7 +16,7 @@ pub mod via;
 
 pub use header::HeaderName;
 pub use message::{Message, Method, Span};
-pub use parse::{parse, Limits, ParseError};
+pub use parse::{parse, parse_datagram, Limits, ParseError};
 pub use uri::{Scheme, Uri};
 pub use via::Via;
 #[cfg(test)]

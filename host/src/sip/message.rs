@@ -6,7 +6,7 @@
 //! wisp did not touch leaves byte for byte as it arrived.
 
 use super::header::{same_name, HeaderName};
-use super::scan::{element_end, find_param, trim};
+use super::scan::{element_end, trim};
 use super::uri::split_name_addr;
 use super::via::Via;
 
@@ -35,7 +35,7 @@ impl Span {
 
 /// Request methods a proxy treats specially; the rest are `Other` and are
 /// forwarded like any request (RFC 3261 §16: proxies forward unknown methods).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
     Invite,
     Ack,
@@ -43,6 +43,7 @@ pub enum Method {
     Cancel,
     Options,
     Register,
+    #[default]
     Other,
 }
 
@@ -79,7 +80,7 @@ pub enum StartLine {
 }
 
 /// The fields every proxy decision needs, located once at parse time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Core {
     pub call_id: Span,
     pub cseq: u32,
@@ -104,6 +105,18 @@ pub struct Message {
 }
 
 impl Message {
+    /// An empty message, to hold a place while the real one is lent out.
+    pub fn placeholder() -> Message {
+        Message {
+            buf: Vec::new(),
+            start_line: Span::default(),
+            start: StartLine::Response { code: 0, reason: Span::default() },
+            headers: Vec::new(),
+            body: Span::default(),
+            core: Core::default(),
+        }
+    }
+
     /// The bytes of a span.
     pub fn bytes(&self, span: Span) -> &[u8] {
         &self.buf[span.range()]

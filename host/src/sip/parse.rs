@@ -77,6 +77,20 @@ struct RawLine {
 /// Parse one message from a datagram. Bytes after the Content-Length body are
 /// ignored (RFC 3261 §18.3).
 pub fn parse(buf: Vec<u8>, limits: &Limits) -> Result<Message, ParseError> {
+    parse_datagram(buf, limits).map_err(|(e, _)| e)
+}
+
+/// As [`parse`], but a failure hands the bytes back (to build an error reply).
+pub fn parse_datagram(buf: Vec<u8>, limits: &Limits) -> Result<Message, (ParseError, Vec<u8>)> {
+    let (head, lines, body_start) = match scan_head(&buf, limits) {
+        Ok(v) => v,
+        Err(e) => return Err((e, buf)),
+    };
+    build(buf, head, lines, body_start).map_err(|(e, msg)| (e, msg.buf))
+}
+
+/// Start line and header line boundaries.
+fn scan_head(buf: &[u8], limits: &Limits) -> Result<((usize, usize, StartLine), Vec<RawLine>, usize), ParseError> {
     // Leading CRLFs are keepalives / noise before a start line (§7.5).
     let mut pos = buf.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(ParseError::Empty)?;
     let (sl_start, sl_end, next) = next_line(&buf, pos).ok_or(ParseError::Incomplete)?;
@@ -108,8 +122,16 @@ pub fn parse(buf: Vec<u8>, limits: &Limits) -> Result<Message, ParseError> {
         }
         lines.push(RawLine { start: ls, end: le, colon: ls + colon, folded: false });
     };
-    let datagram_end = buf.len();
+    Ok(((sl_start, sl_end, start), lines, body_start))
+}
 
+fn build(
+    buf: Vec<u8>,
+    (sl_start, sl_end, start): (usize, usize, StartLine),
+    lines: Vec<RawLine>,
+    body_start: usize,
+) -> Result<Message, (ParseError, Message)> {
+    let datagram_end = buf.len();
     let mut msg = Message {
         buf,
         start_line: Span::new(sl_start, sl_end),
@@ -148,8 +170,10 @@ pub fn parse(buf: Vec<u8>, limits: &Limits) -> Result<Message, ParseError> {
             value,
         });
     }
-    validate(&mut msg, body_start, datagram_end)?;
-    Ok(msg)
+    match validate(&mut msg, body_start, datagram_end) {
+        Ok(()) => Ok(msg),
+        Err(e) => Err((e, msg)),
+    }
 }
 
 /// The next line from `pos`: `(start, end_without_line_end, next_pos)`.

@@ -1,0 +1,353 @@
+//! `wisp.toml`: every setting a user can change, with its unit and default.
+//! Unknown keys and bad values are errors that name the key. Relative paths
+//! are relative to the folder of the config file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::transaction::TimerConfig;
+use crate::transport::ListenAddr;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub dispatcher: DispatcherConfig,
+    #[serde(default)]
+    pub transaction: TransactionConfig,
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Folder of the config file (set after loading).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[sip]`: listeners and message limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// `["udp:127.0.0.1:5060", ...]`. Port 0 picks a free port (logged).
+    pub listen: Vec<String>,
+    /// Worker threads, each with its own sockets and transactions
+    /// (default: one per CPU).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Most header lines accepted in a message (default 128); more is a 400.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Socket receive/send buffer in bytes (default 4 MiB).
+    #[serde(default = "default_socket_buffer")]
+    pub socket_buffer: usize,
+}
+
+/// `[dispatcher]`: Kamailio dispatcher module parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Path of the `dispatcher.list` file.
+    pub list_file: PathBuf,
+    /// Keepalive interval in seconds; 0 = off (the prober is not built yet:
+    /// any other value is refused).
+    #[serde(default)]
+    pub ping_interval: u64,
+    /// Kamailio's `ds_probing_mode` (0..=3); used by the prober.
+    #[serde(default)]
+    pub probing_mode: u8,
+    /// Consecutive failures (`mark-dst` trying, failed probes) before a
+    /// destination becomes INACTIVE (default 1).
+    #[serde(default = "one")]
+    pub probing_threshold: u32,
+    /// Consecutive successful probes before INACTIVE becomes ACTIVE (default 1).
+    #[serde(default = "one")]
+    pub inactive_threshold: u32,
+}
+
+/// `[transaction]`: RFC 3261 timers and Kamailio's fr timers, in ms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+    #[serde(default = "default_t2")]
+    pub t2_ms: u64,
+    #[serde(default = "default_t4")]
+    pub t4_ms: u64,
+    /// Wait for the first reply of a branch (and a final one for
+    /// non-INVITE); then a local 408 goes to failure-route (default 2000).
+    #[serde(default = "default_fr")]
+    pub fr_timer_ms: u64,
+    /// Wait for a final reply once an INVITE branch rings (default 30000).
+    #[serde(default = "default_fr_inv")]
+    pub fr_inv_timer_ms: u64,
+    /// Most branches one request may be relayed on, failovers included (default 12).
+    #[serde(default = "default_max_branches")]
+    pub max_branches: usize,
+}
+
+/// `[policy]`: the routing policy and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The policy component (`.wasm`).
+    pub file: PathBuf,
+    /// CPU time a hook call may take, in ms (default 10).
+    #[serde(default = "default_max_call_ms")]
+    pub max_call_ms: u64,
+    /// Memory a policy instance may use, in MiB (default 16).
+    #[serde(default = "default_max_memory_mb")]
+    pub max_memory_mb: usize,
+    /// Status answered when a hook traps or times out (default 500).
+    #[serde(default = "default_on_error")]
+    pub on_error: u16,
+}
+
+/// `[control]`: the JSON-RPC / metrics listener (served from a later release;
+/// the address is validated now).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    #[serde(default = "default_control")]
+    pub listen: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `wisp=debug,info`, ... (default
+    /// `info`; the `RUST_LOG` environment variable overrides it).
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// One info line per finished INVITE: Call-ID, destination, final code
+    /// (default false: per-call lines do not belong in a busy log).
+    #[serde(default)]
+    pub calls: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_max_headers() -> usize {
+    128
+}
+fn default_socket_buffer() -> usize {
+    4 << 20
+}
+fn default_t1() -> u64 {
+    500
+}
+fn default_t2() -> u64 {
+    4000
+}
+fn default_t4() -> u64 {
+    5000
+}
+fn default_fr() -> u64 {
+    2000
+}
+fn default_fr_inv() -> u64 {
+    30000
+}
+fn default_max_branches() -> usize {
+    12
+}
+fn default_max_call_ms() -> u64 {
+    10
+}
+fn default_max_memory_mb() -> usize {
+    16
+}
+fn default_on_error() -> u16 {
+    500
+}
+fn default_control() -> String {
+    "127.0.0.1:5065".into()
+}
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { listen: default_control() }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: default_level(), calls: false }
+    }
+}
+
+/// A config that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid { file: String, key: &'static str, message: String },
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let mut cfg: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Syntax { file: file.clone(), message: e.to_string() })?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.validate(&file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { file: file.to_string(), key, message };
+        if self.sip.listen.is_empty() {
+            return Err(invalid("sip.listen", "needs at least one address".into()));
+        }
+        self.listen().map_err(|m| invalid("sip.listen", m))?;
+        if self.sip.workers == Some(0) {
+            return Err(invalid("sip.workers", "must be at least 1".into()));
+        }
+        if self.sip.max_headers < 8 {
+            return Err(invalid("sip.max_headers", "must be at least 8".into()));
+        }
+        if self.dispatcher.ping_interval != 0 {
+            return Err(invalid(
+                "dispatcher.ping_interval",
+                "keepalive probing is not available in this version; set 0".into(),
+            ));
+        }
+        if self.dispatcher.probing_mode > 3 {
+            return Err(invalid("dispatcher.probing_mode", "must be 0, 1, 2 or 3".into()));
+        }
+        if self.dispatcher.probing_threshold == 0 {
+            return Err(invalid("dispatcher.probing_threshold", "must be at least 1".into()));
+        }
+        if self.dispatcher.inactive_threshold == 0 {
+            return Err(invalid("dispatcher.inactive_threshold", "must be at least 1".into()));
+        }
+        let t = &self.transaction;
+        for (key, v) in [
+            ("transaction.t1_ms", t.t1_ms),
+            ("transaction.t2_ms", t.t2_ms),
+            ("transaction.t4_ms", t.t4_ms),
+            ("transaction.fr_timer_ms", t.fr_timer_ms),
+            ("transaction.fr_inv_timer_ms", t.fr_inv_timer_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0".into()));
+            }
+        }
+        if t.t2_ms < t.t1_ms {
+            return Err(invalid("transaction.t2_ms", "must not be below t1_ms".into()));
+        }
+        if t.max_branches == 0 {
+            return Err(invalid("transaction.max_branches", "must be at least 1".into()));
+        }
+        if !(1..=1000).contains(&self.policy.max_call_ms) {
+            return Err(invalid("policy.max_call_ms", "must be 1..=1000".into()));
+        }
+        if !(1..=4096).contains(&self.policy.max_memory_mb) {
+            return Err(invalid("policy.max_memory_mb", "must be 1..=4096".into()));
+        }
+        if !(400..=699).contains(&self.policy.on_error) {
+            return Err(invalid("policy.on_error", "must be a final error status 400..=699".into()));
+        }
+        self.control
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| invalid("control.listen", format!("`{}` is not IP:PORT", self.control.listen)))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
+        Ok(())
+    }
+
+    /// The parsed listen addresses.
+    pub fn listen(&self) -> Result<Vec<ListenAddr>, String> {
+        self.sip.listen.iter().map(|s| s.parse()).collect()
+    }
+
+    /// A path from the file, made relative to the config's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn timers(&self) -> TimerConfig {
+        let t = &self.transaction;
+        TimerConfig {
+            t1: Duration::from_millis(t.t1_ms),
+            t2: Duration::from_millis(t.t2_ms),
+            t4: Duration::from_millis(t.t4_ms),
+            fr_timer: Duration::from_millis(t.fr_timer_ms),
+            fr_inv_timer: Duration::from_millis(t.fr_inv_timer_ms),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.sip.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("wisp-cfg-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wisp.toml");
+        std::fs::write(&path, text).unwrap();
+        let r = Config::load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    const MIN: &str = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[dispatcher]\nlist_file = \"d.list\"\n[policy]\nfile = \"p.wasm\"\n";
+
+    #[test]
+    fn minimal_file_gets_defaults_and_relative_paths() {
+        let cfg = load(MIN).unwrap();
+        assert_eq!(cfg.transaction.fr_timer_ms, 2000);
+        assert_eq!(cfg.transaction.fr_inv_timer_ms, 30000);
+        assert_eq!(cfg.policy.max_call_ms, 10);
+        assert!(cfg.resolve(&cfg.dispatcher.list_file).ends_with("d.list"));
+        assert!(cfg.resolve(&cfg.dispatcher.list_file).is_absolute() == cfg.base_dir.is_absolute());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (format!("{MIN}[transaction]\nfr_timer_ms = 0\n"), "transaction.fr_timer_ms"),
+            (format!("{MIN}[log]\nfoo = 1\n"), "unknown field `foo`"),
+            (MIN.replace("udp:127.0.0.1:5060", "udp:nowhere"), "sip.listen"),
+            (format!("{MIN}[policy.x]\n"), "policy"),
+            (MIN.replace("[dispatcher]\n", "[dispatcher]\nping_interval = 5\n"), "dispatcher.ping_interval"),
+            (MIN.replace("file = \"p.wasm\"\n", "file = \"p.wasm\"\non_error = 200\n"), "policy.on_error"),
+        ];
+        for (text, want) in cases {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: got {err}");
+        }
+    }
+}

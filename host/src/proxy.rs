@@ -1,0 +1,230 @@
+//! The stateful proxy core (RFC 3261 §16) of one worker: requests in,
+//! policy decisions, branches out, responses back, failover.
+//!
+//! A worker owns its transactions outright (no locks): requests are handed
+//! to the worker chosen by their top Via branch, responses to the worker
+//! named in wisp's own branch. Everything here is synchronous; the worker's
+//! event loop ([`crate::server`]) feeds it datagrams and timer ticks.
+
+mod failure;
+mod relay;
+mod request;
+mod response;
+mod timers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::dispatcher::Dispatcher;
+use crate::policy::{PolicyWorker, RouteState};
+use crate::sip::{self, Message};
+use crate::transaction::client::ClientTx;
+use crate::transaction::key;
+use crate::transaction::server::{Arm, ServerTx};
+use crate::transaction::timer::{TimerRef, Timers};
+use crate::transaction::TimerConfig;
+use crate::transport::ListenAddr;
+
+/// Settings every worker shares.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<ListenAddr>,
+    pub timers: TimerConfig,
+    pub limits: sip::Limits,
+    pub max_branches: usize,
+    /// Status for a request whose policy call failed.
+    pub on_error: u16,
+    /// Log one line per finished INVITE.
+    pub log_calls: bool,
+}
+
+/// A message passed to the worker that owns its transaction.
+#[derive(Debug)]
+pub struct Handoff {
+    pub msg: Message,
+    pub src: SocketAddr,
+    pub socket: usize,
+}
+
+/// Where bytes go out: one worker's sockets.
+pub trait Sender {
+    fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()>;
+    fn handoff(&self, worker: usize, h: Handoff);
+}
+
+/// A request being proxied: the server transaction, the request as the
+/// policy left it, the routing state between hooks, and the branches.
+#[derive(Debug)]
+pub struct Transaction {
+    pub server: ServerTx,
+    pub server_live: bool,
+    pub request: Message,
+    pub source: SocketAddr,
+    pub route: RouteState,
+    pub branches: Vec<ClientTx>,
+    pub canceled: bool,
+    /// Best final response so far (§16.7), already stripped of our Via.
+    pub best: Option<(u16, Vec<u8>)>,
+    pub to_tag: String,
+    pub started: Instant,
+}
+
+/// Counters a worker keeps (exported later by the metrics endpoint).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub received: u64,
+    pub parse_errors: u64,
+    pub retransmissions_absorbed: u64,
+    pub policy_errors: u64,
+    pub failovers: u64,
+    pub stateless_forwards: u64,
+    pub dropped: u64,
+}
+
+/// One worker's proxy state.
+pub struct Worker<S: Sender> {
+    pub id: usize,
+    pub workers: usize,
+    pub cfg: Arc<ProxyConfig>,
+    pub sender: S,
+    pub policy: PolicyWorker,
+    pub dispatcher: Arc<Dispatcher>,
+    txs: HashMap<u64, Transaction>,
+    next_tx: u64,
+    server_index: HashMap<Vec<u8>, u64>,
+    client_index: HashMap<Vec<u8>, (u64, usize)>,
+    pub timers: Timers,
+    pub stats: Stats,
+}
+
+impl<S: Sender> Worker<S> {
+    pub fn new(id: usize, workers: usize, cfg: Arc<ProxyConfig>, sender: S, policy: PolicyWorker, dispatcher: Arc<Dispatcher>) -> Self {
+        Worker {
+            id,
+            workers,
+            cfg,
+            sender,
+            policy,
+            dispatcher,
+            txs: HashMap::new(),
+            next_tx: 1,
+            server_index: HashMap::new(),
+            client_index: HashMap::new(),
+            timers: Timers::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Transactions in progress on this worker.
+    pub fn transactions(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// A datagram arrived on `socket` from `src`.
+    pub fn on_datagram(&mut self, bytes: Vec<u8>, src: SocketAddr, socket: usize) {
+        self.stats.received += 1;
+        let msg = match sip::parse_datagram(bytes, &self.cfg.limits) {
+            Ok(msg) => msg,
+            Err((sip::ParseError::Empty, _)) => return,
+            Err((e, raw)) => {
+                self.stats.parse_errors += 1;
+                let (code, reason) = e.status();
+                match sip::reply::stateless_error(&raw, code, reason) {
+                    Some(reply) => {
+                        tracing::debug!(%src, error = %e, code, "malformed request answered");
+                        let _ = self.sender.send(socket, &reply, src);
+                    }
+                    None => tracing::debug!(%src, error = %e, "malformed message dropped"),
+                }
+                return;
+            }
+        };
+        let owner = self.owner(&msg);
+        if owner != self.id {
+            self.sender.handoff(owner, Handoff { msg, src, socket });
+            return;
+        }
+        self.on_message(msg, src, socket);
+    }
+
+    /// A parsed message this worker owns.
+    pub fn on_message(&mut self, msg: Message, src: SocketAddr, socket: usize) {
+        if msg.is_request() {
+            self.on_request(msg, src, socket);
+        } else {
+            self.on_response(msg, src);
+        }
+    }
+
+    /// The worker that owns a message's transaction.
+    fn owner(&self, msg: &Message) -> usize {
+        if self.workers == 1 {
+            return 0;
+        }
+        let via = msg.top_via();
+        let branch = via.as_ref().and_then(|v| v.branch()).unwrap_or_default();
+        if !msg.is_request() {
+            return key::branch_worker(branch).filter(|&w| w < self.workers).unwrap_or(self.id);
+        }
+        let h = if crate::sip::via::is_rfc3261_branch(branch) {
+            crate::dispatcher::algorithm::hash(&[branch])
+        } else {
+            crate::dispatcher::algorithm::hash(&[msg.call_id()])
+        };
+        h as usize % self.workers
+    }
+
+    /// Arm transaction timers.
+    fn arm(&mut self, tx: u64, branch: usize, arms: impl IntoIterator<Item = Arm>) {
+        let now = Instant::now();
+        for (kind, after, generation) in arms {
+            self.timers.schedule(now + after, TimerRef { tx, branch: branch as u16, kind, generation });
+        }
+    }
+
+    /// The socket to send to `to` from: the first of the same address family.
+    fn socket_for(&self, to: SocketAddr) -> usize {
+        self.cfg.listen.iter().position(|l| l.addr.is_ipv4() == to.is_ipv4()).unwrap_or(0)
+    }
+
+    /// True when `host:port` is one of our listen addresses.
+    fn is_local(&self, host: &[u8], port: u16) -> bool {
+        let host = crate::sip::uri::unbracket(host);
+        self.cfg
+            .listen
+            .iter()
+            .any(|l| l.addr.port() == port && l.addr.ip().to_string().as_bytes() == host)
+    }
+
+    /// Remove a transaction once nothing refers to it any more.
+    fn maybe_cleanup(&mut self, id: u64) {
+        let done = self.txs.get(&id).is_some_and(|t| !t.server_live && t.branches.iter().all(|b| !self.client_index.contains_key(&b.key)));
+        if done {
+            self.txs.remove(&id);
+        }
+    }
+}
+
+/// Where the responses to a request go (RFC 3261 §18.2.2, RFC 3581): the
+/// source address when the client asked for rport, else the source IP and
+/// the sent-by port.
+pub fn response_addr(msg: &Message, src: SocketAddr) -> SocketAddr {
+    match msg.top_via() {
+        Some(via) if via.rport().is_some() => src,
+        Some(via) => SocketAddr::new(src.ip(), via.port_or_default()),
+        None => src,
+    }
+}
+
+/// The next hop of a response forwarded without a transaction: the top Via's
+/// received/rport, else its sent-by (which must be an IP literal).
+pub fn via_next_hop(msg: &Message) -> Option<SocketAddr> {
+    let via = msg.top_via()?;
+    let host = via.received().unwrap_or(via.host);
+    let ip: std::net::IpAddr = std::str::from_utf8(crate::sip::uri::unbracket(host)).ok()?.parse().ok()?;
+    let port = via.rport().flatten().unwrap_or(via.port_or_default());
+    Some(SocketAddr::new(ip, port))
+}
+

@@ -1,0 +1,111 @@
+//! When a branch fails (RFC 3261 §16.7, Kamailio's failure_route): keep
+//! the best response, let the policy fail over, else answer upstream.
+
+use super::request::reason_phrase;
+use super::{Sender, Worker};
+use crate::policy::bindings::{Action, BranchFailure};
+use crate::policy::{CallContext, Decision, Hook};
+use crate::sip::Message;
+
+/// Rank of a final response for §16.7 step 6: 6xx first, then the lowest
+/// class; within a class the first one kept wins.
+fn rank(code: u16) -> u16 {
+    match code / 100 {
+        6 => 0,
+        c => c,
+    }
+}
+
+impl<S: Sender> Worker<S> {
+    /// Keep a failure response (Via already ours on top) if it beats the best.
+    pub(super) fn keep_best(&mut self, id: u64, mut msg: Message, code: u16) {
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        if tx.best.as_ref().is_none_or(|(best, _)| rank(code) < rank(*best)) {
+            msg.pop_top_via();
+            tx.best = Some((code, msg.to_bytes()));
+        }
+    }
+
+    /// A branch ended without a 2xx: run failure-route.
+    pub(super) fn branch_failed(&mut self, id: u64, failure: BranchFailure, _code: Option<u16>) {
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        if tx.server.has_final() || tx.branches.iter().any(|b| b.is_pending()) {
+            return;
+        }
+        let ctx = CallContext {
+            msg: tx.request.clone(),
+            source: tx.source,
+            transport: "udp",
+            route: std::mem::take(&mut tx.route),
+            failure: Some(failure),
+            canceled: tx.canceled,
+        };
+        let (decision, ctx) = self.policy.call(Hook::Failure, ctx);
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        tx.route = ctx.route;
+        let canceled = tx.canceled;
+        match decision {
+            Ok(Decision::Action(Action::Relay)) if !canceled => {
+                tx.request = ctx.msg;
+                self.stats.failovers += 1;
+                self.relay(id);
+            }
+            Ok(Decision::Action(Action::Reply(r))) => self.reply(id, r.code, &r.reason),
+            Err(_) => {
+                self.stats.policy_errors += 1;
+                self.finish(id, failure);
+            }
+            _ => self.finish(id, failure),
+        }
+    }
+
+    /// Give up: the best response goes upstream, or one of our own when no
+    /// branch answered (487 after CANCEL, 408 on timeout, 503 on a send failure).
+    pub(super) fn finish(&mut self, id: u64, failure: BranchFailure) {
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        if tx.server.has_final() {
+            return;
+        }
+        match tx.best.take() {
+            Some((code, bytes)) => {
+                let (socket, to) = (tx.server.socket, tx.server.response_addr);
+                let _ = self.sender.send(socket, &bytes, to);
+                if let Some(arms) = tx.server.respond(bytes, code, &self.cfg.timers) {
+                    self.arm(id, 0, arms);
+                }
+                self.log_call(id, code);
+            }
+            None => {
+                let code = match (tx.canceled, failure) {
+                    (true, _) => 487,
+                    (false, BranchFailure::Timeout) => 408,
+                    (false, BranchFailure::Reply(c)) => c,
+                    (false, BranchFailure::Transport) => 503,
+                };
+                self.reply(id, code, reason_phrase(code));
+            }
+        }
+    }
+
+    /// One info line per finished INVITE, when `[log] calls` is on.
+    pub(super) fn log_call(&self, id: u64, code: u16) {
+        if !self.cfg.log_calls {
+            return;
+        }
+        let Some(tx) = self.txs.get(&id) else { return };
+        if tx.request.method() != crate::sip::Method::Invite {
+            return;
+        }
+        let dst = tx.branches.last().map(|b| b.dest.to_string()).unwrap_or_else(|| "-".into());
+        tracing::info!(
+            target: "wisp::call",
+            method = "INVITE",
+            call_id = %String::from_utf8_lossy(tx.request.call_id()),
+            dst = %dst,
+            branches = tx.branches.len(),
+            code,
+            ms = tx.started.elapsed().as_millis() as u64,
+            "call"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Requests arriving from upstream (RFC 3261 §16.3–16.6): retransmissions,
+//! ACK, CANCEL, then request-route for everything new.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{response_addr, Sender, Transaction, Worker};
+use crate::policy::{CallContext, Decision, Hook, RouteState};
+use crate::sip::{reply, Message, Method, Uri};
+use crate::transaction::key::server_key;
+use crate::transaction::server::ServerTx;
+
+impl<S: Sender> Worker<S> {
+    pub(super) fn on_request(&mut self, mut msg: Message, src: SocketAddr, socket: usize) {
+        let method = msg.method();
+        match method {
+            Method::Ack => return self.on_ack(msg, src, socket),
+            Method::Cancel => return self.on_cancel(msg, src, socket),
+            _ => {}
+        }
+        let key = server_key(&msg, method);
+        if let Some(&id) = self.server_index.get(&key) {
+            // A retransmission: answer with the last response, if any.
+            self.stats.retransmissions_absorbed += 1;
+            if let Some(tx) = self.txs.get(&id) {
+                if let Some(last) = &tx.server.last_response {
+                    let _ = self.sender.send(tx.server.socket, last, tx.server.response_addr);
+                }
+            }
+            return;
+        }
+        if msg.core().max_forwards == Some(0) {
+            let r = reply::response(&msg, 483, "Too Many Hops", b"", &[]);
+            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
+            return;
+        }
+        if let Err((code, reason)) = check_request_uri(&msg) {
+            let r = reply::response(&msg, code, reason, b"", &[]);
+            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
+            return;
+        }
+        msg.stamp_received(src);
+        let to = response_addr(&msg, src);
+        let id = self.next_tx;
+        self.next_tx += 1;
+        let mut tx = Transaction {
+            server: ServerTx::new(key.clone(), method, to, socket),
+            server_live: true,
+            request: msg,
+            source: src,
+            route: RouteState::default(),
+            branches: Vec::new(),
+            canceled: false,
+            best: None,
+            to_tag: format!("wsp{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
+            started: Instant::now(),
+        };
+        if method == Method::Invite {
+            // 100 Trying at once: the caller stops retransmitting (§16.2).
+            let trying = reply::response(&tx.request, 100, "Trying", b"", &[]);
+            let _ = self.sender.send(socket, &trying, to);
+            tx.server.respond(trying, 100, &self.cfg.timers);
+        }
+        self.pop_own_routes(&mut tx.request);
+        self.server_index.insert(key, id);
+        self.txs.insert(id, tx);
+        self.run_request_route(id);
+    }
+
+    /// Loose routing (§16.4): Route entries naming this proxy are removed.
+    fn pop_own_routes(&self, msg: &mut Message) {
+        while let Some(uri) = msg.top_route_uri() {
+            let ours = Uri::parse(uri).is_ok_and(|u| self.is_local(u.host, u.port_or_default()));
+            if !ours {
+                break;
+            }
+            msg.pop_top_route();
+        }
+    }
+
+    /// Call request-route for a new transaction and act on the decision.
+    fn run_request_route(&mut self, id: u64) {
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let initial_invite = tx.request.method() == Method::Invite && !tx.request.has_to_tag();
+        let request = std::mem::replace(&mut tx.request, Message::placeholder());
+        let ctx = CallContext {
+            msg: request,
+            source: tx.source,
+            transport: "udp",
+            route: RouteState { record_route: initial_invite, ..RouteState::default() },
+            failure: None,
+            canceled: false,
+        };
+        let (decision, ctx) = self.policy.call(Hook::Request, ctx);
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        tx.request = ctx.msg;
+        tx.route = ctx.route;
+        match decision {
+            Ok(Decision::Action(crate::policy::bindings::Action::Relay)) => self.relay(id),
+            Ok(Decision::Action(crate::policy::bindings::Action::Reply(r))) => self.reply(id, r.code, &r.reason),
+            Ok(Decision::Action(crate::policy::bindings::Action::Drop)) | Ok(Decision::Reply(_)) => self.drop_request(id),
+            Err(_) => {
+                self.stats.policy_errors += 1;
+                let code = self.cfg.on_error;
+                self.reply(id, code, reason_phrase(code));
+            }
+        }
+    }
+
+    /// The policy dropped the request: answer nothing, keep absorbing its
+    /// retransmissions for 64·T1, then forget it.
+    fn drop_request(&mut self, id: u64) {
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let g = tx.server.gens.bump(crate::transaction::timer::TimerKind::ServerDone);
+        let after = self.cfg.timers.t1x64();
+        self.arm(id, 0, [(crate::transaction::timer::TimerKind::ServerDone, after, g)]);
+    }
+
+    /// ACK: absorbed by the INVITE server transaction it acknowledges (non-2xx),
+    /// otherwise (ACK for a 2xx) routed end to end without a transaction.
+    fn on_ack(&mut self, mut msg: Message, src: SocketAddr, socket: usize) {
+        let key = server_key(&msg, Method::Invite);
+        if let Some(&id) = self.server_index.get(&key) {
+            if let Some(tx) = self.txs.get_mut(&id) {
+                if let Some(arm) = tx.server.on_ack(&self.cfg.timers) {
+                    self.arm(id, 0, [arm]);
+                }
+            }
+            return;
+        }
+        if msg.core().max_forwards == Some(0) {
+            return;
+        }
+        msg.stamp_received(src);
+        self.pop_own_routes(&mut msg);
+        let ctx = CallContext {
+            msg,
+            source: src,
+            transport: "udp",
+            route: RouteState::default(),
+            failure: None,
+            canceled: false,
+        };
+        let (decision, ctx) = self.policy.call(Hook::Request, ctx);
+        if let Ok(Decision::Action(crate::policy::bindings::Action::Relay)) = decision {
+            self.forward_stateless(ctx.msg, &ctx.route, socket);
+        }
+    }
+
+    /// CANCEL (§16.10): 200 to the CANCEL, CANCEL on the pending branch, and
+    /// the INVITE ends with 487 once the branch answers (or at once when no
+    /// branch is pending). Unknown transaction: 481.
+    fn on_cancel(&mut self, msg: Message, src: SocketAddr, socket: usize) {
+        let to = response_addr(&msg, src);
+        let key = server_key(&msg, Method::Invite);
+        let Some(&id) = self.server_index.get(&key) else {
+            let r = reply::response(&msg, 481, "Call/Transaction Does Not Exist", b"", &[]);
+            let _ = self.sender.send(socket, &r, to);
+            return;
+        };
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let ok = reply::response(&msg, 200, "OK", tx.to_tag.as_bytes(), &[]);
+        let _ = self.sender.send(socket, &ok, to);
+        if tx.server.has_final() || tx.canceled {
+            return;
+        }
+        tx.canceled = true;
+        let pending = tx.branches.iter().rposition(|b| b.is_pending());
+        match pending {
+            Some(b) => self.cancel_branch(id, b),
+            None => self.reply(id, 487, "Request Terminated"),
+        }
+    }
+}
+
+/// Reason phrases for the statuses wisp generates itself.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        416 => "Unsupported URI Scheme",
+        480 => "Temporarily Unavailable",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        487 => "Request Terminated",
+        500 => "Server Internal Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        _ => "Error",
+    }
+}
+
+/// A request-URI wisp can route on (§16.3 step 2: 416 for other schemes).
+fn check_request_uri(msg: &Message) -> Result<(), (u16, &'static str)> {
+    let uri = msg.request_uri().unwrap_or_default();
+    match Uri::parse(uri) {
+        Ok(u) if matches!(u.scheme, crate::sip::Scheme::Sip | crate::sip::Scheme::Sips | crate::sip::Scheme::Tel) => Ok(()),
+        Ok(_) => Err((416, "Unsupported URI Scheme")),
+        Err(_) => Err((400, "Bad Request")),
+    }
+}

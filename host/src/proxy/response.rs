@@ -1,0 +1,133 @@
+//! Responses from downstream (RFC 3261 §16.7): matched to their branch,
+//! passed through onreply-route, forwarded upstream (1xx except 100, 2xx at
+//! once), or kept as a failure for failure-route (≥ 300).
+
+use std::net::SocketAddr;
+
+use super::{via_next_hop, Sender, Worker};
+use crate::policy::bindings::{BranchFailure, ReplyAction};
+use crate::policy::{CallContext, Decision, Hook};
+use crate::sip::{hop, Message, Method};
+use crate::transaction::client::{CancelState, ClientState};
+use crate::transaction::key::client_key;
+
+impl<S: Sender> Worker<S> {
+    pub(super) fn on_response(&mut self, msg: Message, src: SocketAddr) {
+        let Some(code) = msg.status() else { return };
+        let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
+        let key = client_key(branch, msg.method());
+        let Some(&(id, b)) = self.client_index.get(&key) else {
+            return self.forward_response_stateless(msg);
+        };
+        let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) else { return };
+        if !client.is_pending() {
+            // A retransmitted final: answer it with our ACK again.
+            if let Some(ack) = &client.ack {
+                let _ = self.sender.send(client.socket, ack, client.dest);
+            }
+            self.stats.retransmissions_absorbed += 1;
+            return;
+        }
+        if code < 200 {
+            let arms = client.on_provisional(&self.cfg.timers);
+            let cancel_now = client.cancel == CancelState::Pending;
+            self.arm(id, b, arms);
+            if cancel_now {
+                // The caller cancelled before this branch rang: CANCEL it now.
+                self.cancel_branch(id, b);
+            }
+            if code == 100 {
+                return; // hop by hop
+            }
+            if let Some(msg) = self.onreply(id, msg, src) {
+                self.forward_upstream(id, msg, code);
+            }
+            return;
+        }
+        let arms = client.on_final(code, &self.cfg.timers);
+        let invite = client.method == Method::Invite;
+        if invite && code >= 300 {
+            let ack = hop::ack(&client.request, &msg);
+            let _ = self.sender.send(client.socket, &ack, client.dest);
+            client.ack = Some(ack);
+        }
+        if client.state == ClientState::Terminated {
+            // INVITE 2xx: retransmissions of it are forwarded statelessly.
+            let key = client.key.clone();
+            self.client_index.remove(&key);
+        }
+        self.arm(id, b, arms);
+        let Some(msg) = self.onreply(id, msg, src) else { return };
+        if code < 300 {
+            self.forward_upstream(id, msg, code);
+            return;
+        }
+        self.keep_best(id, msg, code);
+        self.branch_failed(id, BranchFailure::Reply(code), Some(code));
+    }
+
+    /// Run onreply-route; `None` when the policy dropped a provisional.
+    fn onreply(&mut self, id: u64, msg: Message, src: SocketAddr) -> Option<Message> {
+        let tx = self.txs.get_mut(&id)?;
+        let code = msg.status().unwrap_or(0);
+        let ctx = CallContext {
+            msg,
+            source: src,
+            transport: "udp",
+            route: std::mem::take(&mut tx.route),
+            failure: None,
+            canceled: tx.canceled,
+        };
+        let (decision, ctx) = self.policy.call(Hook::Reply, ctx);
+        if let Some(tx) = self.txs.get_mut(&id) {
+            tx.route = ctx.route;
+        }
+        match decision {
+            // Only provisional replies can be dropped: a final one decides the transaction.
+            Ok(Decision::Reply(ReplyAction::Drop)) if code < 200 => None,
+            Err(_) => {
+                self.stats.policy_errors += 1;
+                Some(ctx.msg)
+            }
+            _ => Some(ctx.msg),
+        }
+    }
+
+    /// Send a branch's response upstream through the server transaction.
+    fn forward_upstream(&mut self, id: u64, mut msg: Message, code: u16) {
+        msg.pop_top_via();
+        let bytes = msg.to_bytes();
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let (socket, to) = (tx.server.socket, tx.server.response_addr);
+        let final_reply = code >= 200;
+        let arms = tx.server.respond(bytes.clone(), code, &self.cfg.timers);
+        // A 2xx to INVITE always goes upstream, even after another final.
+        if arms.is_some() || (code < 300 && tx.server.method == Method::Invite) {
+            let _ = self.sender.send(socket, &bytes, to);
+        }
+        if let Some(arms) = arms {
+            self.arm(id, 0, arms);
+        }
+        if final_reply {
+            self.log_call(id, code);
+        }
+    }
+
+    /// A response with no transaction (a 2xx retransmission after the
+    /// INVITE transaction ended): pop our Via and send it on by the next one.
+    fn forward_response_stateless(&mut self, mut msg: Message) {
+        let ours = msg.top_via().is_some_and(|v| self.is_local(v.host, v.port_or_default()));
+        if !ours {
+            self.stats.dropped += 1;
+            return;
+        }
+        msg.pop_top_via();
+        let Some(to) = via_next_hop(&msg) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        self.stats.stateless_forwards += 1;
+        let socket = self.socket_for(to);
+        let _ = self.sender.send(socket, &msg.to_bytes(), to);
+    }
+}

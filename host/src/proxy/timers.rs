@@ -1,0 +1,72 @@
+//! Transaction timers firing (RFC 3261 §17 timers A–K, fr_timer).
+
+use std::time::Instant;
+
+use super::{Sender, Worker};
+use crate::policy::bindings::BranchFailure;
+use crate::sip::Method;
+use crate::transaction::client::ClientState;
+use crate::transaction::timer::{TimerKind, TimerRef};
+
+impl<S: Sender> Worker<S> {
+    /// Fire every timer due at `now`.
+    pub fn fire_timers(&mut self, now: Instant) {
+        while let Some(t) = self.timers.pop_due(now) {
+            self.on_timer(t);
+        }
+    }
+
+    fn on_timer(&mut self, t: TimerRef) {
+        let id = t.tx;
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let b = t.branch as usize;
+        match t.kind {
+            TimerKind::Retransmit => {
+                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                if let Some(arm) = client.on_retransmit_timer(&self.cfg.timers) {
+                    let _ = self.sender.send(client.socket, &client.bytes, client.dest);
+                    self.arm(id, b, [arm]);
+                }
+            }
+            TimerKind::Fr => {
+                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                if !client.is_pending() {
+                    return;
+                }
+                if client.method == Method::Invite && client.state == ClientState::Proceeding {
+                    // It rang too long: CANCEL it before failing over (§16.8).
+                    let cancel = crate::sip::hop::cancel(&client.request);
+                    let _ = self.sender.send(client.socket, &cancel, client.dest);
+                }
+                tracing::debug!(dest = %client.dest, "branch timed out");
+                self.end_branch(id, b);
+                self.branch_failed(id, BranchFailure::Timeout, None);
+            }
+            TimerKind::ClientDone => {
+                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                client.state = ClientState::Terminated;
+                let key = client.key.clone();
+                self.client_index.remove(&key);
+            }
+            TimerKind::ResponseRetransmit => {
+                if !tx.server.gens.is_current(&t) {
+                    return;
+                }
+                let (socket, to) = (tx.server.socket, tx.server.response_addr);
+                if let Some((bytes, arm)) = tx.server.on_retransmit_timer(&self.cfg.timers) {
+                    let _ = self.sender.send(socket, bytes, to);
+                    self.arm(id, 0, [arm]);
+                }
+            }
+            TimerKind::ServerDone => {
+                if !tx.server.gens.is_current(&t) {
+                    return;
+                }
+                tx.server_live = false;
+                let key = tx.server.key.clone();
+                self.server_index.remove(&key);
+            }
+        }
+        self.maybe_cleanup(id);
+    }
+}

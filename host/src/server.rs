@@ -1,0 +1,249 @@
+//! Running wisp: load the dispatcher and the policy, start one worker
+//! thread per core (each a single-threaded tokio runtime with its own
+//! sockets, transactions, timers and warm policy instance), then serve until
+//! Ctrl-C / SIGTERM. SIGHUP reloads the dispatcher list and the policy, each
+//! validated on its own: a bad one is refused and the running one stays.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::config::Config;
+use crate::dispatcher::Dispatcher;
+use crate::policy::{PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker};
+use crate::proxy::{Handoff, ProxyConfig, Sender, Worker};
+use crate::transport::{udp, ListenAddr};
+
+/// What every worker shares.
+struct Shared {
+    cfg: Arc<ProxyConfig>,
+    dispatcher: Arc<Dispatcher>,
+    engine: Arc<PolicyEngine>,
+    policy: Arc<PolicyHandle>,
+}
+
+/// A worker's way out: its sockets and the other workers' inboxes.
+struct WorkerSender {
+    sockets: Vec<Rc<UdpSocket>>,
+    peers: Vec<mpsc::UnboundedSender<Handoff>>,
+}
+
+impl Sender for WorkerSender {
+    fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        self.sockets[socket].try_send_to(bytes, to).map(|_| ())
+    }
+
+    fn handoff(&self, worker: usize, h: Handoff) {
+        let _ = self.peers[worker].send(h);
+    }
+}
+
+/// Start wisp with a loaded config; returns when asked to stop.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let list = config.resolve(&config.dispatcher.list_file);
+    let dispatcher = Arc::new(Dispatcher::load(&list, config.dispatcher.probing_threshold)?);
+    let engine = PolicyEngine::new(PolicyLimits {
+        max_call_ms: config.policy.max_call_ms,
+        max_memory_bytes: config.policy.max_memory_mb << 20,
+    })?;
+    let policy_file = config.resolve(&config.policy.file);
+    let first = engine.load(&policy_file, &dispatcher)?;
+    tracing::info!(policy = %policy_file.display(), version = first.version, "policy loaded");
+    let policy = Arc::new(PolicyHandle::new(first));
+
+    // Bind worker 0's sockets first: a port 0 then becomes a real port that
+    // the other workers share through SO_REUSEPORT.
+    let workers = config.workers();
+    let mut listen: Vec<ListenAddr> = config.listen().map_err(anyhow::Error::msg)?;
+    let mut per_worker: Vec<Vec<std::net::UdpSocket>> = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let mut socks = Vec::new();
+        for l in listen.iter_mut() {
+            let s = udp::bind(l.addr, config.sip.socket_buffer).with_context(|| format!("cannot listen on {l}"))?;
+            if w == 0 {
+                l.addr = s.local_addr()?;
+            }
+            socks.push(s);
+        }
+        per_worker.push(socks);
+    }
+    for l in &listen {
+        tracing::info!(workers, "listening on {l}");
+    }
+    let shared = Arc::new(Shared {
+        cfg: Arc::new(ProxyConfig {
+            listen,
+            timers: config.timers(),
+            limits: crate::sip::Limits { max_headers: config.sip.max_headers },
+            max_branches: config.transaction.max_branches,
+            on_error: config.policy.on_error,
+            log_calls: config.log.calls,
+        }),
+        dispatcher: dispatcher.clone(),
+        engine: engine.clone(),
+        policy: policy.clone(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut inboxes = Vec::new();
+    let mut senders = Vec::new();
+    for _ in 0..workers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
+        inboxes.push(rx);
+    }
+    let mut threads = Vec::new();
+    for (id, (socks, inbox)) in per_worker.into_iter().zip(inboxes).enumerate() {
+        let shared = shared.clone();
+        let peers = senders.clone();
+        let stop = stop_rx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("wisp-worker-{id}"))
+                .spawn(move || worker_thread(id, workers, shared, socks, peers, inbox, stop))?,
+        );
+    }
+    drop(senders);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(control_loop(config, dispatcher, engine, policy, policy_file))?;
+    let _ = stop_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Signals: SIGINT/SIGTERM stop, SIGHUP reloads.
+async fn control_loop(
+    _config: Config,
+    dispatcher: Arc<Dispatcher>,
+    engine: Arc<PolicyEngine>,
+    policy: Arc<PolicyHandle>,
+    policy_file: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                match dispatcher.reload() {
+                    Ok(n) => tracing::info!(destinations = n, file = %dispatcher.list_file().display(), "dispatcher list reloaded"),
+                    Err(e) => tracing::error!("dispatcher reload refused, keeping the running sets: {e}"),
+                }
+                let (engine, dispatcher, file) = (engine.clone(), dispatcher.clone(), policy_file.clone());
+                match tokio::task::spawn_blocking(move || engine.load(&file, &dispatcher)).await? {
+                    Ok(p) => {
+                        tracing::info!(version = p.version, file = %p.path.display(), "policy reloaded");
+                        policy.publish(p);
+                    }
+                    Err(e) => tracing::error!("policy reload refused, keeping version {}: {e}", policy.current().version),
+                }
+            }
+        }
+    }
+}
+
+fn worker_thread(
+    id: usize,
+    workers: usize,
+    shared: Arc<Shared>,
+    socks: Vec<std::net::UdpSocket>,
+    peers: Vec<mpsc::UnboundedSender<Handoff>>,
+    mut inbox: mpsc::UnboundedReceiver<Handoff>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = id, "cannot start worker runtime: {e}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let sockets: Vec<Rc<UdpSocket>> = match socks.into_iter().map(UdpSocket::from_std).collect::<std::io::Result<Vec<_>>>() {
+            Ok(s) => s.into_iter().map(Rc::new).collect(),
+            Err(e) => {
+                tracing::error!(worker = id, "cannot register sockets: {e}");
+                return;
+            }
+        };
+        let policy = PolicyWorker::new(shared.engine.clone(), shared.policy.clone(), shared.dispatcher.clone());
+        let sender = WorkerSender { sockets: sockets.clone(), peers };
+        let worker = Rc::new(RefCell::new(Worker::new(id, workers, shared.cfg.clone(), sender, policy, shared.dispatcher.clone())));
+        // Wakes the timer task when a new timer may be earlier than the one it sleeps for.
+        let wake = Rc::new(Notify::new());
+        let armed = Rc::new(Cell::new(None::<Instant>));
+        let after_work = {
+            let (worker, wake, armed) = (worker.clone(), wake.clone(), armed.clone());
+            move || {
+                let next = worker.borrow().timers.next_deadline();
+                if next.is_some() && (armed.get().is_none() || next < armed.get()) {
+                    wake.notify_one();
+                }
+            }
+        };
+        for (idx, sock) in sockets.iter().enumerate() {
+            let (sock, worker, after_work) = (sock.clone(), worker.clone(), after_work.clone());
+            tokio::task::spawn_local(async move {
+                let mut buf = vec![0u8; udp::MAX_DATAGRAM];
+                loop {
+                    match sock.recv_from(&mut buf).await {
+                        Ok((n, src)) => {
+                            worker.borrow_mut().on_datagram(buf[..n].to_vec(), src, idx);
+                            after_work();
+                        }
+                        // ICMP errors from earlier sends surface here on some systems.
+                        Err(e) => tracing::debug!(worker = id, "recv: {e}"),
+                    }
+                }
+            });
+        }
+        {
+            let (worker, after_work) = (worker.clone(), after_work.clone());
+            tokio::task::spawn_local(async move {
+                while let Some(h) = inbox.recv().await {
+                    worker.borrow_mut().on_message(h.msg, h.src, h.socket);
+                    after_work();
+                }
+            });
+        }
+        {
+            let worker = worker.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    let next = worker.borrow().timers.next_deadline();
+                    armed.set(next);
+                    match next {
+                        Some(at) => {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(at.into()) => {}
+                                _ = wake.notified() => continue,
+                            }
+                        }
+                        None => {
+                            wake.notified().await;
+                            continue;
+                        }
+                    }
+                    worker.borrow_mut().fire_timers(Instant::now());
+                }
+            });
+        }
+        let _ = stop.wait_for(|s| *s).await;
+        let w = worker.borrow();
+        tracing::debug!(worker = id, transactions = w.transactions(), stats = ?w.stats, "worker stopping");
+    });
+}
