@@ -1,1 +1,13 @@
+//! End-to-end tests: the real `wisp` binary, real policies built from
+//! policies/ and tests/policies/, real UDP sockets on 127.0.0.1, fake
+//! carriers and callers from tests/support, and sipp where a test says so.
+//! One module per behaviour.
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod call;
+mod cancel;
+mod failover;
+mod robustness;
+mod sipp;

@@ -1,0 +1,80 @@
+//! Bad input and bad policies never take wisp down.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use wisp::sip::Method;
+
+#[test]
+fn malformed_requests_get_400_and_garbage_is_dropped() {
+    let a = Uas::start(Behaviour::Answer);
+    let wisp = Wisp::start(WispConfig::new(format!("1 {}\n", a.uri())));
+    let mut uac = Uac::new(wisp.addr);
+    // A request with a Content-Length beyond its body: 400 (RFC 4475 clerr).
+    let bad = uac.request("OPTIONS", "bad-1", 1, "z9hG4bK-bad-1", "").replace("Content-Length: 0", "Content-Length: 9999");
+    uac.send(&bad);
+    let r = uac.recv(PROMPT).expect("an answer to the malformed request");
+    assert_eq!(r.status(), Some(400));
+    // Binary garbage and an empty keepalive get nothing back.
+    uac.send_bytes(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3]);
+    uac.send_bytes(b"\r\n\r\n");
+    uac.send_bytes(b"SIP/2.0 200 OK\r\n\r\n");
+    assert!(uac.recv(Duration::from_millis(300)).is_none());
+    // Max-Forwards 0: 483.
+    let zero = uac.request("OPTIONS", "mf-0", 1, "z9hG4bK-mf-0", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    uac.send(&zero);
+    assert_eq!(uac.recv(PROMPT).and_then(|m| m.status()), Some(483));
+    // And calls still complete.
+    let call = uac.invite("after-garbage", "", PROMPT);
+    assert_eq!(call.final_code(), Some(200));
+}
+
+fn hostile_wisp(carrier: &Uas) -> Wisp {
+    let mut cfg = WispConfig::new(format!("1 {}\n", carrier.uri()));
+    cfg.policy = policy_path("hostile");
+    cfg.max_call_ms = 50;
+    Wisp::start(cfg)
+}
+
+#[test]
+fn a_trapping_policy_call_gets_500_and_wisp_keeps_serving() {
+    let a = Uas::start(Behaviour::Answer);
+    let wisp = hostile_wisp(&a);
+    let mut uac = Uac::new(wisp.addr);
+    for i in 0..3 {
+        let call = uac.invite(&format!("trap-{i}"), "X-Test: trap\r\n", PROMPT);
+        assert_eq!(call.final_code(), Some(500), "codes {:?}", call.codes);
+        // The trapped instance is replaced: the next normal call routes.
+        let call = uac.invite(&format!("ok-after-trap-{i}"), "", PROMPT);
+        assert_eq!(call.final_code(), Some(200), "codes {:?}", call.codes);
+    }
+    assert_eq!(a.count(Method::Invite), 3);
+    assert!(wisp.wait_log("trap", PROMPT), "the trap is logged");
+}
+
+#[test]
+fn an_endless_policy_is_interrupted_within_max_call_ms() {
+    let a = Uas::start(Behaviour::Answer);
+    let wisp = hostile_wisp(&a);
+    let mut uac = Uac::new(wisp.addr);
+    let start = Instant::now();
+    let call = uac.invite("loop-1", "X-Test: loop\r\n", PROMPT);
+    assert_eq!(call.final_code(), Some(500));
+    // max_call_ms is 50: generous slack for a loaded 2-core machine.
+    assert!(start.elapsed() < Duration::from_millis(1000), "took {:?}", start.elapsed());
+    let call = uac.invite("memory-1", "X-Test: memory\r\n", PROMPT);
+    assert_eq!(call.final_code(), Some(500), "memory bomb stopped at the limit");
+    let call = uac.invite("after-loop", "", PROMPT);
+    assert_eq!(call.final_code(), Some(200));
+}
+
+#[test]
+fn a_policy_cannot_read_files() {
+    let a = Uas::start(Behaviour::Answer);
+    let wisp = hostile_wisp(&a);
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("file-1", "X-Test: file\r\n", PROMPT);
+    // Either the WASI call traps (500) or fails (403): never a 200 with the file.
+    let code = call.final_code();
+    assert!(code == Some(500) || code == Some(403), "got {code:?}");
+}

@@ -1,0 +1,147 @@
+//! A wisp process started from the real binary with a generated config.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A policy component built by scripts/build-policies.sh (the test command
+/// builds them first).
+pub fn policy_path(name: &str) -> PathBuf {
+    let p = root().join("target/wasm32-wasip2/policy").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run scripts/build-policies.sh (scripts/test.sh does)", p.display());
+    p
+}
+
+/// What to put in the generated wisp.toml.
+pub struct WispConfig {
+    pub dispatcher_list: String,
+    pub policy: PathBuf,
+    pub fr_timer_ms: u64,
+    pub fr_inv_timer_ms: u64,
+    pub workers: usize,
+    pub max_call_ms: u64,
+    pub extra: String,
+}
+
+impl WispConfig {
+    pub fn new(dispatcher_list: impl Into<String>) -> WispConfig {
+        WispConfig {
+            dispatcher_list: dispatcher_list.into(),
+            policy: policy_path("primary_backup"),
+            fr_timer_ms: 1000,
+            fr_inv_timer_ms: 10_000,
+            workers: 2,
+            max_call_ms: 20,
+            extra: String::new(),
+        }
+    }
+}
+
+/// A running wisp; stopped (SIGTERM) when dropped.
+pub struct Wisp {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Wisp {
+    pub fn start(cfg: WispConfig) -> Wisp {
+        let dir = std::env::temp_dir().join(format!("wisp-e2e-{}-{:x}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("dispatcher.list"), &cfg.dispatcher_list).unwrap();
+        let toml = format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n\n[dispatcher]\nlist_file = \"dispatcher.list\"\n\n\
+             [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n\n\
+             [log]\nlevel = \"info\"\ncalls = true\n{}",
+            cfg.workers,
+            cfg.fr_timer_ms,
+            cfg.fr_inv_timer_ms,
+            cfg.policy.display(),
+            cfg.max_call_ms,
+            cfg.extra
+        );
+        std::fs::write(dir.join("wisp.toml"), toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .args(["run", "-c"])
+            .arg(dir.join("wisp.toml"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wisp");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on udp:").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("wisp did not start; log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Wisp { child, addr, dir, log }
+    }
+
+    /// Log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Wisp {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

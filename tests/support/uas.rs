@@ -1,0 +1,146 @@
+//! A fake carrier: a UDP user agent server on 127.0.0.1 that answers
+//! according to a [`Behaviour`] and records every request it receives.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wisp::sip::{parse, reply, Limits, Message, Method};
+
+/// How the carrier answers an INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// 180 then 200 with a Contact and the Record-Route mirrored.
+    Answer,
+    /// A final error status at once.
+    Reject(u16),
+    /// Never answer anything (a dead carrier that still has a socket).
+    Silent,
+    /// 180 and keep ringing until CANCEL (then 200 to CANCEL, 487).
+    Ring,
+}
+
+/// A received request.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub msg: Message,
+    pub from: SocketAddr,
+    pub at: Instant,
+}
+
+pub struct Uas {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Uas {
+    pub fn start(behaviour: Behaviour) -> Uas {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, b, s) = (received.clone(), behaviour.clone(), stop.clone());
+        std::thread::spawn(move || serve(sock, r, b, s));
+        Uas { addr, received, behaviour, stop }
+    }
+
+    /// `sip:127.0.0.1:PORT`, for a dispatcher.list line.
+    pub fn uri(&self) -> String {
+        format!("sip:{}", self.addr)
+    }
+
+    pub fn set_behaviour(&self, b: Behaviour) {
+        *self.behaviour.lock().unwrap() = b;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Requests of one method received so far.
+    pub fn count(&self, method: Method) -> usize {
+        self.received().iter().filter(|r| r.method == method).count()
+    }
+
+    /// Wait until `n` requests of `method` arrived.
+    pub fn wait_for(&self, method: Method, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.count(method) >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn respond(sock: &UdpSocket, req: &Message, to: SocketAddr, code: u16, reason: &str, tag: &str, addr: SocketAddr) {
+    let rr: Vec<String> = req.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    let contact = format!("<sip:carrier@{addr}>");
+    let mut extra: Vec<(&str, &str)> = vec![("Contact", &contact)];
+    let rr_joined = rr.join(", ");
+    if !rr.is_empty() && code < 300 && code > 100 {
+        extra.push(("Record-Route", &rr_joined));
+    }
+    let bytes = reply::response(req, code, reason, tag.as_bytes(), &extra);
+    let _ = sock.send_to(&bytes, to);
+}
+
+fn serve(sock: UdpSocket, received: Arc<Mutex<Vec<Received>>>, behaviour: Arc<Mutex<Behaviour>>, stop: Arc<AtomicBool>) {
+    let addr = sock.local_addr().unwrap();
+    let mut buf = vec![0u8; 65535];
+    // Ringing INVITEs waiting for a CANCEL: (Call-ID, request, from).
+    let mut ringing: Vec<(Vec<u8>, Message, SocketAddr)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        let Ok(msg) = parse(buf[..n].to_vec(), &Limits::default()) else { continue };
+        if !msg.is_request() {
+            continue;
+        }
+        let method = msg.method();
+        received.lock().unwrap().push(Received { method, msg: msg.clone(), from, at: Instant::now() });
+        let b = *behaviour.lock().unwrap();
+        if b == Behaviour::Silent {
+            continue;
+        }
+        // Replies go to the top Via, as a real UA sends them.
+        let to = wisp::proxy::via_next_hop(&msg).unwrap_or(from);
+        let tag = format!("uas{}", addr.port());
+        match method {
+            Method::Invite => match b {
+                Behaviour::Answer => {
+                    respond(&sock, &msg, to, 180, "Ringing", &tag, addr);
+                    respond(&sock, &msg, to, 200, "OK", &tag, addr);
+                }
+                Behaviour::Reject(code) => respond(&sock, &msg, to, code, "Rejected", &tag, addr),
+                Behaviour::Ring => {
+                    respond(&sock, &msg, to, 180, "Ringing", &tag, addr);
+                    ringing.push((msg.call_id().to_vec(), msg, to));
+                }
+                Behaviour::Silent => {}
+            },
+            Method::Cancel => {
+                respond(&sock, &msg, to, 200, "OK", &tag, addr);
+                if let Some(pos) = ringing.iter().position(|(cid, _, _)| cid.as_slice() == msg.call_id()) {
+                    let (_, invite, to) = ringing.remove(pos);
+                    respond(&sock, &invite, to, 487, "Request Terminated", &tag, addr);
+                }
+            }
+            Method::Ack => {}
+            _ => respond(&sock, &msg, to, 200, "OK", &tag, addr),
+        }
+    }
+}
