@@ -39,17 +39,12 @@ pub mod bindings {
 
 use bindings::wisp::policy as wit;
 
-pub use wit::types::{
-    Action, Algorithm, BranchFailure, Destination, DstState, Level, ReplyAction, ReplyInfo, Peer,
-};
+pub use wit::types::{Action, Algorithm, BranchFailure, Destination, DstState, Level, Peer, ReplyAction, ReplyInfo};
 
 impl Action {
     /// A reply with `code` and `reason`.
     pub fn reply(code: u16, reason: &str) -> Action {
-        Action::Reply(ReplyInfo {
-            code,
-            reason: reason.to_string(),
-        })
+        Action::Reply(ReplyInfo { code, reason: reason.to_string() })
     }
 }
 

@@ -323,7 +323,8 @@ mod tests {
         r
     }
 
-    const MIN: &str = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[dispatcher]\nlist_file = \"d.list\"\n[policy]\nfile = \"p.wasm\"\n";
+    const MIN: &str =
+        "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[dispatcher]\nlist_file = \"d.list\"\n[policy]\nfile = \"p.wasm\"\n";
 
     #[test]
     fn minimal_file_gets_defaults_and_relative_paths() {

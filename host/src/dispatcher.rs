@@ -89,7 +89,13 @@ impl Dispatcher {
 
     /// Select by `alg` in `set_id`: the failover list, selected entry first.
     /// Empty when the set is unknown or has nothing usable.
-    pub fn select(&self, set_id: u32, alg: Algorithm, input: &HashInput<'_>, limit: Option<usize>) -> Vec<Arc<Destination>> {
+    pub fn select(
+        &self,
+        set_id: u32,
+        alg: Algorithm,
+        input: &HashInput<'_>,
+        limit: Option<usize>,
+    ) -> Vec<Arc<Destination>> {
         let snap = self.current.load();
         match snap.set(set_id) {
             Some(set) => algorithm::select(&set.destinations, alg, input, &set.rr, limit),
@@ -135,10 +141,7 @@ fn build(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError
     let mut sets: Vec<Set> = Vec::new();
     for e in entries {
         let reused = previous.and_then(|p| p.set(e.set_id)).and_then(|s| {
-            s.destinations
-                .iter()
-                .find(|d| d.uri == e.uri && d.priority == e.priority && d.attrs == e.attrs)
-                .cloned()
+            s.destinations.iter().find(|d| d.uri == e.uri && d.priority == e.priority && d.attrs == e.attrs).cloned()
         });
         let dest = match reused {
             Some(d) => d,
@@ -161,7 +164,7 @@ fn build(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError
         // Kamailio inserts each entry at the head, then sorts by priority
         // (highest first): equal priorities end up in reverse file order.
         set.destinations.reverse();
-        set.destinations.sort_by(|a, b| b.priority.cmp(&a.priority));
+        set.destinations.sort_by_key(|d| std::cmp::Reverse(d.priority));
     }
     sets.sort_by_key(|s| s.id);
     Ok(Snapshot { sets })

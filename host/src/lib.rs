@@ -18,11 +18,11 @@
 //! 7. [`server`] ties it together: config, worker threads, signals, reload.
 #![forbid(unsafe_code)]
 
-pub mod transport;
+pub mod config;
+pub mod dispatcher;
+pub mod policy;
+pub mod proxy;
+pub mod server;
 pub mod sip;
 pub mod transaction;
-pub mod proxy;
-pub mod policy;
-pub mod dispatcher;
-pub mod config;
-pub mod server;
+pub mod transport;

@@ -102,7 +102,8 @@ fn check_policy(file: &std::path::Path) -> anyhow::Result<()> {
     let ds = wisp::dispatcher::Dispatcher::load(&empty, 1);
     let _ = std::fs::remove_file(&empty);
     let ds = std::sync::Arc::new(ds?);
-    let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 })?;
+    let engine =
+        wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 })?;
     engine.load(file, &ds)?;
     println!("{}: ok (world wisp:policy/router@0.1.0)", file.display());
     Ok(())

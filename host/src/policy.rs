@@ -111,8 +111,8 @@ impl PolicyEngine {
                 reason: "a core wasm module, not a component: build the policy with --target wasm32-wasip2".into(),
             });
         }
-        let component =
-            Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile { path: p.clone(), reason: format!("{e:#}") })?;
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| LoadError::Compile { path: p.clone(), reason: format!("{e:#}") })?;
         let link_err = |e: wasmtime::Error| LoadError::Link { path: p.clone(), reason: format!("{e:#}") };
         let mut linker = Linker::<HostState>::new(&self.engine);
         Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link_err)?;
@@ -120,20 +120,19 @@ impl PolicyEngine {
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let pre = RouterPre::new(pre).map_err(link_err)?;
         let name: Arc<str> = path.file_stem().map_or("policy".into(), |s| s.to_string_lossy().into());
-        let policy = LoadedPolicy {
-            version: 0,
-            path: path.to_path_buf(),
-            name,
-            loaded_at: std::time::SystemTime::now(),
-            pre,
-        };
+        let policy =
+            LoadedPolicy { version: 0, path: path.to_path_buf(), name, loaded_at: std::time::SystemTime::now(), pre };
         // Load check: it must instantiate within the limits.
         self.instantiate(&policy, dispatcher)
             .map_err(|e| LoadError::Instantiate { path: p.clone(), reason: format!("{e:#}") })?;
         Ok(LoadedPolicy { version: self.next_version.fetch_add(1, Ordering::Relaxed), ..policy })
     }
 
-    fn instantiate(&self, policy: &LoadedPolicy, dispatcher: &Arc<Dispatcher>) -> wasmtime::Result<(Store<HostState>, Router)> {
+    fn instantiate(
+        &self,
+        policy: &LoadedPolicy,
+        dispatcher: &Arc<Dispatcher>,
+    ) -> wasmtime::Result<(Store<HostState>, Router)> {
         let state = HostState {
             call: None,
             dispatcher: dispatcher.clone(),

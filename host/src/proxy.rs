@@ -100,7 +100,14 @@ pub struct Worker<S: Sender> {
 }
 
 impl<S: Sender> Worker<S> {
-    pub fn new(id: usize, workers: usize, cfg: Arc<ProxyConfig>, sender: S, policy: PolicyWorker, dispatcher: Arc<Dispatcher>) -> Self {
+    pub fn new(
+        id: usize,
+        workers: usize,
+        cfg: Arc<ProxyConfig>,
+        sender: S,
+        policy: PolicyWorker,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Self {
         Worker {
             id,
             workers,
@@ -192,15 +199,15 @@ impl<S: Sender> Worker<S> {
     /// True when `host:port` is one of our listen addresses.
     fn is_local(&self, host: &[u8], port: u16) -> bool {
         let host = crate::sip::uri::unbracket(host);
-        self.cfg
-            .listen
-            .iter()
-            .any(|l| l.addr.port() == port && l.addr.ip().to_string().as_bytes() == host)
+        self.cfg.listen.iter().any(|l| l.addr.port() == port && l.addr.ip().to_string().as_bytes() == host)
     }
 
     /// Remove a transaction once nothing refers to it any more.
     fn maybe_cleanup(&mut self, id: u64) {
-        let done = self.txs.get(&id).is_some_and(|t| !t.server_live && t.branches.iter().all(|b| !self.client_index.contains_key(&b.key)));
+        let done = self
+            .txs
+            .get(&id)
+            .is_some_and(|t| !t.server_live && t.branches.iter().all(|b| !self.client_index.contains_key(&b.key)));
         if done {
             self.txs.remove(&id);
         }
@@ -227,4 +234,3 @@ pub fn via_next_hop(msg: &Message) -> Option<SocketAddr> {
     let port = via.rport().flatten().unwrap_or(via.port_or_default());
     Some(SocketAddr::new(ip, port))
 }
-

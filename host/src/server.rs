@@ -173,16 +173,24 @@ fn worker_thread(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let sockets: Vec<Rc<UdpSocket>> = match socks.into_iter().map(UdpSocket::from_std).collect::<std::io::Result<Vec<_>>>() {
-            Ok(s) => s.into_iter().map(Rc::new).collect(),
-            Err(e) => {
-                tracing::error!(worker = id, "cannot register sockets: {e}");
-                return;
-            }
-        };
+        let sockets: Vec<Rc<UdpSocket>> =
+            match socks.into_iter().map(UdpSocket::from_std).collect::<std::io::Result<Vec<_>>>() {
+                Ok(s) => s.into_iter().map(Rc::new).collect(),
+                Err(e) => {
+                    tracing::error!(worker = id, "cannot register sockets: {e}");
+                    return;
+                }
+            };
         let policy = PolicyWorker::new(shared.engine.clone(), shared.policy.clone(), shared.dispatcher.clone());
         let sender = WorkerSender { sockets: sockets.clone(), peers };
-        let worker = Rc::new(RefCell::new(Worker::new(id, workers, shared.cfg.clone(), sender, policy, shared.dispatcher.clone())));
+        let worker = Rc::new(RefCell::new(Worker::new(
+            id,
+            workers,
+            shared.cfg.clone(),
+            sender,
+            policy,
+            shared.dispatcher.clone(),
+        )));
         // Wakes the timer task when a new timer may be earlier than the one it sleeps for.
         let wake = Rc::new(Notify::new());
         let armed = Rc::new(Cell::new(None::<Instant>));

@@ -39,12 +39,18 @@ impl std::str::FromStr for ListenAddr {
         let (proto, addr) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected `udp:IP:PORT`"))?;
         let proto = match proto {
             "udp" => Proto::Udp,
-            "tcp" | "tls" | "ws" | "wss" => return Err(format!("`{s}`: transport `{proto}` is not supported yet (udp only)")),
+            "tcp" | "tls" | "ws" | "wss" => {
+                return Err(format!("`{s}`: transport `{proto}` is not supported yet (udp only)"))
+            }
             _ => return Err(format!("`{s}`: unknown transport `{proto}` (expected udp)")),
         };
-        let addr: SocketAddr = addr.parse().map_err(|_| format!("`{s}`: `{addr}` is not IP:PORT (IPv6 as [::1]:5060)"))?;
+        let addr: SocketAddr =
+            addr.parse().map_err(|_| format!("`{s}`: `{addr}` is not IP:PORT (IPv6 as [::1]:5060)"))?;
         if addr.ip().is_unspecified() {
-            return Err(format!("`{s}`: listen on a concrete address, not {}: it goes into Via and Record-Route", addr.ip()));
+            return Err(format!(
+                "`{s}`: listen on a concrete address, not {}: it goes into Via and Record-Route",
+                addr.ip()
+            ));
         }
         Ok(ListenAddr { proto, addr })
     }

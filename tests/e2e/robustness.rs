@@ -11,7 +11,8 @@ fn malformed_requests_get_400_and_garbage_is_dropped() {
     let wisp = Wisp::start(WispConfig::new(format!("1 {}\n", a.uri())));
     let mut uac = Uac::new(wisp.addr);
     // A request with a Content-Length beyond its body: 400 (RFC 4475 clerr).
-    let bad = uac.request("OPTIONS", "bad-1", 1, "z9hG4bK-bad-1", "").replace("Content-Length: 0", "Content-Length: 9999");
+    let bad =
+        uac.request("OPTIONS", "bad-1", 1, "z9hG4bK-bad-1", "").replace("Content-Length: 0", "Content-Length: 9999");
     uac.send(&bad);
     let r = uac.recv(PROMPT).expect("an answer to the malformed request");
     assert_eq!(r.status(), Some(400));

@@ -42,7 +42,7 @@ fn sipp_calls_through_wisp_without_failures() {
         .map(|p| {
             Carrier(
                 Command::new(bin)
-                    .args(["-sf", &scenario("uas.xml"), "-i", "127.0.0.1", "-p", &p.to_string(), "-nostdin", "-bg"])
+                    .args(["-sf", &scenario("uas.xml"), "-i", "127.0.0.1", "-p", &p.to_string(), "-nostdin"])
                     .args(["-timeout", "120s"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -51,7 +51,8 @@ fn sipp_calls_through_wisp_without_failures() {
             )
         })
         .collect();
-    let list = format!("1 sip:127.0.0.1:{} 0 10\n1 sip:127.0.0.1:{} 0 10\n2 sip:127.0.0.1:{}\n", ports[0], ports[1], ports[2]);
+    let list =
+        format!("1 sip:127.0.0.1:{} 0 10\n1 sip:127.0.0.1:{} 0 10\n2 sip:127.0.0.1:{}\n", ports[0], ports[1], ports[2]);
     let mut cfg = WispConfig::new(list);
     cfg.extra = String::new();
     let wisp = Wisp::start(cfg);

@@ -3,13 +3,13 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod uac;
 pub mod uas;
-pub mod process;
 
+pub use process::{policy_path, Wisp, WispConfig};
 pub use uac::Uac;
 pub use uas::{Behaviour, Uas};
-pub use process::{policy_path, Wisp, WispConfig};
 
 use std::time::Duration;
 

@@ -37,7 +37,8 @@ impl Uac {
 
     /// An INVITE (or other method) for `call_id` with `branch`, extra header lines included.
     pub fn request(&self, method: &str, call_id: &str, cseq: u32, branch: &str, extra: &str) -> String {
-        let body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let body =
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
         let body = if method == "INVITE" { body } else { "" };
         format!(
             "{method} sip:callee@{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\n\
@@ -102,10 +103,15 @@ impl Uac {
     /// ACK and BYE for an answered call, routed by its Record-Route.
     pub fn ack_and_bye(&mut self, ok: &Message, within: Duration) -> Option<u16> {
         let call_id = String::from_utf8_lossy(ok.call_id()).into_owned();
-        let to = ok.headers().iter().find(|h| h.name == HeaderName::To).map(|h| String::from_utf8_lossy(ok.value(h)).into_owned())?;
+        let to = ok
+            .headers()
+            .iter()
+            .find(|h| h.name == HeaderName::To)
+            .map(|h| String::from_utf8_lossy(ok.value(h)).into_owned())?;
         let contact = ok.first(HeaderName::Contact).map(|c| String::from_utf8_lossy(c).into_owned())?;
         let target = contact.trim_start_matches('<').trim_end_matches('>').to_string();
-        let route: Vec<String> = ok.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        let route: Vec<String> =
+            ok.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
         let route_line = if route.is_empty() { String::new() } else { format!("Route: {}\r\n", route.join(", ")) };
         for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
             let req = format!(

@@ -99,7 +99,12 @@ fn respond(sock: &UdpSocket, req: &Message, to: SocketAddr, code: u16, reason: &
     let _ = sock.send_to(&bytes, to);
 }
 
-fn serve(sock: UdpSocket, received: Arc<Mutex<Vec<Received>>>, behaviour: Arc<Mutex<Behaviour>>, stop: Arc<AtomicBool>) {
+fn serve(
+    sock: UdpSocket,
+    received: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    stop: Arc<AtomicBool>,
+) {
     let addr = sock.local_addr().unwrap();
     let mut buf = vec![0u8; 65535];
     // Ringing INVITEs waiting for a CANCEL: (Call-ID, request, from).

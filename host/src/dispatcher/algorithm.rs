@@ -93,10 +93,5 @@ pub fn select(
         rr.store(chosen + 1, Ordering::Relaxed);
     }
     let cap = limit.unwrap_or(n).max(1);
-    (0..n)
-        .map(|k| &dests[(chosen + k) % n])
-        .filter(|d| d.is_usable())
-        .take(cap)
-        .cloned()
-        .collect()
+    (0..n).map(|k| &dests[(chosen + k) % n]).filter(|d| d.is_usable()).take(cap).cloned().collect()
 }

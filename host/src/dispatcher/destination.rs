@@ -56,7 +56,15 @@ pub struct Destination {
 }
 
 impl Destination {
-    pub fn new(set_id: u32, uri: String, addr: SocketAddr, transport: Transport, flags: u32, priority: i32, attrs: String) -> Self {
+    pub fn new(
+        set_id: u32,
+        uri: String,
+        addr: SocketAddr,
+        transport: Transport,
+        flags: u32,
+        priority: i32,
+        attrs: String,
+    ) -> Self {
         Destination {
             set_id,
             uri,
@@ -147,7 +155,15 @@ mod tests {
     use super::*;
 
     fn dest(f: u32) -> Destination {
-        Destination::new(1, "sip:127.0.0.1".into(), "127.0.0.1:5060".parse().unwrap(), Transport::Udp, f, 0, String::new())
+        Destination::new(
+            1,
+            "sip:127.0.0.1".into(),
+            "127.0.0.1:5060".parse().unwrap(),
+            Transport::Udp,
+            f,
+            0,
+            String::new(),
+        )
     }
 
     #[test]

@@ -59,9 +59,8 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ListError> {
         if cols.len() > 5 {
             return Err(err(format!("unexpected column `{}` (attrs must not contain spaces)", cols[5])));
         }
-        let set_id: u32 = cols[0]
-            .parse()
-            .map_err(|_| err(format!("set id `{}` is not a non-negative integer", cols[0])))?;
+        let set_id: u32 =
+            cols[0].parse().map_err(|_| err(format!("set id `{}` is not a non-negative integer", cols[0])))?;
         let uri = if cols[1].contains(':') && !cols[1].starts_with('[') && looks_like_scheme(cols[1]) {
             cols[1].to_string()
         } else {
@@ -99,7 +98,10 @@ mod tests {
         let text = "# comment\n\n1 sip:127.0.0.1:5071 0 10\n1 127.0.0.1:5072 8 5 duid=b;weight=50 # trailing\n2 sip:127.0.0.1:5073\n";
         let e = parse(text, "d.list").unwrap();
         assert_eq!(e.len(), 3);
-        assert_eq!(e[0], Entry { set_id: 1, uri: "sip:127.0.0.1:5071".into(), flags: 0, priority: 10, attrs: "".into(), line: 3 });
+        assert_eq!(
+            e[0],
+            Entry { set_id: 1, uri: "sip:127.0.0.1:5071".into(), flags: 0, priority: 10, attrs: "".into(), line: 3 }
+        );
         assert_eq!(e[1].uri, "sip:127.0.0.1:5072");
         assert_eq!((e[1].flags, e[1].priority, e[1].attrs.as_str(), e[1].line), (8, 5, "duid=b;weight=50", 4));
         assert_eq!((e[2].flags, e[2].priority), (0, 0));

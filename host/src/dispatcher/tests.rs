@@ -28,7 +28,8 @@ mod tempfile_lite {
     }
 }
 
-const LIST: &str = "1 sip:127.0.0.1:5071 0 10\n1 sip:127.0.0.1:5072 0 10\n1 sip:127.0.0.1:5074 0 20\n2 sip:127.0.0.1:5073 0 0\n";
+const LIST: &str =
+    "1 sip:127.0.0.1:5071 0 10\n1 sip:127.0.0.1:5072 0 10\n1 sip:127.0.0.1:5074 0 20\n2 sip:127.0.0.1:5073 0 0\n";
 
 fn uris(v: &[Arc<Destination>]) -> Vec<&str> {
     v.iter().map(|d| d.uri.as_str()).collect()
@@ -105,7 +106,10 @@ fn uri_hash_ignores_default_port() {
     let a = HashInput { from_uri: b"sip:alice@example.com", ..Default::default() };
     let b = HashInput { from_uri: b"sip:alice@example.com:5060;transport=udp", ..Default::default() };
     let rr = AtomicUsize::new(0);
-    assert_eq!(algorithm::pick(Algorithm::HashFromUri, 97, &a, &rr), algorithm::pick(Algorithm::HashFromUri, 97, &b, &rr));
+    assert_eq!(
+        algorithm::pick(Algorithm::HashFromUri, 97, &a, &rr),
+        algorithm::pick(Algorithm::HashFromUri, 97, &b, &rr)
+    );
 }
 
 #[test]

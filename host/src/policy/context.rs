@@ -72,8 +72,6 @@ impl HostState {
     /// The call in progress; host functions called outside one (e.g. from
     /// a component's start code) trap.
     pub fn call(&mut self) -> wasmtime::Result<&mut CallContext> {
-        self.call
-            .as_mut()
-            .ok_or_else(|| wasmtime::format_err!("wisp host function called outside a routing hook"))
+        self.call.as_mut().ok_or_else(|| wasmtime::format_err!("wisp host function called outside a routing hook"))
     }
 }

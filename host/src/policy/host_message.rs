@@ -12,7 +12,10 @@ fn lossy(b: &[u8]) -> String {
 
 /// Headers wisp itself maintains; a policy may read but not write them.
 fn host_owned(name: &str) -> bool {
-    matches!(HeaderName::parse(name.as_bytes()), HeaderName::Via | HeaderName::ContentLength | HeaderName::CSeq | HeaderName::CallId)
+    matches!(
+        HeaderName::parse(name.as_bytes()),
+        HeaderName::Via | HeaderName::ContentLength | HeaderName::CSeq | HeaderName::CallId
+    )
 }
 
 fn check_header(name: &str, value: &str) -> Result<(), String> {
@@ -99,7 +102,11 @@ impl Host for HostState {
 
     fn source(&mut self) -> wasmtime::Result<Peer> {
         let call = self.call()?;
-        Ok(Peer { address: call.source.ip().to_string(), port: call.source.port(), transport: call.transport.to_string() })
+        Ok(Peer {
+            address: call.source.ip().to_string(),
+            port: call.source.port(),
+            transport: call.transport.to_string(),
+        })
     }
 
     fn body_length(&mut self) -> wasmtime::Result<u32> {

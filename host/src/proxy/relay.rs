@@ -117,7 +117,8 @@ impl<S: Sender> Worker<S> {
         };
         let socket = self.socket_for(dest);
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
-        let branch = format!("z9hG4bKwsp{:x}.s{:08x}", self.id, crate::dispatcher::algorithm::hash(&[incoming, msg.call_id()]));
+        let branch =
+            format!("z9hG4bKwsp{:x}.s{:08x}", self.id, crate::dispatcher::algorithm::hash(&[incoming, msg.call_id()]));
         let fwd = self.outgoing(&msg, socket, &branch, false);
         self.stats.stateless_forwards += 1;
         let _ = self.sender.send(socket, &fwd.to_bytes(), dest);

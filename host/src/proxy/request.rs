@@ -98,7 +98,9 @@ impl<S: Sender> Worker<S> {
         match decision {
             Ok(Decision::Action(crate::policy::bindings::Action::Relay)) => self.relay(id),
             Ok(Decision::Action(crate::policy::bindings::Action::Reply(r))) => self.reply(id, r.code, &r.reason),
-            Ok(Decision::Action(crate::policy::bindings::Action::Drop)) | Ok(Decision::Reply(_)) => self.drop_request(id),
+            Ok(Decision::Action(crate::policy::bindings::Action::Drop)) | Ok(Decision::Reply(_)) => {
+                self.drop_request(id)
+            }
             Err(_) => {
                 self.stats.policy_errors += 1;
                 let code = self.cfg.on_error;
@@ -196,7 +198,9 @@ pub fn reason_phrase(code: u16) -> &'static str {
 fn check_request_uri(msg: &Message) -> Result<(), (u16, &'static str)> {
     let uri = msg.request_uri().unwrap_or_default();
     match Uri::parse(uri) {
-        Ok(u) if matches!(u.scheme, crate::sip::Scheme::Sip | crate::sip::Scheme::Sips | crate::sip::Scheme::Tel) => Ok(()),
+        Ok(u) if matches!(u.scheme, crate::sip::Scheme::Sip | crate::sip::Scheme::Sips | crate::sip::Scheme::Tel) => {
+            Ok(())
+        }
         Ok(_) => Err((416, "Unsupported URI Scheme")),
         Err(_) => Err((400, "Bad Request")),
     }

@@ -48,9 +48,7 @@ impl HeaderName {
             (b"content-type", HeaderName::ContentType),
             (b"proxy-require", HeaderName::ProxyRequire),
         ];
-        LONG.iter()
-            .find(|(long, _)| long.eq_ignore_ascii_case(name))
-            .map_or(HeaderName::Other, |&(_, h)| h)
+        LONG.iter().find(|(long, _)| long.eq_ignore_ascii_case(name)).map_or(HeaderName::Other, |&(_, h)| h)
     }
 
     /// The canonical long name, for headers wisp writes.
@@ -75,10 +73,7 @@ impl HeaderName {
     /// True when the header may hold several comma-separated values on one
     /// line (RFC 3261 §7.3.1) that wisp needs to see one by one.
     pub fn is_list(self) -> bool {
-        matches!(
-            self,
-            HeaderName::Via | HeaderName::Route | HeaderName::RecordRoute | HeaderName::Contact
-        )
+        matches!(self, HeaderName::Via | HeaderName::Route | HeaderName::RecordRoute | HeaderName::Contact)
     }
 }
 

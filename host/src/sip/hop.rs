@@ -35,7 +35,9 @@ fn hop_request(req: &Message, method: &str, to_line: Option<&[u8]>) -> Vec<u8> {
             _ => {}
         }
     }
-    out.extend_from_slice(format!("CSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", req.core().cseq).as_bytes());
+    out.extend_from_slice(
+        format!("CSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", req.core().cseq).as_bytes(),
+    );
     out
 }
 

@@ -203,10 +203,7 @@ impl Message {
     /// Values of every header line named `name` (any spelling, compact forms
     /// included).
     pub fn values_named<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |h| same_name(self.bytes(h.name_span), name))
-            .map(|h| self.value(h))
+        self.headers.iter().filter(move |h| same_name(self.bytes(h.name_span), name)).map(|h| self.value(h))
     }
 
     /// The top Via value: the first element of the first Via line.
@@ -267,10 +264,7 @@ impl Message {
     /// Replace every line named `name` with one line, where the first was
     /// (or at the end).
     pub fn set_header(&mut self, name: &str, value: &[u8]) {
-        let pos = self
-            .headers
-            .iter()
-            .position(|h| same_name(&self.buf[h.name_span.range()], name.as_bytes()));
+        let pos = self.headers.iter().position(|h| same_name(&self.buf[h.name_span.range()], name.as_bytes()));
         self.remove_header(name.as_bytes());
         let h = self.new_header(name, value);
         match pos {
@@ -285,11 +279,8 @@ impl Message {
             let m = self.bytes(method_span).to_vec();
             let line = self.push_bytes(&[&m, b" ", uri, b" SIP/2.0"]);
             self.start_line = line;
-            self.start = StartLine::Request {
-                method,
-                method_span: line.sub(0, m.len()),
-                uri: line.sub(m.len() + 1, uri.len()),
-            };
+            self.start =
+                StartLine::Request { method, method_span: line.sub(0, m.len()), uri: line.sub(m.len() + 1, uri.len()) };
         }
     }
 
@@ -334,7 +325,8 @@ impl Message {
         if !add_received {
             return;
         }
-        let mut line = format!("SIP/2.0/{} {}", String::from_utf8_lossy(via.transport), String::from_utf8_lossy(via.host));
+        let mut line =
+            format!("SIP/2.0/{} {}", String::from_utf8_lossy(via.transport), String::from_utf8_lossy(via.host));
         if let Some(port) = via.port {
             line.push_str(&format!(":{port}"));
         }

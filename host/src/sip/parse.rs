@@ -82,24 +82,32 @@ pub fn parse(buf: Vec<u8>, limits: &Limits) -> Result<Message, ParseError> {
 
 /// As [`parse`], but a failure hands the bytes back (to build an error reply).
 pub fn parse_datagram(buf: Vec<u8>, limits: &Limits) -> Result<Message, (ParseError, Vec<u8>)> {
-    let (head, lines, body_start) = match scan_head(&buf, limits) {
-        Ok(v) => v,
-        Err(e) => return Err((e, buf)),
-    };
-    build(buf, head, lines, body_start).map_err(|(e, msg)| (e, msg.buf))
+    match scan_head(&buf, limits) {
+        Ok(head) => build(buf, head),
+        Err(e) => Err((e, buf)),
+    }
+}
+
+/// Where the start line, the header lines and the body are.
+struct Head {
+    sl_start: usize,
+    sl_end: usize,
+    start: StartLine,
+    lines: Vec<RawLine>,
+    body_start: usize,
 }
 
 /// Start line and header line boundaries.
-fn scan_head(buf: &[u8], limits: &Limits) -> Result<((usize, usize, StartLine), Vec<RawLine>, usize), ParseError> {
+fn scan_head(buf: &[u8], limits: &Limits) -> Result<Head, ParseError> {
     // Leading CRLFs are keepalives / noise before a start line (§7.5).
     let mut pos = buf.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(ParseError::Empty)?;
-    let (sl_start, sl_end, next) = next_line(&buf, pos).ok_or(ParseError::Incomplete)?;
+    let (sl_start, sl_end, next) = next_line(buf, pos).ok_or(ParseError::Incomplete)?;
     pos = next;
-    let start = parse_start_line(&buf, sl_start, sl_end)?;
+    let start = parse_start_line(buf, sl_start, sl_end)?;
 
     let mut lines: Vec<RawLine> = Vec::with_capacity(24);
     let body_start = loop {
-        let (ls, le, next) = next_line(&buf, pos).ok_or(ParseError::Incomplete)?;
+        let (ls, le, next) = next_line(buf, pos).ok_or(ParseError::Incomplete)?;
         pos = next;
         if ls == le {
             break next;
@@ -110,10 +118,7 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<((usize, usize, StartLine), 
             prev.folded = true;
             continue;
         }
-        let colon = buf[ls..le]
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(ParseError::HeaderLine(lines.len() + 1))?;
+        let colon = buf[ls..le].iter().position(|&b| b == b':').ok_or(ParseError::HeaderLine(lines.len() + 1))?;
         if !is_token(trim(&buf[ls..ls + colon])) {
             return Err(ParseError::HeaderLine(lines.len() + 1));
         }
@@ -122,15 +127,11 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<((usize, usize, StartLine), 
         }
         lines.push(RawLine { start: ls, end: le, colon: ls + colon, folded: false });
     };
-    Ok(((sl_start, sl_end, start), lines, body_start))
+    Ok(Head { sl_start, sl_end, start, lines, body_start })
 }
 
-fn build(
-    buf: Vec<u8>,
-    (sl_start, sl_end, start): (usize, usize, StartLine),
-    lines: Vec<RawLine>,
-    body_start: usize,
-) -> Result<Message, (ParseError, Message)> {
+fn build(buf: Vec<u8>, head: Head) -> Result<Message, (ParseError, Vec<u8>)> {
+    let Head { sl_start, sl_end, start, lines, body_start } = head;
     let datagram_end = buf.len();
     let mut msg = Message {
         buf,
@@ -153,10 +154,8 @@ fn build(
         let name_span = trimmed_span(&msg.buf, l.start, l.colon);
         let value = if l.folded {
             // Unfold into a copy for reading; the original line is forwarded.
-            let unfolded: Vec<u8> = msg.buf[l.colon + 1..l.end]
-                .iter()
-                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
-                .collect();
+            let unfolded: Vec<u8> =
+                msg.buf[l.colon + 1..l.end].iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect();
             let at = msg.buf.len();
             msg.buf.extend_from_slice(&unfolded);
             trimmed_span(&msg.buf, at, at + unfolded.len())
@@ -172,7 +171,7 @@ fn build(
     }
     match validate(&mut msg, body_start, datagram_end) {
         Ok(()) => Ok(msg),
-        Err(e) => Err((e, msg)),
+        Err(e) => Err((e, msg.buf)),
     }
 }
 

@@ -47,10 +47,7 @@ pub fn stateless_error(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
         let name = HeaderName::parse(super::scan::trim(&line[..colon]));
-        if matches!(
-            name,
-            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
-        ) {
+        if matches!(name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq) {
             has_via |= name == HeaderName::Via;
             copied.extend_from_slice(line);
             copied.extend_from_slice(b"\r\n");

@@ -131,9 +131,7 @@ impl<'a> Iterator for Params<'a> {
 
 /// Find a parameter by name (case-insensitive).
 pub fn find_param<'a>(params: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
-    Params::new(params)
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+    Params::new(params).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ fn every_valid_torture_message_parses() {
             if category != "valid" {
                 continue;
             }
-            let msg = parse(load(dir, &name), &Limits::default())
-                .unwrap_or_else(|e| panic!("{dir}/{name} must parse: {e}"));
+            let msg =
+                parse(load(dir, &name), &Limits::default()).unwrap_or_else(|e| panic!("{dir}/{name} must parse: {e}"));
             // What a proxy needs must be there.
             assert!(msg.top_via().is_some(), "{name}: top Via");
             assert!(!msg.call_id().is_empty(), "{name}: Call-ID");
@@ -62,7 +62,8 @@ fn wsinv_fields() {
     assert_eq!(unusual, vec![&b";;,,;;,;"[..]]);
     // The folded, unknown header goes out exactly as it came in.
     let out = msg.to_bytes();
-    assert!(memchr::memmem::find(&out, b"NewFangledHeader:   newfangled value\r\n continued newfangled value\r\n").is_some());
+    assert!(memchr::memmem::find(&out, b"NewFangledHeader:   newfangled value\r\n continued newfangled value\r\n")
+        .is_some());
 }
 
 #[test]

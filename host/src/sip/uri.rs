@@ -81,7 +81,8 @@ impl<'a> Uri<'a> {
             let end = hostpart.iter().position(|&b| b == b':' || b == b';').unwrap_or(hostpart.len());
             (&hostpart[..end], &hostpart[end..])
         };
-        if host.is_empty() || (host[0] != b'[' && !host.iter().all(|&b| b.is_ascii_alphanumeric() || b"-.".contains(&b)))
+        if host.is_empty()
+            || (host[0] != b'[' && !host.iter().all(|&b| b.is_ascii_alphanumeric() || b"-.".contains(&b)))
         {
             return Err(UriError::BadHost);
         }

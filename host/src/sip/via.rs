@@ -134,7 +134,7 @@ impl<'a> Via<'a> {
     /// `None`: no rport; `Some(None)`: rport without value (the client asks
     /// for it); `Some(Some(port))`: filled in by a server (RFC 3581).
     pub fn rport(&self) -> Option<Option<u16>> {
-        find_param(self.params, b"rport").map(|v| v.and_then(|p| parse_u32(p)).map(|p| p as u16))
+        find_param(self.params, b"rport").map(|v| v.and_then(parse_u32).map(|p| p as u16))
     }
 
     /// The port the sender listens on (5060 when absent).

@@ -51,7 +51,14 @@ pub struct ClientTx {
 }
 
 impl ClientTx {
-    pub fn new(key: Vec<u8>, branch: String, request: Message, bytes: Vec<u8>, dest: SocketAddr, socket: usize) -> ClientTx {
+    pub fn new(
+        key: Vec<u8>,
+        branch: String,
+        request: Message,
+        bytes: Vec<u8>,
+        dest: SocketAddr,
+        socket: usize,
+    ) -> ClientTx {
         ClientTx {
             key,
             branch,
