@@ -30,13 +30,16 @@ struct Shared {
 
 /// A worker's way out: its sockets and the other workers' inboxes.
 struct WorkerSender {
-    sockets: Vec<Rc<UdpSocket>>,
+    /// Plain (non-blocking) handles of the worker's sockets: a send goes
+    /// straight to the kernel. tokio's `try_send_to` would refuse with
+    /// WouldBlock until its reactor has seen the socket writable once.
+    sockets: Vec<std::net::UdpSocket>,
     peers: Vec<mpsc::UnboundedSender<Handoff>>,
 }
 
 impl Sender for WorkerSender {
     fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
-        self.sockets[socket].try_send_to(bytes, to).map(|_| ())
+        self.sockets[socket].send_to(bytes, to).map(|_| ())
     }
 
     fn handoff(&self, worker: usize, h: Handoff) {
@@ -57,19 +60,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(policy = %policy_file.display(), version = first.version, "policy loaded");
     let policy = Arc::new(PolicyHandle::new(first));
 
-    // Bind worker 0's sockets first: a port 0 then becomes a real port that
-    // the other workers share through SO_REUSEPORT.
     let workers = config.workers();
     let mut listen: Vec<ListenAddr> = config.listen().map_err(anyhow::Error::msg)?;
+    for l in listen.iter_mut().filter(|l| l.addr.port() == 0) {
+        // Port 0: find a port nobody holds. (Binding port 0 with SO_REUSEPORT
+        // may hand out a port another process shares the same way.)
+        l.addr = udp::free_port(l.addr).with_context(|| format!("cannot find a free port for {l}"))?;
+    }
     let mut per_worker: Vec<Vec<std::net::UdpSocket>> = Vec::with_capacity(workers);
-    for w in 0..workers {
+    for _ in 0..workers {
         let mut socks = Vec::new();
-        for l in listen.iter_mut() {
-            let s = udp::bind(l.addr, config.sip.socket_buffer).with_context(|| format!("cannot listen on {l}"))?;
-            if w == 0 {
-                l.addr = s.local_addr()?;
-            }
-            socks.push(s);
+        for l in &listen {
+            socks.push(udp::bind(l.addr, config.sip.socket_buffer).with_context(|| format!("cannot listen on {l}"))?);
         }
         per_worker.push(socks);
     }
@@ -173,6 +175,13 @@ fn worker_thread(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
+        let senders: Vec<std::net::UdpSocket> = match socks.iter().map(|s| s.try_clone()).collect() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(worker = id, "cannot clone sockets: {e}");
+                return;
+            }
+        };
         let sockets: Vec<Rc<UdpSocket>> =
             match socks.into_iter().map(UdpSocket::from_std).collect::<std::io::Result<Vec<_>>>() {
                 Ok(s) => s.into_iter().map(Rc::new).collect(),
@@ -182,7 +191,7 @@ fn worker_thread(
                 }
             };
         let policy = PolicyWorker::new(shared.engine.clone(), shared.policy.clone(), shared.dispatcher.clone());
-        let sender = WorkerSender { sockets: sockets.clone(), peers };
+        let sender = WorkerSender { sockets: senders, peers };
         let worker = Rc::new(RefCell::new(Worker::new(
             id,
             workers,

@@ -12,7 +12,14 @@ fn call_completes_through_wisp() {
     let mut uac = Uac::new(wisp.addr);
 
     let call = uac.invite("call-1", "", PROMPT);
-    assert_eq!(call.final_code(), Some(200), "codes {:?}", call.codes);
+    assert_eq!(
+        call.final_code(),
+        Some(200),
+        "codes {:?} {:?} log {:?}",
+        call.codes,
+        call.final_response.as_ref().map(|m| String::from_utf8_lossy(&m.to_bytes()).into_owned()),
+        wisp.log()
+    );
     assert!(call.codes.contains(&100), "100 Trying from wisp: {:?}", call.codes);
     assert!(call.codes.contains(&180), "180 relayed: {:?}", call.codes);
     let ok = call.final_response.unwrap();

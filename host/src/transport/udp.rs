@@ -24,3 +24,9 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// A port on `addr`'s IP that no socket holds right now (a plain bind to
+/// port 0, without SO_REUSEPORT, never shares).
+pub fn free_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0))?.local_addr()
+}
