@@ -9,5 +9,6 @@ mod support;
 mod call;
 mod cancel;
 mod failover;
+mod reload;
 mod robustness;
 mod sipp;

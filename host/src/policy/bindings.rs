@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use wisp::policy::types::{Algorithm, BranchFailure, Destination, DstState, Level, Peer, ReplyInfo};
+pub use self::wisp::policy::types::{Algorithm, BranchFailure, Destination, DstState, Level, Peer, ReplyInfo};

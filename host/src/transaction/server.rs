@@ -71,10 +71,10 @@ impl ServerTx {
         }
         let done = self.gens.bump(TimerKind::ServerDone);
         if self.method == Method::Invite && code < 300 {
-            // 2xx: the transaction is over; linger to swallow INVITE
-            // retransmissions that cross the 2xx.
+            // 2xx: the transaction is over; linger T4 (Kamailio's wait
+            // timer is 5 s too) to swallow INVITE retransmissions crossing it.
             self.state = ServerState::Terminated;
-            return Some(vec![(TimerKind::ServerDone, cfg.t1x64(), done)]);
+            return Some(vec![(TimerKind::ServerDone, cfg.t4, done)]);
         }
         self.state = ServerState::Completed;
         if self.method == Method::Invite {
