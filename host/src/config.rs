@@ -52,13 +52,32 @@ pub struct SipConfig {
 pub struct DispatcherConfig {
     /// Path of the `dispatcher.list` file.
     pub list_file: PathBuf,
-    /// Keepalive interval in seconds; 0 = off (the prober is not built yet:
-    /// any other value is refused).
+    /// Keepalive interval in seconds; 0 = no keepalives.
     #[serde(default)]
     pub ping_interval: u64,
-    /// Kamailio's `ds_probing_mode` (0..=3); used by the prober.
-    #[serde(default)]
+    /// Kamailio's `ds_probing_mode`: 0 probe PROBING-flagged entries once,
+    /// 1 probe every entry, 2 probe INACTIVE+PROBING entries until they
+    /// recover, 3 probe PROBING-flagged entries continuously (default 1).
+    #[serde(default = "default_probing_mode")]
     pub probing_mode: u8,
+    /// Keepalive method (default OPTIONS).
+    #[serde(default = "default_ping_method")]
+    pub ping_method: String,
+    /// From URI of keepalives (default sip:dispatcher@localhost); the
+    /// `ping_from` attribute overrides it per destination.
+    #[serde(default = "default_ping_from")]
+    pub ping_from: String,
+    /// A keepalive with no final reply within this many ms failed (default
+    /// 1000). Independent of the transaction timers, unlike Kamailio.
+    #[serde(default = "default_ping_timeout")]
+    pub ping_timeout_ms: u64,
+    /// Replies besides 2xx that prove a destination alive: `code=NNN;class=N`.
+    #[serde(default)]
+    pub ping_reply_codes: String,
+    /// EWMA factor of the latency estimate ×1000 (Kamailio ≤ 6.0 meaning:
+    /// higher is slower; default 900).
+    #[serde(default = "default_alpha")]
+    pub latency_estimator_alpha: u32,
     /// Consecutive failures (`mark-dst` trying, failed probes) before a
     /// destination becomes INACTIVE (default 1).
     #[serde(default = "one")]
@@ -132,6 +151,21 @@ pub struct LogConfig {
 
 fn one() -> u32 {
     1
+}
+fn default_probing_mode() -> u8 {
+    1
+}
+fn default_ping_method() -> String {
+    "OPTIONS".into()
+}
+fn default_ping_from() -> String {
+    "sip:dispatcher@localhost".into()
+}
+fn default_ping_timeout() -> u64 {
+    1000
+}
+fn default_alpha() -> u32 {
+    900
 }
 fn default_max_headers() -> usize {
     128
@@ -228,11 +262,22 @@ impl Config {
         if self.sip.max_headers < 8 {
             return Err(invalid("sip.max_headers", "must be at least 8".into()));
         }
-        if self.dispatcher.ping_interval != 0 {
-            return Err(invalid(
-                "dispatcher.ping_interval",
-                "keepalive probing is not available in this version; set 0".into(),
-            ));
+        let d = &self.dispatcher;
+        if d.ping_interval > 3600 {
+            return Err(invalid("dispatcher.ping_interval", "must be 0..=3600 seconds".into()));
+        }
+        if !crate::sip::scan::is_token(d.ping_method.as_bytes()) {
+            return Err(invalid("dispatcher.ping_method", format!("`{}` is not a SIP method", d.ping_method)));
+        }
+        if crate::sip::Uri::parse(d.ping_from.as_bytes()).is_err() {
+            return Err(invalid("dispatcher.ping_from", format!("`{}` is not a URI", d.ping_from)));
+        }
+        if !(10..=60_000).contains(&d.ping_timeout_ms) {
+            return Err(invalid("dispatcher.ping_timeout_ms", "must be 10..=60000".into()));
+        }
+        crate::prober::ReplyCodes::parse(&d.ping_reply_codes).map_err(|m| invalid("dispatcher.ping_reply_codes", m))?;
+        if d.latency_estimator_alpha > 1000 {
+            return Err(invalid("dispatcher.latency_estimator_alpha", "must be 0..=1000".into()));
         }
         if self.dispatcher.probing_mode > 3 {
             return Err(invalid("dispatcher.probing_mode", "must be 0, 1, 2 or 3".into()));
@@ -304,6 +349,25 @@ impl Config {
         }
     }
 
+    /// Prober settings; `None` when `ping_interval` is 0.
+    pub fn prober(&self) -> Option<crate::prober::ProberConfig> {
+        let d = &self.dispatcher;
+        if d.ping_interval == 0 {
+            return None;
+        }
+        Some(crate::prober::ProberConfig {
+            interval: Duration::from_secs(d.ping_interval),
+            mode: crate::dispatcher::ProbingMode::from_kamailio(d.probing_mode)?,
+            method: d.ping_method.clone(),
+            from: d.ping_from.clone(),
+            timeout: Duration::from_millis(d.ping_timeout_ms),
+            reply_codes: crate::prober::ReplyCodes::parse(&d.ping_reply_codes).ok()?,
+            probing_threshold: d.probing_threshold,
+            inactive_threshold: d.inactive_threshold,
+            alpha: f64::from(d.latency_estimator_alpha) / 1000.0,
+        })
+    }
+
     pub fn workers(&self) -> usize {
         self.sip.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
@@ -343,7 +407,11 @@ mod tests {
             (format!("{MIN}[log]\nfoo = 1\n"), "unknown field `foo`"),
             (MIN.replace("udp:127.0.0.1:5060", "udp:nowhere"), "sip.listen"),
             (format!("{MIN}[policy.x]\n"), "policy"),
-            (MIN.replace("[dispatcher]\n", "[dispatcher]\nping_interval = 5\n"), "dispatcher.ping_interval"),
+            (
+                MIN.replace("[dispatcher]\n", "[dispatcher]\nping_reply_codes = \"501,403\"\n"),
+                "dispatcher.ping_reply_codes",
+            ),
+            (MIN.replace("[dispatcher]\n", "[dispatcher]\nping_timeout_ms = 0\n"), "dispatcher.ping_timeout_ms"),
             (MIN.replace("file = \"p.wasm\"\n", "file = \"p.wasm\"\non_error = 200\n"), "policy.on_error"),
         ];
         for (text, want) in cases {

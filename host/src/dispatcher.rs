@@ -7,6 +7,7 @@
 
 pub mod algorithm;
 pub mod destination;
+pub mod latency;
 pub mod list_file;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use algorithm::{Algorithm, HashInput};
-pub use destination::{Destination, Mark, Transport};
+pub use destination::{Destination, Mark, ProbingMode, Transport};
 pub use list_file::{Entry, ListError};
 
 /// One destination set, in Kamailio's order: priority highest first.
@@ -58,6 +59,8 @@ pub struct Dispatcher {
     list_file: PathBuf,
     /// `probing_threshold`: consecutive failures before INACTIVE.
     pub probing_threshold: u32,
+    /// Keepalives on/off at runtime (Kamailio's `dispatcher.ping_active`).
+    pub ping_active: crate::prober::PingSwitch,
 }
 
 impl Dispatcher {
@@ -68,6 +71,7 @@ impl Dispatcher {
             current: ArcSwap::from_pointee(snapshot),
             list_file: list_file.to_path_buf(),
             probing_threshold,
+            ping_active: crate::prober::PingSwitch::new(true),
         })
     }
 

@@ -15,14 +15,17 @@
 //!    Max-Forwards), relays provisional and 2xx responses upstream, and on
 //!    a failure (≥ 300, fr_timer timeout, send error) runs failure-route,
 //!    where the policy marks the destination and fails over with next-dst.
-//! 7. [`server`] ties it together: config, worker threads, signals, reload.
+//! 7. [`prober`] keeps destination state honest between calls: OPTIONS
+//!    keepalives from every worker, Kamailio's probing modes and thresholds.
+//! 8. [`server`] ties it together: config, worker threads, signals, reload.
 #![forbid(unsafe_code)]
 
-pub mod config;
-pub mod dispatcher;
-pub mod policy;
-pub mod proxy;
-pub mod server;
+pub mod transport;
 pub mod sip;
 pub mod transaction;
-pub mod transport;
+pub mod proxy;
+pub mod policy;
+pub mod dispatcher;
+pub mod prober;
+pub mod config;
+pub mod server;

@@ -7,6 +7,7 @@
 //! event loop ([`crate::server`]) feeds it datagrams and timer ticks.
 
 mod failure;
+mod ping;
 mod relay;
 mod request;
 mod response;
@@ -38,6 +39,8 @@ pub struct ProxyConfig {
     pub on_error: u16,
     /// Log one line per finished INVITE.
     pub log_calls: bool,
+    /// Keepalives, when `ping_interval` > 0.
+    pub prober: Option<crate::prober::ProberConfig>,
 }
 
 /// A message passed to the worker that owns its transaction.
@@ -95,6 +98,8 @@ pub struct Worker<S: Sender> {
     next_tx: u64,
     server_index: HashMap<Vec<u8>, u64>,
     client_index: HashMap<Vec<u8>, (u64, usize)>,
+    pings: HashMap<u64, ping::PingTx>,
+    ping_index: HashMap<Vec<u8>, u64>,
     pub timers: Timers,
     pub stats: Stats,
 }
@@ -119,6 +124,8 @@ impl<S: Sender> Worker<S> {
             next_tx: 1,
             server_index: HashMap::new(),
             client_index: HashMap::new(),
+            pings: HashMap::new(),
+            ping_index: HashMap::new(),
             timers: Timers::default(),
             stats: Stats::default(),
         }

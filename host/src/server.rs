@@ -86,6 +86,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             max_branches: config.transaction.max_branches,
             on_error: config.policy.on_error,
             log_calls: config.log.calls,
+            prober: config.prober(),
         }),
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),
@@ -256,6 +257,27 @@ fn worker_thread(
                         }
                     }
                     worker.borrow_mut().fire_timers(Instant::now());
+                }
+            });
+        }
+        if let Some(prober) = shared.cfg.prober.clone() {
+            let (worker, dispatcher, after_work) = (worker.clone(), shared.dispatcher.clone(), after_work.clone());
+            tokio::task::spawn_local(async move {
+                // Stagger workers so their rounds do not start together.
+                tokio::time::sleep(prober.interval.mul_f64(id as f64 / workers as f64 / 2.0)).await;
+                loop {
+                    let round = Instant::now();
+                    let share = crate::prober::share(&dispatcher, id, workers);
+                    // Spread this worker's pings across the interval.
+                    let gap = prober.interval / share.len().max(1) as u32;
+                    for (k, d) in share.into_iter().enumerate() {
+                        if dispatcher.ping_active.is_on() && d.wants_probe(prober.mode) {
+                            worker.borrow_mut().send_ping(d);
+                            after_work();
+                        }
+                        tokio::time::sleep_until((round + gap * (k as u32 + 1)).into()).await;
+                    }
+                    tokio::time::sleep_until((round + prober.interval).into()).await;
                 }
             });
         }

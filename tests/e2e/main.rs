@@ -9,6 +9,7 @@ mod support;
 mod call;
 mod cancel;
 mod failover;
+mod prober;
 mod reload;
 mod robustness;
 mod sipp;

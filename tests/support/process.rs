@@ -28,6 +28,10 @@ pub struct WispConfig {
     pub fr_inv_timer_ms: u64,
     pub workers: usize,
     pub max_call_ms: u64,
+    /// Lines added to `[dispatcher]`.
+    pub dispatcher_extra: String,
+    pub log_level: String,
+    /// Whole sections appended to the file.
     pub extra: String,
 }
 
@@ -40,6 +44,8 @@ impl WispConfig {
             fr_inv_timer_ms: 10_000,
             workers: 2,
             max_call_ms: 20,
+            dispatcher_extra: String::new(),
+            log_level: "info".into(),
             extra: String::new(),
         }
     }
@@ -59,14 +65,16 @@ impl Wisp {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dispatcher.list"), &cfg.dispatcher_list).unwrap();
         let toml = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n\n[dispatcher]\nlist_file = \"dispatcher.list\"\n\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n\n\
-             [log]\nlevel = \"info\"\ncalls = true\n{}",
+             [log]\nlevel = \"{}\"\ncalls = true\n{}",
             cfg.workers,
+            cfg.dispatcher_extra,
             cfg.fr_timer_ms,
             cfg.fr_inv_timer_ms,
             cfg.policy.display(),
             cfg.max_call_ms,
+            cfg.log_level,
             cfg.extra
         );
         std::fs::write(dir.join("wisp.toml"), toml).unwrap();
@@ -122,6 +130,10 @@ impl Wisp {
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// True while the process runs.

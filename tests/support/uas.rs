@@ -30,10 +30,18 @@ pub struct Received {
     pub at: Instant,
 }
 
+/// How the carrier answers OPTIONS and how long it waits before any reply.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    options_code: u16,
+    delay: Duration,
+}
+
 pub struct Uas {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    tuning: Arc<Mutex<Tuning>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -45,9 +53,20 @@ impl Uas {
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, b, s) = (received.clone(), behaviour.clone(), stop.clone());
-        std::thread::spawn(move || serve(sock, r, b, s));
-        Uas { addr, received, behaviour, stop }
+        let tuning = Arc::new(Mutex::new(Tuning { options_code: 200, delay: Duration::ZERO }));
+        let (r, b, t, s) = (received.clone(), behaviour.clone(), tuning.clone(), stop.clone());
+        std::thread::spawn(move || serve(sock, r, b, t, s));
+        Uas { addr, received, behaviour, tuning, stop }
+    }
+
+    /// The status OPTIONS (keepalives) get (default 200).
+    pub fn set_options_code(&self, code: u16) {
+        self.tuning.lock().unwrap().options_code = code;
+    }
+
+    /// Wait this long before every reply.
+    pub fn set_delay(&self, delay: Duration) {
+        self.tuning.lock().unwrap().delay = delay;
     }
 
     /// `sip:127.0.0.1:PORT`, for a dispatcher.list line.
@@ -103,6 +122,7 @@ fn serve(
     sock: UdpSocket,
     received: Arc<Mutex<Vec<Received>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    tuning: Arc<Mutex<Tuning>>,
     stop: Arc<AtomicBool>,
 ) {
     let addr = sock.local_addr().unwrap();
@@ -120,6 +140,10 @@ fn serve(
         let b = *behaviour.lock().unwrap();
         if b == Behaviour::Silent {
             continue;
+        }
+        let tuning: Tuning = *tuning.lock().unwrap();
+        if !tuning.delay.is_zero() {
+            std::thread::sleep(tuning.delay);
         }
         // Replies go to the top Via, as a real UA sends them.
         let to = wisp::proxy::via_next_hop(&msg).unwrap_or(from);
@@ -145,6 +169,7 @@ fn serve(
                 }
             }
             Method::Ack => {}
+            Method::Options => respond(&sock, &msg, to, tuning.options_code, "Keepalive", &tag, addr),
             _ => respond(&sock, &msg, to, 200, "OK", &tag, addr),
         }
     }

@@ -4,6 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::latency::LatencyStats;
 
 /// Kamailio's flag bits (`dispatcher.list` column 3, RPC `FLAGS`).
 pub mod flags {
@@ -37,6 +40,32 @@ pub enum Mark {
     Disabled,
 }
 
+/// Kamailio's `ds_probing_mode`: which destinations get keepalives and
+/// what a reply does to the PROBING flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbingMode {
+    /// 0: only PROBING-flagged entries, PROBING cleared by the result.
+    Flagged,
+    /// 1: every entry, PROBING set.
+    All,
+    /// 2: only INACTIVE+PROBING entries, until they recover.
+    Inactive,
+    /// 3: only PROBING-flagged entries, PROBING kept.
+    OnlyFlagged,
+}
+
+impl ProbingMode {
+    pub fn from_kamailio(n: u8) -> Option<ProbingMode> {
+        match n {
+            0 => Some(ProbingMode::Flagged),
+            1 => Some(ProbingMode::All),
+            2 => Some(ProbingMode::Inactive),
+            3 => Some(ProbingMode::OnlyFlagged),
+            _ => None,
+        }
+    }
+}
+
 /// One destination.
 #[derive(Debug)]
 pub struct Destination {
@@ -49,6 +78,10 @@ pub struct Destination {
     flags: AtomicU32,
     /// Consecutive failures (TRYING count), shared by marks and probes.
     failures: AtomicU32,
+    /// Consecutive successful probes while INACTIVE.
+    successes: AtomicU32,
+    /// Keepalive round trips.
+    latency: Mutex<LatencyStats>,
     /// Times this destination was chosen by a selection or `next-dst`.
     pub selected: AtomicU64,
     /// Times a transaction failed over away from it.
@@ -65,6 +98,7 @@ impl Destination {
         priority: i32,
         attrs: String,
     ) -> Self {
+        let latency = Mutex::new(seed_latency(&attrs));
         Destination {
             set_id,
             uri,
@@ -74,9 +108,86 @@ impl Destination {
             attrs,
             flags: AtomicU32::new(flags),
             failures: AtomicU32::new(0),
+            successes: AtomicU32::new(0),
+            latency,
             selected: AtomicU64::new(0),
             failed_over: AtomicU64::new(0),
         }
+    }
+
+    /// The `ping_from` attribute, if any.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.split(';').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Keepalive latency statistics (a copy).
+    pub fn latency(&self) -> LatencyStats {
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record a keepalive round trip (`None`: it timed out).
+    pub fn record_latency(&self, rtt_ms: Option<f64>, alpha: f64) {
+        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        match rtt_ms {
+            Some(ms) => l.add(ms, alpha),
+            None => l.timeout(),
+        }
+    }
+
+    /// Does `mode` send this destination a keepalive now? DISABLED and
+    /// NOPING entries never get one.
+    pub fn wants_probe(&self, mode: ProbingMode) -> bool {
+        let f = self.flags();
+        if f & (flags::DISABLED | flags::NOPING) != 0 {
+            return false;
+        }
+        match mode {
+            ProbingMode::All => true,
+            ProbingMode::Flagged | ProbingMode::OnlyFlagged => f & flags::PROBING != 0,
+            ProbingMode::Inactive => f & (flags::INACTIVE | flags::PROBING) == flags::INACTIVE | flags::PROBING,
+        }
+    }
+
+    /// Apply a keepalive result (Kamailio's state machine, 5.6–6.0):
+    /// failures count toward `probing_threshold` (ACTIVE → TRYING →
+    /// INACTIVE), successes toward `inactive_threshold` (INACTIVE → ACTIVE);
+    /// each resets the other. Returns true when usability changed.
+    pub fn probe_result(&self, ok: bool, mode: ProbingMode, probing_threshold: u32, inactive_threshold: u32) -> bool {
+        let f = self.flags();
+        if f & flags::DISABLED != 0 || (mode == ProbingMode::OnlyFlagged && f & flags::PROBING == 0) {
+            // Disabled meanwhile, or probing switched off (Kamailio PR #2959).
+            return false;
+        }
+        let was_usable = self.is_usable();
+        let probing = |f: u32, ok: bool| -> u32 {
+            match mode {
+                ProbingMode::All => flags::PROBING,
+                ProbingMode::OnlyFlagged => f & flags::PROBING,
+                ProbingMode::Flagged => 0,
+                ProbingMode::Inactive if ok => 0,
+                ProbingMode::Inactive => f & flags::PROBING,
+            }
+        };
+        let keep = f & !(flags::STATE | flags::PROBING);
+        let new = if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            if f & flags::INACTIVE != 0 {
+                let s = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
+                if s < inactive_threshold {
+                    return false; // still INACTIVE, still probed
+                }
+            }
+            self.successes.store(0, Ordering::Relaxed);
+            keep | probing(f, true)
+        } else {
+            self.successes.store(0, Ordering::Relaxed);
+            let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let state =
+                if f & flags::INACTIVE != 0 || n >= probing_threshold { flags::INACTIVE } else { flags::TRYING };
+            keep | state | probing(f, false)
+        };
+        self.flags.store(new, Ordering::Relaxed);
+        was_usable != self.is_usable()
     }
 
     pub fn flags(&self) -> u32 {
@@ -150,6 +261,16 @@ impl Destination {
     }
 }
 
+/// The `latency` attribute seeds the estimate (Kamailio: "already trained").
+fn seed_latency(attrs: &str) -> LatencyStats {
+    attrs
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "latency")
+        .and_then(|(_, v)| v.parse::<f64>().ok())
+        .map_or_else(LatencyStats::default, LatencyStats::seeded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +325,63 @@ mod tests {
             assert_eq!(d.state_letters(), want, "{start} {marks:?}");
             assert_eq!(d.is_usable(), usable, "{start} {marks:?}");
         }
+    }
+
+    /// Probing modes on a table of starting flags: who is pinged, and the
+    /// letters after one success and after one failure (thresholds 1).
+    #[test]
+    fn probing_mode_table() {
+        use ProbingMode::*;
+        const I: u32 = flags::INACTIVE;
+        const P: u32 = flags::PROBING;
+        const D: u32 = flags::DISABLED;
+        const N: u32 = flags::NOPING;
+        // (mode, start flags, pinged?, after success, after failure)
+        let table: &[(ProbingMode, u32, bool, &str, &str)] = &[
+            (Flagged, 0, false, "", ""),
+            (Flagged, P, true, "AX", "IX"),
+            (Flagged, I | P, true, "AX", "IX"),
+            (All, 0, true, "AP", "IP"),
+            (All, I, true, "AP", "IP"),
+            (All, D, false, "", ""),
+            (All, N, false, "", ""),
+            (Inactive, 0, false, "", ""),
+            (Inactive, P, false, "", ""),
+            (Inactive, I | P, true, "AX", "IP"),
+            (OnlyFlagged, P, true, "AP", "IP"),
+            (OnlyFlagged, I | P, true, "AP", "IP"),
+            (OnlyFlagged, I, false, "", ""),
+        ];
+        for &(mode, start, pinged, ok, fail) in table {
+            assert_eq!(dest(start).wants_probe(mode), pinged, "{mode:?} {start}");
+            if !pinged {
+                continue;
+            }
+            let d = dest(start);
+            d.probe_result(true, mode, 1, 1);
+            assert_eq!(d.state_letters(), ok, "{mode:?} {start} success");
+            let d = dest(start);
+            d.probe_result(false, mode, 1, 1);
+            assert_eq!(d.state_letters(), fail, "{mode:?} {start} failure");
+        }
+    }
+
+    #[test]
+    fn thresholds_count_consecutive_results() {
+        let d = dest(0);
+        let changed: Vec<bool> = (0..3).map(|_| d.probe_result(false, ProbingMode::All, 3, 2)).collect();
+        assert_eq!(changed, vec![false, false, true], "INACTIVE at the third failure");
+        assert_eq!(d.state_letters(), "IP");
+        assert!(!d.probe_result(true, ProbingMode::All, 3, 2), "one success is not enough");
+        assert!(!d.probe_result(false, ProbingMode::All, 3, 2), "a failure resets the successes");
+        assert!(!d.probe_result(true, ProbingMode::All, 3, 2));
+        assert!(d.probe_result(true, ProbingMode::All, 3, 2), "two in a row: ACTIVE");
+        assert_eq!(d.state_letters(), "AP");
+        // A TRYING count from script marks adds up with probe failures.
+        d.mark(Mark::Trying, true, 3);
+        d.probe_result(false, ProbingMode::All, 3, 2);
+        assert_eq!(d.state_letters(), "TP");
+        d.probe_result(false, ProbingMode::All, 3, 2);
+        assert_eq!(d.state_letters(), "IP");
     }
 }

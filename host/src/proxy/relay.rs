@@ -40,7 +40,7 @@ impl<S: Sender> Worker<S> {
     }
 
     /// Our address as a `host:port` for Via and Record-Route, for a socket.
-    fn local_hostport(&self, socket: usize) -> String {
+    pub(super) fn local_hostport(&self, socket: usize) -> String {
         let a = self.cfg.listen[socket].addr;
         match a {
             SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),

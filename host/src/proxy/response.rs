@@ -16,6 +16,9 @@ impl<S: Sender> Worker<S> {
         let Some(code) = msg.status() else { return };
         let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
         let key = client_key(branch, msg.method());
+        if let Some(&id) = self.ping_index.get(&key) {
+            return self.on_ping_response(id, code);
+        }
         let Some(&(id, b)) = self.client_index.get(&key) else {
             return self.forward_response_stateless(msg);
         };

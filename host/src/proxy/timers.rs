@@ -18,7 +18,9 @@ impl<S: Sender> Worker<S> {
 
     fn on_timer(&mut self, t: TimerRef) {
         let id = t.tx;
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return self.on_ping_timer(t);
+        };
         let b = t.branch as usize;
         match t.kind {
             TimerKind::Retransmit => {

@@ -1,0 +1,115 @@
+//! Keepalives as client non-INVITE transactions of this worker: send,
+//! retransmit (timer E) until `ping_timeout_ms`, match the reply, hand the
+//! outcome to the prober.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Sender, Worker};
+use crate::dispatcher::{Destination, Transport};
+use crate::prober::{self, ProbeOutcome};
+use crate::sip::Method;
+use crate::transaction::key::{client_key, new_branch};
+use crate::transaction::timer::{Generations, TimerKind, TimerRef};
+
+/// A keepalive in flight.
+#[derive(Debug)]
+pub struct PingTx {
+    pub dest: Arc<Destination>,
+    key: Vec<u8>,
+    bytes: Vec<u8>,
+    socket: usize,
+    sent: Instant,
+    interval: Duration,
+    gens: Generations,
+}
+
+impl<S: Sender> Worker<S> {
+    /// Send one keepalive to `dest`.
+    pub fn send_ping(&mut self, dest: Arc<Destination>) {
+        let Some(cfg) = self.cfg.prober.clone() else { return };
+        if dest.transport != Transport::Udp {
+            return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
+        }
+        let socket = self.socket_for(dest.addr);
+        let me = self.local_hostport(socket);
+        let branch = new_branch(self.id);
+        let from = dest.attr("ping_from").unwrap_or(&cfg.from);
+        let tag = fastrand::u64(..);
+        let method = &cfg.method;
+        let bytes = format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nFrom: <{from}>;tag={tag:x}\r\n\
+             To: <{uri}>\r\nCall-ID: {tag:x}-{b}@wisp\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\
+             User-Agent: wisp\r\nContent-Length: 0\r\n\r\n",
+            uri = dest.uri,
+            b = &branch[branch.len() - 8..],
+        )
+        .into_bytes();
+        if self.sender.send(socket, &bytes, dest.addr).is_err() {
+            return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
+        }
+        let id = self.next_tx;
+        self.next_tx += 1;
+        let key = client_key(branch.as_bytes(), Method::Options);
+        let mut ping = PingTx {
+            dest,
+            key: key.clone(),
+            bytes,
+            socket,
+            sent: Instant::now(),
+            interval: self.cfg.timers.t1,
+            gens: Generations::default(),
+        };
+        let now = Instant::now();
+        let retransmit = ping.gens.bump(TimerKind::Retransmit);
+        let fr = ping.gens.bump(TimerKind::Fr);
+        self.timers.schedule(
+            now + ping.interval,
+            TimerRef { tx: id, branch: 0, kind: TimerKind::Retransmit, generation: retransmit },
+        );
+        self.timers.schedule(now + cfg.timeout, TimerRef { tx: id, branch: 0, kind: TimerKind::Fr, generation: fr });
+        self.ping_index.insert(key, id);
+        self.pings.insert(id, ping);
+    }
+
+    /// A reply to one of our keepalives: final replies end it.
+    pub(super) fn on_ping_response(&mut self, id: u64, code: u16) {
+        if code < 200 {
+            return; // keep waiting; the timeout still bounds it
+        }
+        let Some(ping) = self.pings.remove(&id) else { return };
+        self.ping_index.remove(&ping.key);
+        let rtt = ping.sent.elapsed();
+        self.ping_done(&ping.dest, ProbeOutcome { code: Some(code), rtt: Some(rtt) });
+    }
+
+    /// A keepalive timer fired (`id` is not a transaction).
+    pub(super) fn on_ping_timer(&mut self, t: TimerRef) {
+        let Some(ping) = self.pings.get_mut(&t.tx).filter(|p| p.gens.is_current(&t)) else { return };
+        match t.kind {
+            TimerKind::Retransmit => {
+                let _ = self.sender.send(ping.socket, &ping.bytes, ping.dest.addr);
+                ping.interval = (ping.interval * 2).min(self.cfg.timers.t2);
+                let at = Instant::now() + ping.interval;
+                let generation = ping.gens.current(TimerKind::Retransmit);
+                self.timers.schedule(at, TimerRef { generation, ..t });
+            }
+            TimerKind::Fr => {
+                let Some(ping) = self.pings.remove(&t.tx) else { return };
+                self.ping_index.remove(&ping.key);
+                self.ping_done(&ping.dest, ProbeOutcome { code: None, rtt: None });
+            }
+            _ => {}
+        }
+    }
+
+    fn ping_done(&mut self, dest: &Destination, outcome: ProbeOutcome) {
+        let Some(cfg) = self.cfg.prober.as_ref() else { return };
+        prober::apply(cfg, dest, outcome);
+    }
+
+    /// Keepalives in flight on this worker.
+    pub fn pings_in_flight(&self) -> usize {
+        self.pings.len()
+    }
+}
