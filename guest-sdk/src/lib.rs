@@ -74,6 +74,12 @@ pub trait Policy {
     fn failure_route(_req: &Message) -> Action {
         Action::Drop
     }
+
+    /// Runs when destination `uri` of set `set_id` becomes usable (`up`) or
+    /// unusable, through keepalives or [`dispatcher::mark_dst`]. There is no
+    /// message in hand: only logging and [`dispatcher::set_exists`] work
+    /// here. The default does nothing.
+    fn destination_event(_set_id: u32, _uri: &str, _up: bool) {}
 }
 
 /// The SIP message in hand: the request in `request_route` and
@@ -238,6 +244,9 @@ macro_rules! export_policy {
             }
             fn failure_route() -> $crate::Action {
                 <$policy as $crate::Policy>::failure_route(&$crate::Message::current())
+            }
+            fn destination_event(set_id: u32, uri: String, up: bool) {
+                <$policy as $crate::Policy>::destination_event(set_id, &uri, up)
             }
         }
 

@@ -30,7 +30,7 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
 
 use crate::dispatcher::Dispatcher;
 use bindings::{Action, ReplyAction, Router, RouterPre};
-pub use context::{CallContext, Hook, HostState, RouteState};
+pub use context::{CallContext, DestinationEvent, Hook, HostState, RouteState};
 
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +137,7 @@ impl PolicyEngine {
             call: None,
             dispatcher: dispatcher.clone(),
             policy: policy.name.clone(),
+            events: Vec::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory_bytes)
                 .trap_on_grow_failure(true)
@@ -207,14 +208,8 @@ impl PolicyWorker {
     /// Run `hook` on `call` with the current policy version. The context is
     /// handed back whatever happens, so the transaction keeps its state.
     pub fn call(&mut self, hook: Hook, call: CallContext) -> (Result<Decision, CallError>, CallContext) {
-        let current = self.handle.current();
-        let stale = self.warm.as_ref().is_none_or(|(p, _, _)| !Arc::ptr_eq(p, &current));
-        if stale {
-            self.warm = None;
-            match self.engine.instantiate(&current, &self.dispatcher) {
-                Ok((store, router)) => self.warm = Some((current.clone(), store, router)),
-                Err(e) => return (Err(self.failed(&current, hook, &e)), call),
-            }
+        if let Err(e) = self.ensure_warm(hook) {
+            return (Err(e), call);
         }
         let (policy, store, router) = self.warm.as_mut().expect("instance just made");
         let policy = policy.clone();
@@ -224,15 +219,57 @@ impl PolicyWorker {
             Hook::Request => router.call_request_route(&mut *store).map(Decision::Action),
             Hook::Failure => router.call_failure_route(&mut *store).map(Decision::Action),
             Hook::Reply => router.call_onreply_route(&mut *store).map(Decision::Reply),
+            Hook::Event => Err(wasmtime::format_err!("destination-event is not a routing hook")),
         };
         let call = store.data_mut().call.take().expect("call context survives the call");
+        let events = std::mem::take(&mut store.data_mut().events);
         match result {
-            Ok(d) => (Ok(d), call),
+            Ok(d) => {
+                for e in events {
+                    self.destination_event(&e);
+                }
+                (Ok(d), call)
+            }
             Err(e) => {
                 // A trapped instance refuses every later call: drop it.
                 self.warm = None;
                 (Err(self.failed(&policy, hook, &e)), call)
             }
+        }
+    }
+
+    /// Tell the policy a destination went up or down (its destination-event
+    /// hook). A failure is logged like any hook failure and changes nothing.
+    pub fn destination_event(&mut self, e: &DestinationEvent) {
+        if self.ensure_warm(Hook::Event).is_err() {
+            return;
+        }
+        let (policy, store, router) = self.warm.as_mut().expect("instance just made");
+        let policy = policy.clone();
+        store.set_epoch_deadline(self.engine.limits.max_call_ms);
+        if let Err(err) = router.call_destination_event(&mut *store, e.set_id, &e.uri, e.up) {
+            self.warm = None;
+            self.failed(&policy, Hook::Event, &err);
+        }
+        // Marks made inside the event hook do not raise further events.
+        if let Some((_, store, _)) = self.warm.as_mut() {
+            store.data_mut().events.clear();
+        }
+    }
+
+    /// Make sure the warm instance is of the current version.
+    fn ensure_warm(&mut self, hook: Hook) -> Result<(), CallError> {
+        let current = self.handle.current();
+        if self.warm.as_ref().is_some_and(|(p, _, _)| Arc::ptr_eq(p, &current)) {
+            return Ok(());
+        }
+        self.warm = None;
+        match self.engine.instantiate(&current, &self.dispatcher) {
+            Ok((store, router)) => {
+                self.warm = Some((current, store, router));
+                Ok(())
+            }
+            Err(e) => Err(self.failed(&current, hook, &e)),
         }
     }
 

@@ -38,6 +38,9 @@ fn a_dead_carrier_goes_down_within_the_bound_and_comes_back() {
     // ping_interval x probing_threshold + ping_timeout_ms + 500 ms slack.
     let down = wait_state(&wisp, &a.uri(), "destination down", Duration::from_millis(4500));
     assert!(down.is_some(), "marked down within 4.5 s: {:?}", wisp.log());
+    // The policy's destination-event hook ran.
+    let event = format!("carrier {} of set 1 is down", a.uri());
+    assert!(wisp.wait_log(&event, PROMPT), "destination-event hook: {:?}", wisp.log());
     // Calls now go straight to the live carrier: no fr_timer wait.
     let before = a.count(Method::Invite);
     let mut uac = Uac::new(wisp.addr);
@@ -53,6 +56,7 @@ fn a_dead_carrier_goes_down_within_the_bound_and_comes_back() {
     // ping_interval x inactive_threshold + 500 ms slack.
     let up = wait_state(&wisp, &a.uri(), "destination up", Duration::from_millis(1500));
     assert!(up.is_some(), "back up within 1.5 s: {:?}", wisp.log());
+    assert!(wisp.wait_log(&format!("carrier {} of set 1 is up", a.uri()), PROMPT));
     for i in 0..4 {
         assert_eq!(uac.invite(&format!("after-up-{i}"), "", PROMPT).final_code(), Some(200));
     }

@@ -34,6 +34,8 @@ pub enum Hook {
     Request,
     Reply,
     Failure,
+    /// destination-event
+    Event,
 }
 
 impl Hook {
@@ -42,6 +44,7 @@ impl Hook {
             Hook::Request => "request-route",
             Hook::Reply => "onreply-route",
             Hook::Failure => "failure-route",
+            Hook::Event => "destination-event",
         }
     }
 }
@@ -66,6 +69,17 @@ pub struct HostState {
     /// The policy's name (file stem), for logs.
     pub policy: Arc<str>,
     pub limits: wasmtime::StoreLimits,
+    /// Destination up/down changes made during a call (by `mark-dst`), for
+    /// the destination-event hook once the call is over.
+    pub events: Vec<DestinationEvent>,
+}
+
+/// A destination that became usable (`up`) or unusable.
+#[derive(Debug, Clone)]
+pub struct DestinationEvent {
+    pub set_id: u32,
+    pub uri: String,
+    pub up: bool,
 }
 
 impl HostState {

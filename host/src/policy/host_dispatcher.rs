@@ -82,7 +82,10 @@ impl Host for HostState {
             DstState::Disabled => Mark::Disabled,
         };
         let before = d.state_letters();
-        d.mark(mark, probing, threshold);
+        if d.mark(mark, probing, threshold) {
+            let event = super::context::DestinationEvent { set_id: d.set_id, uri: d.uri.clone(), up: d.is_usable() };
+            self.events.push(event);
+        }
         let after = d.state_letters();
         if before != after {
             tracing::info!(%policy, set = d.set_id, uri = %d.uri, from = %before, to = %after, "destination state changed by policy");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Sender, Worker};
 use crate::dispatcher::{Destination, Transport};
+use crate::policy::DestinationEvent;
 use crate::prober::{self, ProbeOutcome};
 use crate::sip::Method;
 use crate::transaction::key::{client_key, new_branch};
@@ -105,7 +106,10 @@ impl<S: Sender> Worker<S> {
 
     fn ping_done(&mut self, dest: &Destination, outcome: ProbeOutcome) {
         let Some(cfg) = self.cfg.prober.as_ref() else { return };
-        prober::apply(cfg, dest, outcome);
+        if let Some(up) = prober::apply(cfg, dest, outcome) {
+            let event = DestinationEvent { set_id: dest.set_id, uri: dest.uri.clone(), up };
+            self.policy.destination_event(&event);
+        }
     }
 
     /// Keepalives in flight on this worker.

@@ -21,6 +21,8 @@
 //! ```
 //!
 //! In-dialog requests (To tag) follow Route/Record-Route without the dispatcher.
+//! Carriers going down or up (keepalives, `mark-dst`) are logged, as an
+//! `event_route[dispatcher:dst-down]` would.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p primary-backup`
 //! (the component is `target/wasm32-wasip2/release/primary_backup.wasm`), then
@@ -69,6 +71,12 @@ impl Policy for PrimaryBackup {
             }
             None => Action::reply(503, "No route available"),
         }
+    }
+
+    fn destination_event(set_id: u32, uri: &str, up: bool) {
+        // Kamailio: event_route[dispatcher:dst-down] / [dispatcher:dst-up].
+        let state = if up { "up" } else { "down" };
+        log::warn(&format!("carrier {uri} of set {set_id} is {state}"));
     }
 }
 
