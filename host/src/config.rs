@@ -126,13 +126,17 @@ pub struct PolicyConfig {
     pub on_error: u16,
 }
 
-/// `[control]`: the JSON-RPC / metrics listener (served from a later release;
-/// the address is validated now).
+/// `[control]`: the JSON-RPC and /metrics listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
+    /// `IP:PORT` (default 127.0.0.1:5065; port 0 picks one, logged).
     #[serde(default = "default_control")]
     pub listen: String,
+    /// Bearer token required on every request when set; needed to listen
+    /// on a non-loopback address.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// `[log]`.
@@ -147,6 +151,9 @@ pub struct LogConfig {
     /// (default false: per-call lines do not belong in a busy log).
     #[serde(default)]
     pub calls: bool,
+    /// `text` (default) or `json` (one JSON object per line).
+    #[serde(default = "default_format")]
+    pub format: String,
 }
 
 fn one() -> u32 {
@@ -203,6 +210,9 @@ fn default_on_error() -> u16 {
 fn default_control() -> String {
     "127.0.0.1:5065".into()
 }
+fn default_format() -> String {
+    "text".into()
+}
 fn default_level() -> String {
     "info".into()
 }
@@ -214,12 +224,12 @@ impl Default for TransactionConfig {
 }
 impl Default for ControlConfig {
     fn default() -> Self {
-        ControlConfig { listen: default_control() }
+        ControlConfig { listen: default_control(), token: None }
     }
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: default_level(), calls: false }
+        LogConfig { level: default_level(), calls: false, format: default_format() }
     }
 }
 
@@ -315,10 +325,15 @@ impl Config {
         if !(400..=699).contains(&self.policy.on_error) {
             return Err(invalid("policy.on_error", "must be a final error status 400..=699".into()));
         }
-        self.control
+        let control = self
+            .control
             .listen
             .parse::<std::net::SocketAddr>()
             .map_err(|_| invalid("control.listen", format!("`{}` is not IP:PORT", self.control.listen)))?;
+        crate::control::check_bind(control, self.control.token.as_deref()).map_err(|m| invalid("control.listen", m))?;
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", format!("`{}`: expected \"text\" or \"json\"", self.log.format)));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
         Ok(())
@@ -413,6 +428,7 @@ mod tests {
             ),
             (MIN.replace("[dispatcher]\n", "[dispatcher]\nping_timeout_ms = 0\n"), "dispatcher.ping_timeout_ms"),
             (MIN.replace("file = \"p.wasm\"\n", "file = \"p.wasm\"\non_error = 200\n"), "policy.on_error"),
+            (format!("{MIN}[control]\nlisten = \"0.0.0.0:5065\"\n"), "set control.token"),
         ];
         for (text, want) in cases {
             let err = load(&text).unwrap_err().to_string();

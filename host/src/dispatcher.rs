@@ -107,6 +107,57 @@ impl Dispatcher {
         }
     }
 
+    /// Add a destination in memory (lost on reload), as Kamailio's
+    /// `dispatcher.add`; everyone else keeps state and counters.
+    pub fn add(&self, e: Entry) -> Result<(), LoadError> {
+        let (addr, transport) = resolve(&e.uri).map_err(|reason| LoadError::Resolve {
+            file: "dispatcher.add".into(),
+            line: 0,
+            uri: e.uri.clone(),
+            reason,
+        })?;
+        let dest = Arc::new(Destination::new(e.set_id, e.uri, addr, transport, e.flags, e.priority, e.attrs));
+        self.rebuild(|sets| match sets.iter_mut().find(|s| s.id == dest.set_id) {
+            Some(set) => {
+                set.destinations.insert(0, dest.clone());
+                set.destinations.sort_by_key(|d| std::cmp::Reverse(d.priority));
+            }
+            None => sets.push(Set { id: dest.set_id, destinations: vec![dest.clone()], rr: AtomicUsize::new(0) }),
+        });
+        Ok(())
+    }
+
+    /// Remove every entry of `set_id` with this URI (in memory); returns how many.
+    pub fn remove(&self, set_id: u32, uri: &str) -> usize {
+        let mut removed = 0;
+        self.rebuild(|sets| {
+            if let Some(set) = sets.iter_mut().find(|s| s.id == set_id) {
+                let before = set.destinations.len();
+                set.destinations.retain(|d| d.uri != uri);
+                removed = before - set.destinations.len();
+            }
+            sets.retain(|s| !s.destinations.is_empty());
+        });
+        removed
+    }
+
+    /// Copy the current sets, change them, publish the copy.
+    fn rebuild(&self, change: impl FnOnce(&mut Vec<Set>)) {
+        let old = self.current.load_full();
+        let mut sets: Vec<Set> = old
+            .sets
+            .iter()
+            .map(|s| Set {
+                id: s.id,
+                destinations: s.destinations.clone(),
+                rr: AtomicUsize::new(s.rr.load(std::sync::atomic::Ordering::Relaxed)),
+            })
+            .collect();
+        change(&mut sets);
+        sets.sort_by_key(|s| s.id);
+        self.current.store(Arc::new(Snapshot { sets }));
+    }
+
     pub fn set_exists(&self, set_id: u32) -> bool {
         self.current.load().set(set_id).is_some()
     }

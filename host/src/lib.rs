@@ -17,7 +17,9 @@
 //!    where the policy marks the destination and fails over with next-dst.
 //! 7. [`prober`] keeps destination state honest between calls: OPTIONS
 //!    keepalives from every worker, Kamailio's probing modes and thresholds.
-//! 8. [`server`] ties it together: config, worker threads, signals, reload.
+//! 8. [`control`] answers operators: JSON-RPC with Kamailio's method names
+//!    and Prometheus `/metrics`.
+//! 9. [`server`] ties it together: config, worker threads, signals, reload.
 #![forbid(unsafe_code)]
 
 pub mod transport;
@@ -27,5 +29,7 @@ pub mod proxy;
 pub mod policy;
 pub mod dispatcher;
 pub mod prober;
+pub mod control;
+pub mod ctl;
 pub mod config;
 pub mod server;

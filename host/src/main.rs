@@ -26,6 +26,25 @@ enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Call the control API (kamcmd style): `wisp ctl dispatcher.list`.
+    Ctl {
+        /// Read the control address and token from this config.
+        #[arg(short, long, default_value = "wisp.toml")]
+        config: PathBuf,
+        /// Control address (IP:PORT), instead of the config's.
+        #[arg(long)]
+        url: Option<String>,
+        /// Bearer token, instead of the config's.
+        #[arg(long)]
+        token: Option<String>,
+        /// Print the raw JSON result.
+        #[arg(long)]
+        json: bool,
+        /// Method, e.g. dispatcher.list, dispatcher.set_state, policy.info.
+        method: String,
+        /// Positional parameters.
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -46,30 +65,35 @@ enum PolicyCmd {
     },
 }
 
-fn init_log(filter: &str) {
+fn init_log(filter: &str, json: bool) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => wisp::config::Config::load(&config).map_err(anyhow::Error::from).and_then(|cfg| {
-            init_log(&cfg.log.level);
+            init_log(&cfg.log.level, cfg.log.format == "json");
             wisp::server::run(cfg)
         }),
         Command::Config(ConfigCmd::Check { config }) => {
-            init_log("warn");
+            init_log("warn", false);
             check_config(&config)
         }
         Command::Policy(PolicyCmd::Check { file }) => {
-            init_log("warn");
+            init_log("warn", false);
             check_policy(&file)
         }
+        Command::Ctl { config, url, token, json, method, args } => ctl(&config, url, token, json, &method, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,5 +130,34 @@ fn check_policy(file: &std::path::Path) -> anyhow::Result<()> {
         wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 })?;
     engine.load(file, &ds)?;
     println!("{}: ok (world wisp:policy/router@0.1.0)", file.display());
+    Ok(())
+}
+
+fn ctl(
+    config: &std::path::Path,
+    url: Option<String>,
+    token: Option<String>,
+    json: bool,
+    method: &str,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let (addr, cfg_token) = match url {
+        Some(u) => {
+            let u = u.trim_start_matches("http://").trim_end_matches('/');
+            (u.parse().map_err(|_| anyhow::anyhow!("--url `{u}`: expected IP:PORT"))?, None)
+        }
+        None => {
+            let cfg = wisp::config::Config::load(config).map_err(|e| anyhow::anyhow!("{e} (or give --url IP:PORT)"))?;
+            (cfg.control.listen.parse()?, cfg.control.token)
+        }
+    };
+    let token = token.or(cfg_token);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = rt.block_on(wisp::ctl::call(addr, token.as_deref(), method, &wisp::ctl::params(args)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", wisp::ctl::render(method, &result));
+    }
     Ok(())
 }

@@ -191,6 +191,8 @@ pub struct CallError {
 
 /// A worker's warm instance of the current policy.
 pub struct PolicyWorker {
+    worker: usize,
+    metrics: Arc<crate::control::metrics::Metrics>,
     engine: Arc<PolicyEngine>,
     handle: Arc<PolicyHandle>,
     dispatcher: Arc<Dispatcher>,
@@ -201,8 +203,14 @@ pub struct PolicyWorker {
 }
 
 impl PolicyWorker {
-    pub fn new(engine: Arc<PolicyEngine>, handle: Arc<PolicyHandle>, dispatcher: Arc<Dispatcher>) -> PolicyWorker {
-        PolicyWorker { engine, handle, dispatcher, warm: None, traps: 0, last_trap_log: None }
+    pub fn new(
+        worker: usize,
+        engine: Arc<PolicyEngine>,
+        handle: Arc<PolicyHandle>,
+        dispatcher: Arc<Dispatcher>,
+        metrics: Arc<crate::control::metrics::Metrics>,
+    ) -> PolicyWorker {
+        PolicyWorker { worker, metrics, engine, handle, dispatcher, warm: None, traps: 0, last_trap_log: None }
     }
 
     /// Run `hook` on `call` with the current policy version. The context is
@@ -215,6 +223,7 @@ impl PolicyWorker {
         let policy = policy.clone();
         store.data_mut().call = Some(call);
         store.set_epoch_deadline(self.engine.limits.max_call_ms);
+        let started = Instant::now();
         let result = match hook {
             Hook::Request => router.call_request_route(&mut *store).map(Decision::Action),
             Hook::Failure => router.call_failure_route(&mut *store).map(Decision::Action),
@@ -222,6 +231,7 @@ impl PolicyWorker {
             Hook::Event => Err(wasmtime::format_err!("destination-event is not a routing hook")),
         };
         let call = store.data_mut().call.take().expect("call context survives the call");
+        self.metrics.policy_call(self.worker, hook as usize, started.elapsed().as_secs_f64());
         let events = std::mem::take(&mut store.data_mut().events);
         match result {
             Ok(d) => {
@@ -274,11 +284,14 @@ impl PolicyWorker {
     }
 
     fn failed(&mut self, policy: &LoadedPolicy, hook: Hook, e: &wasmtime::Error) -> CallError {
-        let reason = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => format!("exceeded max_call_ms ({} ms)", self.engine.limits.max_call_ms),
-            Some(trap) => format!("trap: {trap}"),
-            None => format!("{e:#}"),
+        let (reason, kind) = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                (format!("exceeded max_call_ms ({} ms)", self.engine.limits.max_call_ms), 1)
+            }
+            Some(trap) => (format!("trap: {trap}"), 0),
+            None => (format!("{e:#}"), 2),
         };
+        self.metrics.policy_trap(kind);
         self.traps += 1;
         let err = CallError { policy: policy.name.clone(), version: policy.version, hook: hook.name(), reason };
         // One line per second at most: a policy that traps on every call

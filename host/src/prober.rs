@@ -100,6 +100,9 @@ pub struct ProbeOutcome {
 /// a log line when it goes up or down. Returns `Some(up)` on such a change.
 pub fn apply(cfg: &ProberConfig, d: &Destination, outcome: ProbeOutcome) -> Option<bool> {
     let ok = outcome.code.is_some_and(|c| cfg.reply_codes.is_success(c));
+    if !ok {
+        d.probes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     match (outcome.code, outcome.rtt) {
         (Some(408) | None, _) => d.record_latency(None, cfg.alpha),
         (Some(_), Some(rtt)) => d.record_latency(Some(rtt.as_secs_f64() * 1000.0), cfg.alpha),

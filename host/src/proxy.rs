@@ -102,6 +102,7 @@ pub struct Worker<S: Sender> {
     ping_index: HashMap<Vec<u8>, u64>,
     pub timers: Timers,
     pub stats: Stats,
+    pub metrics: Arc<crate::control::metrics::Metrics>,
 }
 
 impl<S: Sender> Worker<S> {
@@ -112,6 +113,7 @@ impl<S: Sender> Worker<S> {
         sender: S,
         policy: PolicyWorker,
         dispatcher: Arc<Dispatcher>,
+        metrics: Arc<crate::control::metrics::Metrics>,
     ) -> Self {
         Worker {
             id,
@@ -128,6 +130,7 @@ impl<S: Sender> Worker<S> {
             ping_index: HashMap::new(),
             timers: Timers::default(),
             stats: Stats::default(),
+            metrics,
         }
     }
 
@@ -144,9 +147,11 @@ impl<S: Sender> Worker<S> {
             Err((sip::ParseError::Empty, _)) => return,
             Err((e, raw)) => {
                 self.stats.parse_errors += 1;
+                self.metrics.malformed.inc();
                 let (code, reason) = e.status();
                 match sip::reply::stateless_error(&raw, code, reason) {
                     Some(reply) => {
+                        self.metrics.reply_sent(code);
                         tracing::debug!(%src, error = %e, code, "malformed request answered");
                         let _ = self.sender.send(socket, &reply, src);
                     }
@@ -155,6 +160,9 @@ impl<S: Sender> Worker<S> {
                 return;
             }
         };
+        if msg.is_request() {
+            self.metrics.request(msg.method());
+        }
         let owner = self.owner(&msg);
         if owner != self.id {
             self.sender.handoff(owner, Handoff { msg, src, socket });
@@ -217,6 +225,7 @@ impl<S: Sender> Worker<S> {
             .is_some_and(|t| !t.server_live && t.branches.iter().all(|b| !self.client_index.contains_key(&b.key)));
         if done {
             self.txs.remove(&id);
+            self.metrics.transaction_ended();
         }
     }
 }

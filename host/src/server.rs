@@ -15,6 +15,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::Config;
+use crate::control::cmd::Command;
+use crate::control::metrics::Metrics;
+use crate::control::ControlState;
 use crate::dispatcher::Dispatcher;
 use crate::policy::{PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker};
 use crate::proxy::{Handoff, ProxyConfig, Sender, Worker};
@@ -26,6 +29,7 @@ struct Shared {
     dispatcher: Arc<Dispatcher>,
     engine: Arc<PolicyEngine>,
     policy: Arc<PolicyHandle>,
+    metrics: Arc<Metrics>,
 }
 
 /// A worker's way out: its sockets and the other workers' inboxes.
@@ -59,8 +63,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let first = engine.load(&policy_file, &dispatcher)?;
     tracing::info!(policy = %policy_file.display(), version = first.version, "policy loaded");
     let policy = Arc::new(PolicyHandle::new(first));
-
     let workers = config.workers();
+    let metrics = Arc::new(Metrics::new(dispatcher.clone(), workers));
+    let control = Arc::new(ControlState {
+        dispatcher: dispatcher.clone(),
+        engine: engine.clone(),
+        policy: policy.clone(),
+        policy_file: std::sync::Mutex::new(policy_file),
+        metrics: metrics.clone(),
+        started: Instant::now(),
+        started_at: std::time::SystemTime::now(),
+        token: config.control.token.clone(),
+    });
+
     let mut listen: Vec<ListenAddr> = config.listen().map_err(anyhow::Error::msg)?;
     for l in listen.iter_mut().filter(|l| l.addr.port() == 0) {
         // Port 0: find a port nobody holds. (Binding port 0 with SO_REUSEPORT
@@ -91,6 +106,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),
         policy: policy.clone(),
+        metrics,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -115,47 +131,41 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     drop(senders);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(control_loop(config, dispatcher, engine, policy, policy_file))?;
+    let result = rt.block_on(control_loop(&config, control));
     let _ = stop_tx.send(true);
     for t in threads {
         let _ = t.join();
     }
     tracing::info!("stopped");
-    Ok(())
+    result
 }
 
-/// Signals: SIGINT/SIGTERM stop, SIGHUP reloads.
-async fn control_loop(
-    _config: Config,
-    dispatcher: Arc<Dispatcher>,
-    engine: Arc<PolicyEngine>,
-    policy: Arc<PolicyHandle>,
-    policy_file: std::path::PathBuf,
-) -> anyhow::Result<()> {
+/// The control plane, and signals: SIGINT/SIGTERM stop, SIGHUP reloads the
+/// dispatcher list and the policy (each validated on its own).
+async fn control_loop(config: &Config, state: Arc<ControlState>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    let addr: SocketAddr = config.control.listen.parse()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on control address {addr}"))?;
+    tracing::info!("control listening on {}", listener.local_addr()?);
+    let server = tokio::spawn(crate::control::serve(listener, state.clone()));
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
             _ = hup.recv() => {
-                match dispatcher.reload() {
-                    Ok(n) => tracing::info!(destinations = n, file = %dispatcher.list_file().display(), "dispatcher list reloaded"),
-                    Err(e) => tracing::error!("dispatcher reload refused, keeping the running sets: {e}"),
-                }
-                let (engine, dispatcher, file) = (engine.clone(), dispatcher.clone(), policy_file.clone());
-                match tokio::task::spawn_blocking(move || engine.load(&file, &dispatcher)).await? {
-                    Ok(p) => {
-                        tracing::info!(version = p.version, file = %p.path.display(), "policy reloaded");
-                        policy.publish(p);
-                    }
-                    Err(e) => tracing::error!("policy reload refused, keeping version {}: {e}", policy.current().version),
-                }
+                // Errors are logged by the commands; the running config stays.
+                let _ = Command::DispatcherReload.apply(&state).await;
+                let _ = Command::PolicyReload(None).apply(&state).await;
             }
         }
     }
+    server.abort();
+    Ok(())
 }
 
 fn worker_thread(
@@ -191,7 +201,13 @@ fn worker_thread(
                     return;
                 }
             };
-        let policy = PolicyWorker::new(shared.engine.clone(), shared.policy.clone(), shared.dispatcher.clone());
+        let policy = PolicyWorker::new(
+            id,
+            shared.engine.clone(),
+            shared.policy.clone(),
+            shared.dispatcher.clone(),
+            shared.metrics.clone(),
+        );
         let sender = WorkerSender { sockets: senders, peers };
         let worker = Rc::new(RefCell::new(Worker::new(
             id,
@@ -200,6 +216,7 @@ fn worker_thread(
             sender,
             policy,
             shared.dispatcher.clone(),
+            shared.metrics.clone(),
         )));
         // Wakes the timer task when a new timer may be earlier than the one it sleeps for.
         let wake = Rc::new(Notify::new());

@@ -8,6 +8,7 @@ mod support;
 
 mod call;
 mod cancel;
+mod control;
 mod failover;
 mod prober;
 mod reload;

@@ -31,6 +31,10 @@ pub struct WispConfig {
     /// Lines added to `[dispatcher]`.
     pub dispatcher_extra: String,
     pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Lines added to `[control]`.
+    pub control_extra: String,
     /// Whole sections appended to the file.
     pub extra: String,
 }
@@ -46,6 +50,8 @@ impl WispConfig {
             max_call_ms: 20,
             dispatcher_extra: String::new(),
             log_level: "info".into(),
+            log_format: "text".into(),
+            control_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -55,6 +61,8 @@ impl WispConfig {
 pub struct Wisp {
     child: Child,
     pub addr: SocketAddr,
+    /// The control (JSON-RPC, /metrics) address.
+    pub control: SocketAddr,
     pub dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -67,14 +75,16 @@ impl Wisp {
         let toml = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n\n\
-             [log]\nlevel = \"{}\"\ncalls = true\n{}",
+             [control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
             cfg.workers,
             cfg.dispatcher_extra,
             cfg.fr_timer_ms,
             cfg.fr_inv_timer_ms,
             cfg.policy.display(),
             cfg.max_call_ms,
+            cfg.control_extra,
             cfg.log_level,
+            cfg.log_format,
             cfg.extra
         );
         std::fs::write(dir.join("wisp.toml"), toml).unwrap();
@@ -92,21 +102,28 @@ impl Wisp {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on udp:").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                for key in ["listening on udp:", "control listening on "] {
+                    if let Some(rest) = line.split(key).nth(1) {
+                        let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ',').next().unwrap_or("");
+                        let addr = addr.to_string();
+                        let _ = tx.send((key, addr));
+                    }
                 }
                 log2.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().expect("listen address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("wisp did not start; log:\n{}", log.lock().unwrap().join("\n"));
+        let (mut addr, mut control) = (None, None);
+        while addr.is_none() || control.is_none() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(("listening on udp:", a)) => addr = Some(a.parse().expect("listen address")),
+                Ok((_, a)) => control = Some(a.parse().expect("control address")),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("wisp did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                }
             }
-        };
-        Wisp { child, addr, dir, log }
+        }
+        Wisp { child, addr: addr.unwrap(), control: control.unwrap(), dir, log }
     }
 
     /// Log lines so far.

@@ -86,6 +86,9 @@ pub struct Destination {
     pub selected: AtomicU64,
     /// Times a transaction failed over away from it.
     pub failed_over: AtomicU64,
+    /// Keepalives sent and failed.
+    pub probes_sent: AtomicU64,
+    pub probes_failed: AtomicU64,
 }
 
 impl Destination {
@@ -112,6 +115,8 @@ impl Destination {
             latency,
             selected: AtomicU64::new(0),
             failed_over: AtomicU64::new(0),
+            probes_sent: AtomicU64::new(0),
+            probes_failed: AtomicU64::new(0),
         }
     }
 
@@ -188,6 +193,18 @@ impl Destination {
         };
         self.flags.store(new, Ordering::Relaxed);
         was_usable != self.is_usable()
+    }
+
+    /// Set the state directly, as the control API's `set_state` does
+    /// (Kamailio: no thresholds, no events): `state` is one of the STATE
+    /// bits or 0 for active; `probing` sets or clears PROBING.
+    pub fn set_state(&self, state: u32, probing: bool) {
+        let p = if probing { flags::PROBING } else { 0 };
+        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |f| {
+            Some((f & !(flags::STATE | flags::PROBING)) | (state & flags::STATE) | p)
+        });
+        self.failures.store(0, Ordering::Relaxed);
+        self.successes.store(0, Ordering::Relaxed);
     }
 
     pub fn flags(&self) -> u32 {

@@ -48,6 +48,7 @@ impl<S: Sender> Worker<S> {
             Ok(Decision::Action(Action::Relay)) if !canceled => {
                 tx.request = ctx.msg;
                 self.stats.failovers += 1;
+                self.metrics.failovers.inc();
                 self.relay(id);
             }
             Ok(Decision::Action(Action::Reply(r))) => self.reply(id, r.code, &r.reason),
@@ -70,6 +71,7 @@ impl<S: Sender> Worker<S> {
             Some((code, bytes)) => {
                 let (socket, to) = (tx.server.socket, tx.server.response_addr);
                 let _ = self.sender.send(socket, &bytes, to);
+                self.metrics.reply_sent(code);
                 if let Some(arms) = tx.server.respond(bytes, code, &self.cfg.timers) {
                     self.arm(id, 0, arms);
                 }

@@ -46,6 +46,7 @@ impl<S: Sender> Worker<S> {
             b = &branch[branch.len() - 8..],
         )
         .into_bytes();
+        dest.probes_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.sender.send(socket, &bytes, dest.addr).is_err() {
             return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
         }

@@ -102,6 +102,7 @@ impl<S: Sender> Worker<S> {
         let bytes = reply::response(&tx.request, code, reason, tx.to_tag.as_bytes(), &[]);
         let (socket, to) = (tx.server.socket, tx.server.response_addr);
         let _ = self.sender.send(socket, &bytes, to);
+        self.metrics.reply_sent(code);
         if let Some(arms) = tx.server.respond(bytes, code, &self.cfg.timers) {
             self.arm(id, 0, arms);
         }

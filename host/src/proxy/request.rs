@@ -32,11 +32,13 @@ impl<S: Sender> Worker<S> {
         if msg.core().max_forwards == Some(0) {
             let r = reply::response(&msg, 483, "Too Many Hops", b"", &[]);
             let _ = self.sender.send(socket, &r, response_addr(&msg, src));
+            self.metrics.reply_sent(483);
             return;
         }
         if let Err((code, reason)) = check_request_uri(&msg) {
             let r = reply::response(&msg, code, reason, b"", &[]);
             let _ = self.sender.send(socket, &r, response_addr(&msg, src));
+            self.metrics.reply_sent(code);
             return;
         }
         msg.stamp_received(src);
@@ -59,11 +61,13 @@ impl<S: Sender> Worker<S> {
             // 100 Trying at once: the caller stops retransmitting (§16.2).
             let trying = reply::response(&tx.request, 100, "Trying", b"", &[]);
             let _ = self.sender.send(socket, &trying, to);
+            self.metrics.reply_sent(100);
             tx.server.respond(trying, 100, &self.cfg.timers);
         }
         self.pop_own_routes(&mut tx.request);
         self.server_index.insert(key, id);
         self.txs.insert(id, tx);
+        self.metrics.transaction_started(method == Method::Invite);
         self.run_request_route(id);
     }
 
@@ -158,11 +162,13 @@ impl<S: Sender> Worker<S> {
         let Some(&id) = self.server_index.get(&key) else {
             let r = reply::response(&msg, 481, "Call/Transaction Does Not Exist", b"", &[]);
             let _ = self.sender.send(socket, &r, to);
+            self.metrics.reply_sent(481);
             return;
         };
         let Some(tx) = self.txs.get_mut(&id) else { return };
         let ok = reply::response(&msg, 200, "OK", tx.to_tag.as_bytes(), &[]);
         let _ = self.sender.send(socket, &ok, to);
+        self.metrics.reply_sent(200);
         if tx.server.has_final() || tx.canceled {
             return;
         }

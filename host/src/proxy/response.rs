@@ -107,6 +107,7 @@ impl<S: Sender> Worker<S> {
         // A 2xx to INVITE always goes upstream, even after another final.
         if arms.is_some() || (code < 300 && tx.server.method == Method::Invite) {
             let _ = self.sender.send(socket, &bytes, to);
+            self.metrics.reply_sent(code);
         }
         if let Some(arms) = arms {
             self.arm(id, 0, arms);

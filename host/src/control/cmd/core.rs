@@ -1,0 +1,20 @@
+//! `core.uptime`, `core.version`, `tm.stats`.
+
+use serde_json::{json, Value};
+
+use super::super::ControlState;
+
+pub fn uptime(state: &ControlState) -> Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let since = state.started_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    json!({"now": now, "up_since": since, "uptime": state.started.elapsed().as_secs()})
+}
+
+pub fn version() -> Value {
+    json!({"version": format!("wisp {}", env!("CARGO_PKG_VERSION")), "wit": "wisp:policy/router@0.1.0"})
+}
+
+pub fn tm_stats(state: &ControlState) -> Value {
+    let (current, invite, non_invite) = state.metrics.transaction_counts();
+    json!({"current": current, "total": invite + non_invite, "total_invite": invite, "total_non_invite": non_invite})
+}

@@ -1,0 +1,53 @@
+//! `policy.reload [path]`, `policy.info`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::super::{ControlState, RpcError};
+
+/// Load, validate and publish a policy (the current file, or `path`, which
+/// then becomes the file later reloads use). A bad one changes nothing.
+pub async fn reload(state: &Arc<ControlState>, path: Option<String>) -> Result<Value, RpcError> {
+    let file = match path {
+        Some(p) => PathBuf::from(p),
+        None => state.policy_file.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    };
+    let s = state.clone();
+    let f = file.clone();
+    let loaded = tokio::task::spawn_blocking(move || s.engine.load(&f, &s.dispatcher))
+        .await
+        .map_err(|e| RpcError::failed(format!("policy load task failed: {e}")))?;
+    match loaded {
+        Ok(p) => {
+            let version = p.version;
+            state.policy.publish(p);
+            state.metrics.policy_swaps.inc();
+            *state.policy_file.lock().unwrap_or_else(|e| e.into_inner()) = file.clone();
+            tracing::info!(version, file = %file.display(), "policy reloaded (control)");
+            Ok(json!({"version": version, "file": file.display().to_string()}))
+        }
+        Err(e) => {
+            tracing::error!("policy reload refused, keeping version {}: {e}", state.policy.current().version);
+            Err(RpcError::failed(format!(
+                "policy refused, version {} keeps serving: {e}",
+                state.policy.current().version
+            )))
+        }
+    }
+}
+
+pub fn info(state: &ControlState) -> Value {
+    let p = state.policy.current();
+    let loaded = p.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (calls, traps) = state.metrics.policy_counts();
+    json!({
+        "name": &*p.name,
+        "version": p.version,
+        "file": p.path.display().to_string(),
+        "loaded_at": loaded,
+        "calls": calls,
+        "traps": traps,
+    })
+}

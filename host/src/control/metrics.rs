@@ -1,0 +1,239 @@
+//! Prometheus metrics (text exposition via prometheus-client). Hot-path
+//! counters are plain atomics handed out at start (no label lookups per
+//! message); per-destination series are read from the dispatcher at scrape
+//! time; policy call durations use one histogram per worker so workers never
+//! share a lock.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::dispatcher::{destination::flags, Dispatcher};
+use crate::sip::Method;
+
+type Labels = Vec<(String, String)>;
+
+/// Methods with a series of their own; the rest count as `other`.
+const METHODS: [(Method, &str); 7] = [
+    (Method::Invite, "INVITE"),
+    (Method::Ack, "ACK"),
+    (Method::Bye, "BYE"),
+    (Method::Cancel, "CANCEL"),
+    (Method::Options, "OPTIONS"),
+    (Method::Register, "REGISTER"),
+    (Method::Other, "other"),
+];
+
+/// Policy hooks, in `Hook` order.
+pub const HOOKS: [&str; 4] = ["request-route", "onreply-route", "failure-route", "destination-event"];
+
+/// Why a policy call failed.
+pub const TRAP_REASONS: [&str; 3] = ["trap", "timeout", "instantiate"];
+
+/// Everything wisp counts.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<Counter>,
+    replies: Vec<Counter>,
+    pub malformed: Counter,
+    pub transactions_active: Gauge<i64, AtomicI64>,
+    transactions_total: [Counter; 2],
+    pub failovers: Counter,
+    policy_calls: Vec<Counter>,
+    policy_traps: Vec<Counter>,
+    pub policy_swaps: Counter,
+    policy_duration: Vec<Histogram>,
+}
+
+impl Metrics {
+    pub fn new(dispatcher: Arc<Dispatcher>, workers: usize) -> Metrics {
+        let mut registry = Registry::with_prefix("wisp");
+        let requests_family = Family::<Labels, Counter>::default();
+        let requests = METHODS
+            .iter()
+            .map(|(_, m)| requests_family.get_or_create(&vec![("method".into(), m.to_string())]).clone())
+            .collect();
+        registry.register("requests_received", "SIP requests received, by method", requests_family);
+        let replies_family = Family::<Labels, Counter>::default();
+        let replies =
+            (1..=6).map(|c| replies_family.get_or_create(&vec![("class".into(), format!("{c}xx"))]).clone()).collect();
+        registry.register(
+            "replies_sent",
+            "SIP replies sent upstream (relayed or wisp's own), by class",
+            replies_family,
+        );
+        let malformed = Counter::default();
+        registry.register(
+            "messages_malformed",
+            "Datagrams that did not parse (answered 400 or dropped)",
+            malformed.clone(),
+        );
+        let transactions_active = Gauge::<i64, AtomicI64>::default();
+        registry.register("transactions_active", "Transactions in progress", transactions_active.clone());
+        let tx_family = Family::<Labels, Counter>::default();
+        let transactions_total =
+            ["INVITE", "non-INVITE"].map(|t| tx_family.get_or_create(&vec![("type".into(), t.to_string())]).clone());
+        registry.register("transactions", "Server transactions created, by type", tx_family);
+        let failovers = Counter::default();
+        registry.register("failovers", "Requests relayed again from failure-route", failovers.clone());
+        let calls_family = Family::<Labels, Counter>::default();
+        let policy_calls =
+            HOOKS.iter().map(|h| calls_family.get_or_create(&vec![("hook".into(), h.to_string())]).clone()).collect();
+        registry.register("policy_calls", "Policy hook calls, by hook", calls_family);
+        let traps_family = Family::<Labels, Counter>::default();
+        let policy_traps = TRAP_REASONS
+            .iter()
+            .map(|r| traps_family.get_or_create(&vec![("reason".into(), r.to_string())]).clone())
+            .collect();
+        registry.register("policy_traps", "Policy calls that failed, by reason", traps_family);
+        let policy_swaps = Counter::default();
+        registry.register("policy_swaps", "Policy versions published after the first", policy_swaps.clone());
+        let duration_family = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_000_5, 2.0, 20))
+        });
+        let policy_duration = (0..workers)
+            .map(|w| duration_family.get_or_create(&vec![("worker".into(), w.to_string())]).clone())
+            .collect();
+        registry.register("policy_call_duration_seconds", "Duration of policy hook calls, per worker", duration_family);
+        registry.register_collector(Box::new(DestinationCollector { dispatcher }));
+        Metrics {
+            registry,
+            requests,
+            replies,
+            malformed,
+            transactions_active,
+            transactions_total,
+            failovers,
+            policy_calls,
+            policy_traps,
+            policy_swaps,
+            policy_duration,
+        }
+    }
+
+    pub fn request(&self, m: Method) {
+        let i = METHODS.iter().position(|(x, _)| *x == m).unwrap_or(METHODS.len() - 1);
+        self.requests[i].inc();
+    }
+
+    pub fn reply_sent(&self, code: u16) {
+        if let Some(c) = self.replies.get(usize::from(code / 100).wrapping_sub(1)) {
+            c.inc();
+        }
+    }
+
+    pub fn transaction_started(&self, invite: bool) {
+        self.transactions_active.inc();
+        self.transactions_total[usize::from(!invite)].inc();
+    }
+
+    pub fn transaction_ended(&self) {
+        self.transactions_active.dec();
+    }
+
+    /// Totals for `tm.stats`: (active, INVITE total, non-INVITE total).
+    pub fn transaction_counts(&self) -> (i64, u64, u64) {
+        (self.transactions_active.get(), self.transactions_total[0].get(), self.transactions_total[1].get())
+    }
+
+    pub fn policy_call(&self, worker: usize, hook: usize, seconds: f64) {
+        self.policy_calls[hook].inc();
+        if let Some(h) = self.policy_duration.get(worker) {
+            h.observe(seconds);
+        }
+    }
+
+    pub fn policy_trap(&self, reason: usize) {
+        self.policy_traps[reason].inc();
+    }
+
+    /// Calls and traps so far, for `policy.info`.
+    pub fn policy_counts(&self) -> (u64, u64) {
+        (self.policy_calls.iter().map(Counter::get).sum(), self.policy_traps.iter().map(Counter::get).sum())
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Per-destination series, read from the dispatcher on each scrape.
+#[derive(Debug)]
+struct DestinationCollector {
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Collector for DestinationCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = self.dispatcher.snapshot();
+        let dests: Vec<_> = snap.sets.iter().flat_map(|s| s.destinations.iter()).collect();
+        let labels = |d: &crate::dispatcher::Destination| -> Labels {
+            vec![("set".into(), d.set_id.to_string()), ("uri".into(), d.uri.clone())]
+        };
+        {
+            let mut m = encoder.encode_descriptor(
+                "destination_state",
+                "1 for the state a destination is in (active, trying, inactive, disabled)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for d in &dests {
+                let f = d.flags();
+                let state = if f & flags::INACTIVE != 0 {
+                    "inactive"
+                } else if f & flags::DISABLED != 0 {
+                    "disabled"
+                } else if f & flags::TRYING != 0 {
+                    "trying"
+                } else {
+                    "active"
+                };
+                for s in ["active", "trying", "inactive", "disabled"] {
+                    let mut l = labels(d);
+                    l.push(("state".into(), s.into()));
+                    ConstGauge::new(i64::from(s == state)).encode(m.encode_family(&l)?)?;
+                }
+            }
+        }
+        type Read = fn(&crate::dispatcher::Destination) -> u64;
+        let counters: [(&str, &str, Read); 4] = [
+            ("destination_selected", "Times chosen by select-dst / next-dst", |d| d.selected.load(Ordering::Relaxed)),
+            ("destination_failed_over", "Times a request failed over away from it", |d| {
+                d.failed_over.load(Ordering::Relaxed)
+            }),
+            ("destination_probes_sent", "Keepalives sent", |d| d.probes_sent.load(Ordering::Relaxed)),
+            ("destination_probes_failed", "Keepalives failed (bad reply, timeout, send error)", |d| {
+                d.probes_failed.load(Ordering::Relaxed)
+            }),
+        ];
+        for (name, help, read) in counters {
+            let mut m = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for d in &dests {
+                ConstCounter::new(read(d)).encode(m.encode_family(&labels(d))?)?;
+            }
+        }
+        type ReadF = fn(&crate::dispatcher::latency::LatencyStats) -> f64;
+        let gauges: [(&str, &str, ReadF); 2] = [
+            ("destination_latency_est_seconds", "Keepalive round trip estimate (EWMA)", |l| l.est / 1000.0),
+            ("destination_latency_avg_seconds", "Keepalive round trip mean", |l| l.avg / 1000.0),
+        ];
+        for (name, help, read) in gauges {
+            let mut m = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+            for d in &dests {
+                ConstGauge::new(read(&d.latency())).encode(m.encode_family(&labels(d))?)?;
+            }
+        }
+        Ok(())
+    }
+}
