@@ -68,15 +68,7 @@ impl<S: Sender> Worker<S> {
             return;
         }
         match tx.best.take() {
-            Some((code, bytes)) => {
-                let (socket, to) = (tx.server.socket, tx.server.response_addr);
-                let _ = self.sender.send(socket, &bytes, to);
-                self.metrics.reply_sent(code);
-                if let Some(arms) = tx.server.respond(bytes, code, &self.cfg.timers) {
-                    self.arm(id, 0, arms);
-                }
-                self.log_call(id, code);
-            }
+            Some((code, bytes)) => self.send_upstream(id, bytes, code),
             None => {
                 let code = match (tx.canceled, failure) {
                     (true, _) => 487,

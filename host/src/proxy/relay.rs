@@ -96,17 +96,30 @@ impl<S: Sender> Worker<S> {
         self.arm(id, b, arms);
     }
 
-    /// Send a final (or provisional) response of our own upstream.
+    /// Answer the transaction's request with a response of our own.
     pub(super) fn reply(&mut self, id: u64, code: u16, reason: &str) {
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get(&id) else { return };
         let bytes = reply::response(&tx.request, code, reason, tx.to_tag.as_bytes(), &[]);
-        let (socket, to) = (tx.server.socket, tx.server.response_addr);
-        let _ = self.sender.send(socket, &bytes, to);
+        self.send_upstream(id, bytes, code);
+    }
+
+    /// Send a response upstream through the server transaction, which keeps
+    /// it for retransmissions and arms its timers. Nothing follows a final
+    /// response, except a 2xx to INVITE, which always goes through.
+    pub(super) fn send_upstream(&mut self, id: u64, bytes: Vec<u8>, code: u16) {
+        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let invite_2xx = tx.server.method == Method::Invite && (200..300).contains(&code);
+        if tx.server.has_final() && !invite_2xx {
+            return;
+        }
+        let _ = self.sender.send(tx.server.socket, &bytes, tx.server.response_addr);
         self.metrics.reply_sent(code);
         if let Some(arms) = tx.server.respond(bytes, code, &self.cfg.timers) {
             self.arm(id, 0, arms);
         }
-        self.log_call(id, code);
+        if code >= 200 {
+            self.log_call(id, code);
+        }
     }
 
     /// Forward a request without a transaction (ACK for a 2xx): same edits,

@@ -96,25 +96,10 @@ impl<S: Sender> Worker<S> {
         }
     }
 
-    /// Send a branch's response upstream through the server transaction.
+    /// Send a branch's response upstream (without our Via).
     fn forward_upstream(&mut self, id: u64, mut msg: Message, code: u16) {
         msg.pop_top_via();
-        let bytes = msg.to_bytes();
-        let Some(tx) = self.txs.get_mut(&id) else { return };
-        let (socket, to) = (tx.server.socket, tx.server.response_addr);
-        let final_reply = code >= 200;
-        let arms = tx.server.respond(bytes.clone(), code, &self.cfg.timers);
-        // A 2xx to INVITE always goes upstream, even after another final.
-        if arms.is_some() || (code < 300 && tx.server.method == Method::Invite) {
-            let _ = self.sender.send(socket, &bytes, to);
-            self.metrics.reply_sent(code);
-        }
-        if let Some(arms) = arms {
-            self.arm(id, 0, arms);
-        }
-        if final_reply {
-            self.log_call(id, code);
-        }
+        self.send_upstream(id, msg.to_bytes(), code);
     }
 
     /// A response with no transaction (a 2xx retransmission after the
