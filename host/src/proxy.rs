@@ -213,8 +213,10 @@ impl<S: Sender> Worker<S> {
 
     /// True when `host:port` is one of our listen addresses.
     fn is_local(&self, host: &[u8], port: u16) -> bool {
-        let host = crate::sip::uri::unbracket(host);
-        self.cfg.listen.iter().any(|l| l.addr.port() == port && l.addr.ip().to_string().as_bytes() == host)
+        // Compare parsed addresses: no allocation, and `::1` matches `0:0::1`.
+        let ip =
+            std::str::from_utf8(crate::sip::uri::unbracket(host)).ok().and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        ip.is_some_and(|ip| self.cfg.listen.iter().any(|l| l.addr.port() == port && l.addr.ip() == ip))
     }
 
     /// Remove a transaction once nothing refers to it any more.

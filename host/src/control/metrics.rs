@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::dispatcher::{destination::flags, Dispatcher};
+use crate::dispatcher::{destination::State, Dispatcher};
 use crate::sip::Method;
 
 type Labels = Vec<(String, String)>;
@@ -189,19 +189,10 @@ impl Collector for DestinationCollector {
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
             for d in &dests {
-                let f = d.flags();
-                let state = if f & flags::INACTIVE != 0 {
-                    "inactive"
-                } else if f & flags::DISABLED != 0 {
-                    "disabled"
-                } else if f & flags::TRYING != 0 {
-                    "trying"
-                } else {
-                    "active"
-                };
-                for s in ["active", "trying", "inactive", "disabled"] {
+                let state = d.state();
+                for s in State::ALL {
                     let mut l = labels(d);
-                    l.push(("state".into(), s.into()));
+                    l.push(("state".into(), s.name().into()));
                     ConstGauge::new(i64::from(s == state)).encode(m.encode_family(&l)?)?;
                 }
             }

@@ -66,6 +66,38 @@ impl ProbingMode {
     }
 }
 
+/// A destination's state, as operators name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Active,
+    Trying,
+    Inactive,
+    Disabled,
+}
+
+impl State {
+    pub const ALL: [State; 4] = [State::Active, State::Trying, State::Inactive, State::Disabled];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Trying => "trying",
+            State::Inactive => "inactive",
+            State::Disabled => "disabled",
+        }
+    }
+
+    /// Kamailio's first FLAGS letter.
+    pub fn letter(self) -> char {
+        match self {
+            State::Active => 'A',
+            State::Trying => 'T',
+            State::Inactive => 'I',
+            State::Disabled => 'D',
+        }
+    }
+}
+
 /// One destination.
 #[derive(Debug)]
 pub struct Destination {
@@ -216,18 +248,23 @@ impl Destination {
         self.flags() & (flags::INACTIVE | flags::DISABLED) == 0
     }
 
+    /// The state by Kamailio's precedence: inactive > disabled > trying > active.
+    pub fn state(&self) -> State {
+        let f = self.flags();
+        if f & flags::INACTIVE != 0 {
+            State::Inactive
+        } else if f & flags::DISABLED != 0 {
+            State::Disabled
+        } else if f & flags::TRYING != 0 {
+            State::Trying
+        } else {
+            State::Active
+        }
+    }
+
     /// Kamailio's two-letter state: `A`/`I`/`T`/`D` then `P`/`N`/`X`.
     pub fn state_letters(&self) -> String {
         let f = self.flags();
-        let first = if f & flags::INACTIVE != 0 {
-            'I'
-        } else if f & flags::DISABLED != 0 {
-            'D'
-        } else if f & flags::TRYING != 0 {
-            'T'
-        } else {
-            'A'
-        };
         let second = if f & flags::PROBING != 0 {
             'P'
         } else if f & flags::NOPING != 0 {
@@ -235,7 +272,7 @@ impl Destination {
         } else {
             'X'
         };
-        format!("{first}{second}")
+        format!("{}{second}", self.state().letter())
     }
 
     /// Apply a mark as Kamailio's `ds_mark_dst` does (5.6–6.0 state machine):
