@@ -162,7 +162,30 @@ pub mod dispatcher {
     /// Select a usable destination of `set_id` and make it the relay target.
     /// Also builds the failover list for [`next_dst`], capped at `limit`.
     pub fn select_dst(set_id: u32, algorithm: Algorithm, limit: Option<u32>) -> Option<Destination> {
-        d::select_dst(set_id, algorithm, limit)
+        d::select_dst(set_id, algorithm, limit, None)
+    }
+
+    /// As [`select_dst`], hashing `key` ([`Algorithm::HashKey`],
+    /// [`Algorithm::ConsistentHash`]), e.g. the From user for sticky routing.
+    pub fn select_dst_key(set_id: u32, algorithm: Algorithm, key: &str, limit: Option<u32>) -> Option<Destination> {
+        d::select_dst(set_id, algorithm, limit, Some(key))
+    }
+
+    /// The destinations of a set with their state and counters.
+    pub fn destinations(set_id: u32) -> Vec<Destination> {
+        d::destinations(set_id)
+    }
+
+    /// True when the set (or, with `uri`, that destination) is usable.
+    pub fn is_active(set_id: u32, uri: Option<&str>) -> bool {
+        d::is_active(set_id, uri)
+    }
+
+    /// The set a request came from (its source matches a destination), as
+    /// Kamailio's `ds_is_from_list`. Mode bits: 1 ignore port, 2 ignore
+    /// transport, 4 usable destinations only.
+    pub fn is_from_list(set_id: Option<u32>, mode: u32) -> Option<u32> {
+        d::is_from_list(set_id, mode)
     }
 
     /// Move to the next destination of the failover list.

@@ -74,6 +74,16 @@ pub struct DispatcherConfig {
     /// Replies besides 2xx that prove a destination alive: `code=NNN;class=N`.
     #[serde(default)]
     pub ping_reply_codes: String,
+    /// Seconds an answered call counts on its destination without a BYE
+    /// (Kamailio's `ds_hash_expire`, default 7200).
+    #[serde(default = "default_call_expire")]
+    pub call_expire_s: u64,
+    /// `true`: a reload resets every destination to the file's flags and
+    /// forgets latency statistics (Kamailio's behaviour). Default `false`:
+    /// unchanged destinations (same set, URI, priority, attrs) keep their
+    /// runtime state, counters and statistics.
+    #[serde(default)]
+    pub reset_state_on_reload: bool,
     /// EWMA factor of the latency estimate ×1000 (Kamailio ≤ 6.0 meaning:
     /// higher is slower; default 900).
     #[serde(default = "default_alpha")]
@@ -170,6 +180,9 @@ fn default_ping_from() -> String {
 }
 fn default_ping_timeout() -> u64 {
     1000
+}
+fn default_call_expire() -> u64 {
+    7200
 }
 fn default_alpha() -> u32 {
     900
@@ -286,6 +299,9 @@ impl Config {
             return Err(invalid("dispatcher.ping_timeout_ms", "must be 10..=60000".into()));
         }
         crate::prober::ReplyCodes::parse(&d.ping_reply_codes).map_err(|m| invalid("dispatcher.ping_reply_codes", m))?;
+        if d.call_expire_s == 0 {
+            return Err(invalid("dispatcher.call_expire_s", "must be at least 1".into()));
+        }
         if d.latency_estimator_alpha > 1000 {
             return Err(invalid("dispatcher.latency_estimator_alpha", "must be 0..=1000".into()));
         }

@@ -6,6 +6,7 @@
 //! in whole. Destination state lives in per-destination atomics.
 
 pub mod algorithm;
+pub mod call_load;
 pub mod destination;
 pub mod latency;
 pub mod list_file;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use algorithm::{Algorithm, HashInput};
+pub use algorithm::{Algorithm, HashInput, Selection};
 pub use destination::{Destination, Mark, ProbingMode, Transport};
 pub use list_file::{Entry, ListError};
 
@@ -26,8 +27,28 @@ pub use list_file::{Entry, ListError};
 pub struct Set {
     pub id: u32,
     pub destinations: Vec<Arc<Destination>>,
-    /// Round-robin position.
+    /// Round-robin position (algorithms 4, 5, 13).
     rr: AtomicUsize,
+    /// Algorithm 9's table of destination indices and its position.
+    weights: Vec<usize>,
+    wlast: AtomicUsize,
+    /// Algorithm 11's position.
+    rwlast: AtomicUsize,
+}
+
+impl Set {
+    /// A set from destinations already in set order.
+    fn new(id: u32, destinations: Vec<Arc<Destination>>, rr: usize) -> Set {
+        let weights = algorithm::weight_table(&destinations);
+        Set {
+            id,
+            destinations,
+            rr: AtomicUsize::new(rr),
+            weights,
+            wlast: AtomicUsize::new(0),
+            rwlast: AtomicUsize::new(0),
+        }
+    }
 }
 
 /// All sets as loaded at one moment.
@@ -59,8 +80,13 @@ pub struct Dispatcher {
     list_file: PathBuf,
     /// `probing_threshold`: consecutive failures before INACTIVE.
     pub probing_threshold: u32,
+    /// Reload resets all runtime state (Kamailio) instead of keeping it for
+    /// unchanged destinations.
+    pub reset_state_on_reload: bool,
     /// Keepalives on/off at runtime (Kamailio's `dispatcher.ping_active`).
     pub ping_active: crate::prober::PingSwitch,
+    /// Answered calls per destination (algorithm 10, calls in progress).
+    pub calls: call_load::CallLoad,
 }
 
 impl Dispatcher {
@@ -71,7 +97,9 @@ impl Dispatcher {
             current: ArcSwap::from_pointee(snapshot),
             list_file: list_file.to_path_buf(),
             probing_threshold,
+            reset_state_on_reload: false,
             ping_active: crate::prober::PingSwitch::new(true),
+            calls: call_load::CallLoad::default(),
         })
     }
 
@@ -85,7 +113,7 @@ impl Dispatcher {
     /// and counters. On error the running sets stay.
     pub fn reload(&self) -> Result<usize, LoadError> {
         let old = self.current.load_full();
-        let snapshot = build(&self.list_file, Some(&old))?;
+        let snapshot = build(&self.list_file, (!self.reset_state_on_reload).then_some(&*old))?;
         let n = snapshot.sets.iter().map(|s| s.destinations.len()).sum();
         self.current.store(Arc::new(snapshot));
         Ok(n)
@@ -93,17 +121,11 @@ impl Dispatcher {
 
     /// Select by `alg` in `set_id`: the failover list, selected entry first.
     /// Empty when the set is unknown or has nothing usable.
-    pub fn select(
-        &self,
-        set_id: u32,
-        alg: Algorithm,
-        input: &HashInput<'_>,
-        limit: Option<usize>,
-    ) -> Vec<Arc<Destination>> {
+    pub fn select(&self, set_id: u32, alg: Algorithm, input: &HashInput<'_>, limit: Option<usize>) -> Selection {
         let snap = self.current.load();
         match snap.set(set_id) {
-            Some(set) => algorithm::select(&set.destinations, alg, input, &set.rr, limit),
-            None => Vec::new(),
+            Some(set) => algorithm::select(set, alg, input, limit),
+            None => Selection::default(),
         }
     }
 
@@ -117,12 +139,12 @@ impl Dispatcher {
             reason,
         })?;
         let dest = Arc::new(Destination::new(e.set_id, e.uri, addr, transport, e.flags, e.priority, e.attrs));
-        self.rebuild(|sets| match sets.iter_mut().find(|s| s.id == dest.set_id) {
-            Some(set) => {
-                set.destinations.insert(0, dest.clone());
-                set.destinations.sort_by_key(|d| std::cmp::Reverse(d.priority));
+        self.rebuild(|sets| match sets.iter_mut().find(|(id, _)| *id == dest.set_id) {
+            Some((_, dests)) => {
+                dests.insert(0, dest.clone());
+                dests.sort_by_key(|d| std::cmp::Reverse(d.priority));
             }
-            None => sets.push(Set { id: dest.set_id, destinations: vec![dest.clone()], rr: AtomicUsize::new(0) }),
+            None => sets.push((dest.set_id, vec![dest.clone()])),
         });
         Ok(())
     }
@@ -131,29 +153,25 @@ impl Dispatcher {
     pub fn remove(&self, set_id: u32, uri: &str) -> usize {
         let mut removed = 0;
         self.rebuild(|sets| {
-            if let Some(set) = sets.iter_mut().find(|s| s.id == set_id) {
-                let before = set.destinations.len();
-                set.destinations.retain(|d| d.uri != uri);
-                removed = before - set.destinations.len();
+            if let Some((_, dests)) = sets.iter_mut().find(|(id, _)| *id == set_id) {
+                let before = dests.len();
+                dests.retain(|d| d.uri != uri);
+                removed = before - dests.len();
             }
-            sets.retain(|s| !s.destinations.is_empty());
+            sets.retain(|(_, dests)| !dests.is_empty());
         });
         removed
     }
 
-    /// Copy the current sets, change them, publish the copy.
-    fn rebuild(&self, change: impl FnOnce(&mut Vec<Set>)) {
+    /// Copy the current sets (id, destinations in set order), change them,
+    /// publish the copy.
+    fn rebuild(&self, change: impl FnOnce(&mut Vec<(u32, Vec<Arc<Destination>>)>)) {
         let old = self.current.load_full();
-        let mut sets: Vec<Set> = old
-            .sets
-            .iter()
-            .map(|s| Set {
-                id: s.id,
-                destinations: s.destinations.clone(),
-                rr: AtomicUsize::new(s.rr.load(std::sync::atomic::Ordering::Relaxed)),
-            })
-            .collect();
-        change(&mut sets);
+        let mut lists: Vec<(u32, Vec<Arc<Destination>>)> =
+            old.sets.iter().map(|s| (s.id, s.destinations.clone())).collect();
+        change(&mut lists);
+        let rr = |id| old.set(id).map_or(0, |s| s.rr.load(std::sync::atomic::Ordering::Relaxed));
+        let mut sets: Vec<Set> = lists.into_iter().map(|(id, d)| Set::new(id, d, rr(id))).collect();
         sets.sort_by_key(|s| s.id);
         self.current.store(Arc::new(Snapshot { sets }));
     }
@@ -193,7 +211,7 @@ fn resolve(uri: &str) -> Result<(SocketAddr, Transport), String> {
 fn build(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError> {
     let entries = list_file::load(path)?;
     let file = path.display().to_string();
-    let mut sets: Vec<Set> = Vec::new();
+    let mut lists: Vec<(u32, Vec<Arc<Destination>>)> = Vec::new();
     for e in entries {
         let reused = previous.and_then(|p| p.set(e.set_id)).and_then(|s| {
             s.destinations.iter().find(|d| d.uri == e.uri && d.priority == e.priority && d.attrs == e.attrs).cloned()
@@ -210,17 +228,21 @@ fn build(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError
                 Arc::new(Destination::new(e.set_id, e.uri, addr, transport, e.flags, e.priority, e.attrs))
             }
         };
-        match sets.iter_mut().find(|s| s.id == dest.set_id) {
-            Some(set) => set.destinations.push(dest),
-            None => sets.push(Set { id: dest.set_id, destinations: vec![dest], rr: AtomicUsize::new(0) }),
+        match lists.iter_mut().find(|(id, _)| *id == dest.set_id) {
+            Some((_, dests)) => dests.push(dest),
+            None => lists.push((dest.set_id, vec![dest])),
         }
     }
-    for set in &mut sets {
-        // Kamailio inserts each entry at the head, then sorts by priority
-        // (highest first): equal priorities end up in reverse file order.
-        set.destinations.reverse();
-        set.destinations.sort_by_key(|d| std::cmp::Reverse(d.priority));
-    }
+    let mut sets: Vec<Set> = lists
+        .into_iter()
+        .map(|(id, mut dests)| {
+            // Kamailio inserts each entry at the head, then sorts by priority
+            // (highest first): equal priorities end up in reverse file order.
+            dests.reverse();
+            dests.sort_by_key(|d| std::cmp::Reverse(d.priority));
+            Set::new(id, dests, 0)
+        })
+        .collect();
     sets.sort_by_key(|s| s.id);
     Ok(Snapshot { sets })
 }

@@ -54,7 +54,9 @@ impl Sender for WorkerSender {
 /// Start wisp with a loaded config; returns when asked to stop.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let list = config.resolve(&config.dispatcher.list_file);
-    let dispatcher = Arc::new(Dispatcher::load(&list, config.dispatcher.probing_threshold)?);
+    let mut dispatcher = Dispatcher::load(&list, config.dispatcher.probing_threshold)?;
+    dispatcher.reset_state_on_reload = config.dispatcher.reset_state_on_reload;
+    let dispatcher = Arc::new(dispatcher);
     let engine = PolicyEngine::new(PolicyLimits {
         max_call_ms: config.policy.max_call_ms,
         max_memory_bytes: config.policy.max_memory_mb << 20,
@@ -153,8 +155,16 @@ async fn control_loop(config: &Config, state: Arc<ControlState>) -> anyhow::Resu
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let call_expire = std::time::Duration::from_secs(config.dispatcher.call_expire_s);
+    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
     loop {
         tokio::select! {
+            _ = sweep.tick() => {
+                let n = state.dispatcher.calls.expire(call_expire);
+                if n > 0 {
+                    tracing::info!(calls = n, "calls expired without BYE (call_expire_s)");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {

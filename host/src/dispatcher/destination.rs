@@ -27,6 +27,15 @@ pub enum Transport {
     Tcp,
 }
 
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// A state a policy (or the control API) sets, as Kamailio's letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -107,6 +116,15 @@ pub struct Destination {
     pub transport: Transport,
     pub priority: i32,
     pub attrs: String,
+    /// `weight` attr: alg 9 percent (1–100, else 0); consistent-hash weight.
+    pub weight: u32,
+    /// `rweight` attr: alg 11 relative weight (1–100, else 0).
+    pub rweight: u32,
+    /// `maxload` attr: alg 10 limit of calls in progress (0 = none).
+    pub maxload: u32,
+    /// Calls in progress through this destination (INVITE relayed and not
+    /// yet failed or ended by BYE).
+    pub active_calls: AtomicU32,
     flags: AtomicU32,
     /// Consecutive failures (TRYING count), shared by marks and probes.
     failures: AtomicU32,
@@ -134,12 +152,26 @@ impl Destination {
         attrs: String,
     ) -> Self {
         let latency = Mutex::new(seed_latency(&attrs));
+        let num = |name: &str| -> u32 {
+            attrs
+                .split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let percent = |v: u32| if (1..=100).contains(&v) { v } else { 0 };
+        let (weight, rweight, maxload) = (percent(num("weight")), percent(num("rweight")), num("maxload"));
         Destination {
             set_id,
             uri,
             addr,
             transport,
             priority,
+            weight,
+            rweight,
+            maxload,
+            active_calls: AtomicU32::new(0),
             attrs,
             flags: AtomicU32::new(flags),
             failures: AtomicU32::new(0),

@@ -19,6 +19,8 @@ pub struct RouteState {
     pub current: Option<usize>,
     /// Add Record-Route when relaying.
     pub record_route: bool,
+    /// Relay forks to every destination of the failover list at once.
+    pub parallel: bool,
 }
 
 impl RouteState {

@@ -1,17 +1,33 @@
 //! `wisp:policy/dispatcher`: Kamailio's `ds_select_dst`, `ds_next_dst`,
-//! `ds_mark_dst` over the host's destination sets.
+//! `ds_mark_dst`, `ds_is_from_list`, `ds_is_active` over the host's sets.
 
 use std::sync::atomic::Ordering;
 
 use super::bindings::wisp::policy::dispatcher::Host;
 use super::bindings::{Algorithm, Destination, DstState};
 use super::context::HostState;
+use crate::dispatcher::destination::{flags, State};
 use crate::dispatcher::{self as ds, HashInput, Mark};
 use crate::sip::uri::split_name_addr;
 use crate::sip::HeaderName;
 
 fn record(d: &ds::Destination) -> Destination {
-    Destination { set_id: d.set_id, uri: d.uri.clone(), priority: d.priority, attrs: d.attrs.clone() }
+    Destination {
+        set_id: d.set_id,
+        uri: d.uri.clone(),
+        priority: d.priority,
+        attrs: d.attrs.clone(),
+        state: match d.state() {
+            State::Active => DstState::Active,
+            State::Trying => DstState::Trying,
+            State::Inactive => DstState::Inactive,
+            State::Disabled => DstState::Disabled,
+        },
+        probing: d.flags() & flags::PROBING != 0,
+        selected: d.selected.load(Ordering::Relaxed),
+        failed_over: d.failed_over.load(Ordering::Relaxed),
+        active_calls: d.active_calls.load(Ordering::Relaxed),
+    }
 }
 
 fn algorithm(a: Algorithm) -> ds::Algorithm {
@@ -21,13 +37,39 @@ fn algorithm(a: Algorithm) -> ds::Algorithm {
         Algorithm::HashToUri => ds::Algorithm::HashToUri,
         Algorithm::HashRequestUri => ds::Algorithm::HashRequestUri,
         Algorithm::RoundRobin => ds::Algorithm::RoundRobin,
+        Algorithm::HashAuthUser => ds::Algorithm::HashAuthUser,
         Algorithm::Random => ds::Algorithm::Random,
+        Algorithm::HashKey => ds::Algorithm::HashKey,
         Algorithm::Serial => ds::Algorithm::Serial,
+        Algorithm::Weight => ds::Algorithm::Weight,
+        Algorithm::CallLoad => ds::Algorithm::CallLoad,
+        Algorithm::RelativeWeight => ds::Algorithm::RelativeWeight,
+        Algorithm::Parallel => ds::Algorithm::Parallel,
+        Algorithm::Latency => ds::Algorithm::Latency,
+        Algorithm::ConsistentHash => ds::Algorithm::ConsistentHash,
+    }
+}
+
+/// The `username` of Proxy-Authorization, else Authorization.
+fn auth_user(msg: &crate::sip::Message) -> &[u8] {
+    let creds = msg.values_named(b"Proxy-Authorization").next().or_else(|| msg.values_named(b"Authorization").next());
+    let Some(v) = creds else { return b"" };
+    let Some(at) = memchr::memmem::find(v, b"username=") else { return b"" };
+    let rest = &v[at + 9..];
+    match rest.strip_prefix(b"\"") {
+        Some(q) => &q[..q.iter().position(|&b| b == b'"').unwrap_or(q.len())],
+        None => &rest[..rest.iter().position(|&b| b == b',' || b == b' ').unwrap_or(rest.len())],
     }
 }
 
 impl Host for HostState {
-    fn select_dst(&mut self, set_id: u32, alg: Algorithm, limit: Option<u32>) -> wasmtime::Result<Option<Destination>> {
+    fn select_dst(
+        &mut self,
+        set_id: u32,
+        alg: Algorithm,
+        limit: Option<u32>,
+        key: Option<String>,
+    ) -> wasmtime::Result<Option<Destination>> {
         let dispatcher = self.dispatcher.clone();
         let call = self.call()?;
         let msg = &call.msg;
@@ -37,15 +79,19 @@ impl Host for HostState {
             from_uri: addr_uri(HeaderName::From),
             to_uri: addr_uri(HeaderName::To),
             request_uri: msg.request_uri().unwrap_or(b""),
+            auth_user: auth_user(msg),
+            key: key.as_deref().unwrap_or("").as_bytes(),
+            is_invite: msg.method() == crate::sip::Method::Invite,
         };
-        let list = dispatcher.select(set_id, algorithm(alg), &input, limit.map(|l| l as usize));
-        let Some(first) = list.first() else {
+        let selection = dispatcher.select(set_id, algorithm(alg), &input, limit.map(|l| l as usize));
+        let Some(first) = selection.list.first() else {
             return Ok(None);
         };
         first.selected.fetch_add(1, Ordering::Relaxed);
         let out = record(first);
-        call.route.failover = list;
+        call.route.failover = selection.list;
         call.route.current = Some(0);
+        call.route.parallel = selection.parallel;
         Ok(Some(out))
     }
 
@@ -55,6 +101,7 @@ impl Host for HostState {
         if let Some(prev) = route.target() {
             prev.failed_over.fetch_add(1, Ordering::Relaxed);
         }
+        route.parallel = false;
         match route.failover.get(next) {
             Some(d) => {
                 d.selected.fetch_add(1, Ordering::Relaxed);
@@ -95,5 +142,33 @@ impl Host for HostState {
 
     fn set_exists(&mut self, set_id: u32) -> wasmtime::Result<bool> {
         Ok(self.dispatcher.set_exists(set_id))
+    }
+
+    fn destinations(&mut self, set_id: u32) -> wasmtime::Result<Vec<Destination>> {
+        let snap = self.dispatcher.snapshot();
+        Ok(snap.set(set_id).map(|s| s.destinations.iter().map(|d| record(d)).collect()).unwrap_or_default())
+    }
+
+    fn is_active(&mut self, set_id: u32, uri: Option<String>) -> wasmtime::Result<bool> {
+        let snap = self.dispatcher.snapshot();
+        let Some(set) = snap.set(set_id) else { return Ok(false) };
+        Ok(set.destinations.iter().any(|d| d.is_usable() && uri.as_deref().is_none_or(|u| d.uri == u)))
+    }
+
+    fn is_from_list(&mut self, set_id: Option<u32>, mode: u32) -> wasmtime::Result<Option<u32>> {
+        let (src, transport) = {
+            let call = self.call()?;
+            (call.source, call.transport)
+        };
+        let snap = self.dispatcher.snapshot();
+        let found = snap.sets.iter().filter(|s| set_id.is_none_or(|id| s.id == id)).find(|s| {
+            s.destinations.iter().any(|d| {
+                d.addr.ip() == src.ip()
+                    && (mode & 1 != 0 || d.addr.port() == src.port())
+                    && (mode & 2 != 0 || d.transport.as_str() == transport)
+                    && (mode & 4 == 0 || d.is_usable())
+            })
+        });
+        Ok(found.map(|s| s.id))
     }
 }

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 
 use super::{Sender, Worker};
-use crate::dispatcher::Transport;
+use std::sync::Arc;
+
+use crate::dispatcher::{Destination, Transport};
 use crate::policy::bindings::BranchFailure;
 use crate::policy::RouteState;
 use crate::sip::{hop, reply, Message, Method, Scheme, Uri};
@@ -62,38 +64,66 @@ impl<S: Sender> Worker<S> {
         out
     }
 
-    /// Relay the transaction's request on a new branch.
+    /// Relay the transaction's request: on one new branch, or with parallel
+    /// forking on one branch per destination left in the failover list.
     pub(super) fn relay(&mut self, id: u64) {
         let Some(tx) = self.txs.get(&id) else { return };
-        if tx.branches.len() >= self.cfg.max_branches {
+        let targets: Vec<(SocketAddr, Option<Arc<Destination>>)> = if tx.route.parallel {
+            let from = tx.route.current.unwrap_or(0);
+            let list = tx.route.failover.get(from..).unwrap_or_default();
+            list.iter().filter(|d| d.transport == Transport::Udp).map(|d| (d.addr, Some(d.clone()))).collect()
+        } else {
+            match self.next_hop(&tx.request, &tx.route) {
+                NextHop::Addr(a) => vec![(a, tx.route.target().cloned())],
+                NextHop::Refuse(code, reason) => return self.reply(id, code, reason),
+            }
+        };
+        if targets.is_empty() {
+            return self.reply(id, 503, "Service Unavailable");
+        }
+        if tx.branches.len() + targets.len() > self.cfg.max_branches {
             tracing::warn!(call_id = %String::from_utf8_lossy(tx.request.call_id()), "max_branches reached");
             return self.finish(id, BranchFailure::Transport);
         }
-        let dest = match self.next_hop(&tx.request, &tx.route) {
-            NextHop::Addr(a) => a,
-            NextHop::Refuse(code, reason) => return self.reply(id, code, reason),
-        };
-        let socket = self.socket_for(dest);
+        let mut all_sent = true;
+        for (addr, destination) in targets {
+            all_sent &= self.start_branch(id, addr, destination);
+        }
+        if !all_sent {
+            self.branch_failed(id, BranchFailure::Transport, None);
+        }
+    }
+
+    /// Start one client transaction towards `addr`; false when the send failed.
+    fn start_branch(&mut self, id: u64, addr: SocketAddr, destination: Option<Arc<Destination>>) -> bool {
+        let Some(tx) = self.txs.get(&id) else { return true };
+        let socket = self.socket_for(addr);
         let branch = new_branch(self.id);
-        let record_route = tx.route.record_route;
-        let fwd = self.outgoing(&tx.request, socket, &branch, record_route);
+        let fwd = self.outgoing(&tx.request, socket, &branch, tx.route.record_route);
+        // An initial INVITE to a dispatcher destination is a call in progress there.
+        let counts_load = fwd.method() == Method::Invite && !fwd.has_to_tag() && destination.is_some();
         let bytes = fwd.to_bytes();
-        let method = fwd.method();
-        let key = client_key(branch.as_bytes(), method);
-        let mut client = ClientTx::new(key.clone(), branch, fwd, bytes, dest, socket);
-        let sent = self.sender.send(socket, &client.bytes, dest);
+        let key = client_key(branch.as_bytes(), fwd.method());
+        let mut client = ClientTx::new(key.clone(), branch, fwd, bytes, addr, socket);
+        if let (true, Some(d)) = (counts_load, &destination) {
+            d.active_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            client.counts_load = true;
+        }
+        client.destination = destination;
+        let sent = self.sender.send(socket, &client.bytes, addr);
         let arms = client.start(&self.cfg.timers);
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else { return true };
         tx.branches.push(client);
         let b = tx.branches.len() - 1;
         self.client_index.insert(key, (id, b));
         if let Err(e) = sent {
             // A send error ends the branch at once: no point waiting fr_timer.
-            tracing::debug!(%dest, error = %e, "send failed");
+            tracing::debug!(%addr, error = %e, "send failed");
             self.end_branch(id, b);
-            return self.branch_failed(id, BranchFailure::Transport, None);
+            return false;
         }
         self.arm(id, b, arms);
+        true
     }
 
     /// Answer the transaction's request with a response of our own.
@@ -157,8 +187,30 @@ impl<S: Sender> Worker<S> {
     pub(super) fn end_branch(&mut self, id: u64, b: usize) {
         if let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) {
             client.terminate();
+            release_load(client);
             let key = client.key.clone();
             self.client_index.remove(&key);
+        }
+    }
+
+    /// CANCEL every INVITE branch still waiting (after a 2xx, or the caller's CANCEL).
+    pub(super) fn cancel_pending(&mut self, id: u64) {
+        let pending: Vec<usize> = match self.txs.get(&id) {
+            Some(tx) => tx.branches.iter().enumerate().filter(|(_, b)| b.is_pending()).map(|(i, _)| i).collect(),
+            None => return,
+        };
+        for b in pending {
+            self.cancel_branch(id, b);
+        }
+    }
+}
+
+/// A branch that counted as a call in progress no longer does.
+pub(super) fn release_load(client: &mut ClientTx) {
+    if client.counts_load {
+        client.counts_load = false;
+        if let Some(d) = &client.destination {
+            crate::dispatcher::call_load::release(d);
         }
     }
 }

@@ -29,6 +29,10 @@ impl<S: Sender> Worker<S> {
             }
             return;
         }
+        if method == Method::Bye {
+            // The call ends: it no longer counts on its destination.
+            self.dispatcher.calls.ended(msg.call_id());
+        }
         if msg.core().max_forwards == Some(0) {
             let r = reply::response(&msg, 483, "Too Many Hops", b"", &[]);
             let _ = self.sender.send(socket, &r, response_addr(&msg, src));
@@ -173,10 +177,10 @@ impl<S: Sender> Worker<S> {
             return;
         }
         tx.canceled = true;
-        let pending = tx.branches.iter().rposition(|b| b.is_pending());
-        match pending {
-            Some(b) => self.cancel_branch(id, b),
-            None => self.reply(id, 487, "Request Terminated"),
+        if tx.branches.iter().any(|b| b.is_pending()) {
+            self.cancel_pending(id);
+        } else {
+            self.reply(id, 487, "Request Terminated");
         }
     }
 }

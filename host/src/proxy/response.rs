@@ -53,6 +53,14 @@ impl<S: Sender> Worker<S> {
             let ack = hop::ack(&client.request, &msg);
             let _ = self.sender.send(client.socket, &ack, client.dest);
             client.ack = Some(ack);
+            super::relay::release_load(client);
+        }
+        if invite && code < 300 && client.counts_load {
+            // Answered: the call counts on its destination until BYE.
+            client.counts_load = false;
+            if let Some(d) = client.destination.clone() {
+                self.dispatcher.calls.established(msg.call_id(), d);
+            }
         }
         if client.state == ClientState::Terminated {
             // INVITE 2xx: retransmissions of it are forwarded statelessly.
@@ -63,6 +71,10 @@ impl<S: Sender> Worker<S> {
         let Some(msg) = self.onreply(id, msg, src) else { return };
         if code < 300 {
             self.forward_upstream(id, msg, code);
+            if invite {
+                // Parallel forking: the other branches are no longer wanted.
+                self.cancel_pending(id);
+            }
             return;
         }
         self.keep_best(id, msg, code);

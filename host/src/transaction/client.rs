@@ -46,6 +46,10 @@ pub struct ClientTx {
     pub cancel: CancelState,
     /// The ACK sent for a non-2xx final, re-sent if the final is.
     pub ack: Option<Vec<u8>>,
+    /// The dispatcher destination this branch went to, if any.
+    pub destination: Option<std::sync::Arc<crate::dispatcher::Destination>>,
+    /// This branch counts as a call in progress on `destination`.
+    pub counts_load: bool,
     interval: Duration,
     pub gens: Generations,
 }
@@ -70,6 +74,8 @@ impl ClientTx {
             state: ClientState::Calling,
             cancel: CancelState::None,
             ack: None,
+            destination: None,
+            counts_load: false,
             interval: Duration::ZERO,
             gens: Generations::default(),
         }

@@ -1,0 +1,65 @@
+//! Calls in progress per destination (Kamailio's call-load tracking for
+//! algorithm 10, done by the host instead of `ds_load_update` in a script):
+//! an INVITE relayed to a destination counts until its branch fails, or,
+//! once answered, until a BYE for the Call-ID passes or the entry expires.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::destination::Destination;
+
+const SHARDS: usize = 16;
+
+/// Call-ID → the destination it counts on, and since when.
+type Calls = HashMap<Vec<u8>, (Arc<Destination>, Instant)>;
+
+/// Established calls by Call-ID, sharded so workers rarely meet on a lock.
+#[derive(Debug, Default)]
+pub struct CallLoad {
+    shards: [Mutex<Calls>; SHARDS],
+}
+
+impl CallLoad {
+    fn shard(&self, call_id: &[u8]) -> std::sync::MutexGuard<'_, Calls> {
+        let i = super::algorithm::hash(&[call_id]) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A counted INVITE was answered: keep counting until BYE.
+    pub fn established(&self, call_id: &[u8], dest: Arc<Destination>) {
+        if let Some((old, _)) = self.shard(call_id).insert(call_id.to_vec(), (dest, Instant::now())) {
+            // The same Call-ID answered twice (forked 2xx): count it once.
+            release(&old);
+        }
+    }
+
+    /// A BYE (or CANCEL) for the call passed: it no longer counts.
+    pub fn ended(&self, call_id: &[u8]) {
+        if let Some((d, _)) = self.shard(call_id).remove(call_id) {
+            release(&d);
+        }
+    }
+
+    /// Forget calls older than `max_age` (no BYE seen); returns how many.
+    pub fn expire(&self, max_age: Duration) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (d, since)| {
+                let keep = since.elapsed() < max_age;
+                if !keep {
+                    release(d);
+                    n += 1;
+                }
+                keep
+            });
+        }
+        n
+    }
+}
+
+/// One call less on `d`.
+pub fn release(d: &Destination) {
+    let _ = d.active_calls.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
