@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod algorithms;
 mod call;
 mod cancel;
 mod control;

@@ -30,7 +30,12 @@ impl CallResult {
 
 impl Uac {
     pub fn new(proxy: SocketAddr) -> Uac {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Uac::bind("127.0.0.1:0".parse().unwrap(), proxy)
+    }
+
+    /// A caller on a given local address.
+    pub fn bind(local: SocketAddr, proxy: SocketAddr) -> Uac {
+        let sock = UdpSocket::bind(local).unwrap();
         let addr = sock.local_addr().unwrap();
         Uac { sock, addr, proxy, responses: Vec::new() }
     }

@@ -1,0 +1,69 @@
+//! Test policy: the dispatcher algorithm is named by the request (see README.md).
+use wisp_policy::{dispatcher, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy};
+
+struct ByHeader;
+
+fn algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "hash-call-id" => Algorithm::HashCallId,
+        "hash-from-uri" => Algorithm::HashFromUri,
+        "hash-to-uri" => Algorithm::HashToUri,
+        "hash-request-uri" => Algorithm::HashRequestUri,
+        "round-robin" => Algorithm::RoundRobin,
+        "hash-auth-user" => Algorithm::HashAuthUser,
+        "random" => Algorithm::Random,
+        "hash-key" => Algorithm::HashKey,
+        "serial" => Algorithm::Serial,
+        "weight" => Algorithm::Weight,
+        "call-load" => Algorithm::CallLoad,
+        "relative-weight" => Algorithm::RelativeWeight,
+        "parallel" => Algorithm::Parallel,
+        "latency" => Algorithm::Latency,
+        "consistent-hash" => Algorithm::ConsistentHash,
+        _ => return None,
+    })
+}
+
+impl Policy for ByHeader {
+    fn request_route(req: &Message) -> Action {
+        if req.has_to_tag() {
+            return Action::Relay;
+        }
+        if req.header("X-From-List").is_some() {
+            return match dispatcher::is_from_list(None, 0) {
+                Some(set) => Action::reply(200, &format!("set {set}")),
+                None => Action::reply(404, "Not from a list"),
+            };
+        }
+        let Some(alg) = req.header("X-Alg").as_deref().and_then(algorithm) else {
+            return Action::reply(400, "Unknown X-Alg");
+        };
+        let set = req.header("X-Set").and_then(|s| s.parse().ok()).unwrap_or(1);
+        let picked = match req.header("X-Key") {
+            Some(key) => dispatcher::select_dst_key(set, alg, &key, None),
+            None => dispatcher::select_dst(set, alg, None),
+        };
+        match picked {
+            Some(_) => Action::Relay,
+            None => Action::reply(503, "No route available"),
+        }
+    }
+
+    fn failure_route(_req: &Message) -> Action {
+        if transaction::is_canceled() {
+            return Action::Drop;
+        }
+        match transaction::branch_failure() {
+            Some(BranchFailure::Reply(c)) if c != 408 && !(500..600).contains(&c) => Action::Drop,
+            _ => {
+                dispatcher::mark_dst(DstState::Inactive, true);
+                match dispatcher::next_dst() {
+                    Some(_) => Action::Relay,
+                    None => Action::reply(503, "No route available"),
+                }
+            }
+        }
+    }
+}
+
+wisp_policy::export_policy!(ByHeader);
