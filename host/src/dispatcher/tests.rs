@@ -318,3 +318,59 @@ fn other_algorithms_spread_and_skip() {
     let c = share(&d, Algorithm::HashKey, 2000, |i| format!("k{i}"));
     assert_eq!(c.get(&dead), None);
 }
+
+#[test]
+fn uri_hashes_spread_over_ten_thousand_requests() {
+    let (_f, d) = dispatcher(&[
+        ("sip:10.0.0.1", 0, ""),
+        ("sip:10.0.0.2", 0, ""),
+        ("sip:10.0.0.3", 0, ""),
+        ("sip:10.0.0.4", 0, ""),
+    ]);
+    for alg in [Algorithm::HashFromUri, Algorithm::HashToUri, Algorithm::HashRequestUri] {
+        let mut counts = std::collections::HashMap::new();
+        for i in 0..10_000 {
+            let uri = format!("sip:user{i}@example.com");
+            let inp = HashInput {
+                from_uri: uri.as_bytes(),
+                to_uri: uri.as_bytes(),
+                request_uri: uri.as_bytes(),
+                ..Default::default()
+            };
+            let first = d.select(1, alg, &inp, None).list[0].uri.clone();
+            assert_eq!(first, d.select(1, alg, &inp, None).list[0].uri, "{alg:?} is stable for a key");
+            *counts.entry(first).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts.len(), 4);
+        assert!(counts.values().all(|&c| (2200..=2800).contains(&c)), "{alg:?}: {counts:?}");
+    }
+}
+
+#[test]
+fn reload_swaps_atomically_while_routing() {
+    let a = "1 sip:127.0.0.1:5071 0 10\n1 sip:127.0.0.1:5072 0 10\n";
+    let b = "1 sip:127.0.0.1:6071 0 10\n1 sip:127.0.0.1:6072 0 10\n1 sip:127.0.0.1:6073 0 10\n";
+    let f = list_file(a);
+    let d = Arc::new(Dispatcher::load(&f.path, 1).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let router = {
+        let (d, stop) = (d.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let l = d.select(1, Algorithm::RoundRobin, &HashInput::default(), None).list;
+                // Every selection sees one whole list: 2 entries of A or 3 of B.
+                let ports: Vec<bool> = l.iter().map(|x| x.uri.contains(":50")).collect();
+                assert!(l.len() == 2 && ports.iter().all(|&p| p) || l.len() == 3 && ports.iter().all(|&p| !p), "{l:?}");
+                n += 1;
+            }
+            n
+        })
+    };
+    for i in 0..200 {
+        std::fs::write(&f.path, if i % 2 == 0 { b } else { a }).unwrap();
+        d.reload().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(router.join().unwrap() > 0);
+}
