@@ -104,6 +104,16 @@ fn call_load_counts_calls_until_bye() {
     let second = uac.invite("load-2", &header("call-load"), PROMPT);
     assert_eq!(second.final_code(), Some(200));
     assert_eq!((a.count(Method::Invite), b.count(Method::Invite)), (1, 1), "one call each");
+    // The control plane shows the calls in progress.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let list = rt.block_on(wisp::ctl::call(wisp.control, None, "dispatcher.list", &[])).unwrap();
+    let active: Vec<u64> = list["RECORDS"][0]["SET"]["TARGETS"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["DEST"]["ACTIVE_CALLS"].as_u64().unwrap())
+        .collect();
+    assert_eq!(active, vec![1, 1]);
     // Both at maxload: no destination.
     assert_eq!(uac.invite("load-3", &header("call-load"), PROMPT).final_code(), Some(503));
     // A BYE ends the first call: its carrier takes the next one.

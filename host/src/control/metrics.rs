@@ -214,6 +214,18 @@ impl Collector for DestinationCollector {
                 ConstCounter::new(read(d)).encode(m.encode_family(&labels(d))?)?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "destination_active_calls",
+                "Calls in progress (INVITE relayed and not failed, or answered and no BYE yet)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for d in &dests {
+                ConstGauge::new(i64::from(d.active_calls.load(Ordering::Relaxed)))
+                    .encode(m.encode_family(&labels(d))?)?;
+            }
+        }
         type ReadF = fn(&crate::dispatcher::latency::LatencyStats) -> f64;
         let gauges: [(&str, &str, ReadF); 2] = [
             ("destination_latency_est_seconds", "Keepalive round trip estimate (EWMA)", |l| l.est / 1000.0),

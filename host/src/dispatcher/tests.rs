@@ -374,3 +374,13 @@ fn reload_swaps_atomically_while_routing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(router.join().unwrap() > 0);
 }
+
+#[test]
+fn reset_state_on_reload_gives_kamailio_behaviour() {
+    let f = list_file(LIST);
+    let mut d = Dispatcher::load(&f.path, 1).unwrap();
+    d.reset_state_on_reload = true;
+    d.snapshot().set(2).unwrap().destinations[0].mark(Mark::Inactive, true, 1);
+    d.reload().unwrap();
+    assert_eq!(d.snapshot().set(2).unwrap().destinations[0].state_letters(), "AX", "state comes from the file again");
+}

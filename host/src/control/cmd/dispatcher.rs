@@ -31,6 +31,7 @@ fn dest(d: &Destination) -> Value {
         "LATENCY": {"AVG": l.avg, "STD": l.std(), "EST": l.est, "MAX": l.max, "TIMEOUT": l.timeouts},
         "SELECTED": d.selected.load(Ordering::Relaxed),
         "FAILED_OVER": d.failed_over.load(Ordering::Relaxed),
+        "ACTIVE_CALLS": d.active_calls.load(Ordering::Relaxed),
         "PROBES_SENT": d.probes_sent.load(Ordering::Relaxed),
         "PROBES_FAILED": d.probes_failed.load(Ordering::Relaxed),
     }})
