@@ -134,6 +134,14 @@ pub struct PolicyConfig {
     /// Status answered when a hook traps or times out (default 500).
     #[serde(default = "default_on_error")]
     pub on_error: u16,
+    /// Reload the policy when its file changes (debounced: the file must be
+    /// unchanged for 500 ms; a broken file is refused like any reload).
+    #[serde(default)]
+    pub watch: bool,
+    /// Folder for compiled policies (default `$XDG_CACHE_HOME/wisp` or
+    /// `~/.cache/wisp`; `""` turns the cache off).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `[control]`: the JSON-RPC and /metrics listener.
@@ -377,6 +385,18 @@ impl Config {
             t4: Duration::from_millis(t.t4_ms),
             fr_timer: Duration::from_millis(t.fr_timer_ms),
             fr_inv_timer: Duration::from_millis(t.fr_inv_timer_ms),
+        }
+    }
+
+    /// The compiled-policy cache folder, if any.
+    pub fn policy_cache_dir(&self) -> Option<PathBuf> {
+        match &self.policy.cache_dir {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(self.resolve(p)),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|d| d.join("wisp")),
         }
     }
 

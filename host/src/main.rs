@@ -108,10 +108,13 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let cfg = wisp::config::Config::load(path)?;
     let list = cfg.resolve(&cfg.dispatcher.list_file);
     let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::load(&list, cfg.dispatcher.probing_threshold)?);
-    let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits {
-        max_call_ms: cfg.policy.max_call_ms,
-        max_memory_bytes: cfg.policy.max_memory_mb << 20,
-    })?;
+    let engine = wisp::policy::PolicyEngine::new(
+        wisp::policy::PolicyLimits {
+            max_call_ms: cfg.policy.max_call_ms,
+            max_memory_bytes: cfg.policy.max_memory_mb << 20,
+        },
+        None,
+    )?;
     engine.load(&cfg.resolve(&cfg.policy.file), &ds)?;
     let snap = ds.snapshot();
     let dests: usize = snap.sets.iter().map(|s| s.destinations.len()).sum();
@@ -126,10 +129,16 @@ fn check_policy(file: &std::path::Path) -> anyhow::Result<()> {
     let ds = wisp::dispatcher::Dispatcher::load(&empty, 1);
     let _ = std::fs::remove_file(&empty);
     let ds = std::sync::Arc::new(ds?);
-    let engine =
-        wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 })?;
-    engine.load(file, &ds)?;
-    println!("{}: ok (world wisp:policy/router@0.1.0)", file.display());
+    let engine = wisp::policy::PolicyEngine::new(
+        wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 },
+        None,
+    )?;
+    let p = engine.load(file, &ds)?;
+    println!("{}: ok", file.display());
+    println!("world:   wisp:policy/router@0.1.0");
+    println!("sha256:  {}", p.hash);
+    println!("exports: {}", p.exports.join(", "));
+    println!("imports: {}", p.imports.join(", "));
     Ok(())
 }
 

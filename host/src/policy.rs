@@ -12,6 +12,7 @@
 //! Publication is one atomic pointer swap ([`PolicyHandle`]).
 
 pub mod bindings;
+pub mod cache;
 pub mod context;
 mod host_dispatcher;
 mod host_log;
@@ -65,6 +66,13 @@ pub struct LoadedPolicy {
     pub path: PathBuf,
     /// The policy's name: its file stem.
     pub name: Arc<str>,
+    /// SHA-256 of the file, hex.
+    pub hash: String,
+    /// Whether the compiled artefact came from the cache.
+    pub cached: bool,
+    /// The component's exports and imports, by name.
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
     pub loaded_at: std::time::SystemTime,
     pre: RouterPre<HostState>,
 }
@@ -73,12 +81,14 @@ pub struct LoadedPolicy {
 pub struct PolicyEngine {
     engine: Engine,
     limits: PolicyLimits,
+    cache: Option<cache::Cache>,
     next_version: AtomicU64,
 }
 
 impl PolicyEngine {
-    /// Create the engine and start its epoch ticker thread.
-    pub fn new(limits: PolicyLimits) -> anyhow::Result<Arc<PolicyEngine>> {
+    /// Create the engine and start its epoch ticker thread. Compiled
+    /// policies are cached in `cache_dir` when given.
+    pub fn new(limits: PolicyLimits, cache_dir: Option<&Path>) -> anyhow::Result<Arc<PolicyEngine>> {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
         let engine = Engine::new(&cfg)?;
@@ -91,7 +101,8 @@ impl PolicyEngine {
                 std::thread::sleep(Duration::from_millis(1));
             }
         })?;
-        Ok(Arc::new(PolicyEngine { engine, limits, next_version: AtomicU64::new(1) }))
+        let cache = cache_dir.map(|d| cache::Cache::new(d, &engine));
+        Ok(Arc::new(PolicyEngine { engine, limits, cache, next_version: AtomicU64::new(1) }))
     }
 
     pub fn limits(&self) -> PolicyLimits {
@@ -111,8 +122,16 @@ impl PolicyEngine {
                 reason: "a core wasm module, not a component: build the policy with --target wasm32-wasip2".into(),
             });
         }
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| LoadError::Compile { path: p.clone(), reason: format!("{e:#}") })?;
+        let hash = cache::file_hash(&bytes);
+        let compiled = match &self.cache {
+            Some(c) => c.component(&self.engine, &bytes, &hash),
+            None => Component::new(&self.engine, &bytes).map(|c| (c, false)),
+        };
+        let (component, cached) =
+            compiled.map_err(|e| LoadError::Compile { path: p.clone(), reason: format!("{e:#}") })?;
+        let ty = component.component_type();
+        let exports = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let link_err = |e: wasmtime::Error| LoadError::Link { path: p.clone(), reason: format!("{e:#}") };
         let mut linker = Linker::<HostState>::new(&self.engine);
         Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link_err)?;
@@ -120,8 +139,17 @@ impl PolicyEngine {
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let pre = RouterPre::new(pre).map_err(link_err)?;
         let name: Arc<str> = path.file_stem().map_or("policy".into(), |s| s.to_string_lossy().into());
-        let policy =
-            LoadedPolicy { version: 0, path: path.to_path_buf(), name, loaded_at: std::time::SystemTime::now(), pre };
+        let policy = LoadedPolicy {
+            version: 0,
+            path: path.to_path_buf(),
+            name,
+            hash,
+            cached,
+            exports,
+            imports,
+            loaded_at: std::time::SystemTime::now(),
+            pre,
+        };
         // Load check: it must instantiate within the limits.
         self.instantiate(&policy, dispatcher)
             .map_err(|e| LoadError::Instantiate { path: p.clone(), reason: format!("{e:#}") })?;
@@ -149,6 +177,12 @@ impl PolicyEngine {
         store.set_epoch_deadline(self.limits.max_call_ms);
         let router = policy.pre.instantiate(&mut store)?;
         Ok((store, router))
+    }
+}
+
+impl std::fmt::Debug for LoadedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPolicy").field("name", &self.name).field("version", &self.version).finish()
     }
 }
 
@@ -189,14 +223,22 @@ pub struct CallError {
     pub reason: String,
 }
 
-/// A worker's warm instance of the current policy.
+/// A warm instance of one policy version.
+struct Warm {
+    policy: Arc<LoadedPolicy>,
+    store: Store<HostState>,
+    router: Router,
+}
+
+/// A worker's warm instances: the current version's, and older ones while
+/// transactions that started on them still run their hooks.
 pub struct PolicyWorker {
     worker: usize,
     metrics: Arc<crate::control::metrics::Metrics>,
     engine: Arc<PolicyEngine>,
     handle: Arc<PolicyHandle>,
     dispatcher: Arc<Dispatcher>,
-    warm: Option<(Arc<LoadedPolicy>, Store<HostState>, Router)>,
+    warm: Vec<Warm>,
     /// Traps seen by this worker, for rate-limited logging.
     traps: u64,
     last_trap_log: Option<Instant>,
@@ -210,17 +252,34 @@ impl PolicyWorker {
         dispatcher: Arc<Dispatcher>,
         metrics: Arc<crate::control::metrics::Metrics>,
     ) -> PolicyWorker {
-        PolicyWorker { worker, metrics, engine, handle, dispatcher, warm: None, traps: 0, last_trap_log: None }
+        PolicyWorker { worker, metrics, engine, handle, dispatcher, warm: Vec::new(), traps: 0, last_trap_log: None }
     }
 
-    /// Run `hook` on `call` with the current policy version. The context is
-    /// handed back whatever happens, so the transaction keeps its state.
+    /// The published version: new transactions start on it.
+    pub fn current(&self) -> Arc<LoadedPolicy> {
+        self.handle.current()
+    }
+
+    /// Run `hook` on `call` with the current version.
     pub fn call(&mut self, hook: Hook, call: CallContext) -> (Result<Decision, CallError>, CallContext) {
-        if let Err(e) = self.ensure_warm(hook) {
-            return (Err(e), call);
-        }
-        let (policy, store, router) = self.warm.as_mut().expect("instance just made");
-        let policy = policy.clone();
+        let current = self.current();
+        self.call_on(&current, hook, call)
+    }
+
+    /// Run `hook` on `call` with `policy` (the version the transaction
+    /// started on). The context is handed back whatever happens, so the
+    /// transaction keeps its state.
+    pub fn call_on(
+        &mut self,
+        policy: &Arc<LoadedPolicy>,
+        hook: Hook,
+        call: CallContext,
+    ) -> (Result<Decision, CallError>, CallContext) {
+        let i = match self.warm_for(policy, hook) {
+            Ok(i) => i,
+            Err(e) => return (Err(e), call),
+        };
+        let Warm { store, router, .. } = &mut self.warm[i];
         store.data_mut().call = Some(call);
         store.set_epoch_deadline(self.engine.limits.max_call_ms);
         let started = Instant::now();
@@ -242,45 +301,49 @@ impl PolicyWorker {
             }
             Err(e) => {
                 // A trapped instance refuses every later call: drop it.
-                self.warm = None;
-                (Err(self.failed(&policy, hook, &e)), call)
+                self.warm.swap_remove(i);
+                (Err(self.failed(policy, hook, &e)), call)
             }
         }
     }
 
-    /// Tell the policy a destination went up or down (its destination-event
-    /// hook). A failure is logged like any hook failure and changes nothing.
+    /// Tell the current policy a destination went up or down (its
+    /// destination-event hook). A failure is logged like any hook failure.
     pub fn destination_event(&mut self, e: &DestinationEvent) {
-        if self.ensure_warm(Hook::Event).is_err() {
-            return;
-        }
-        let (policy, store, router) = self.warm.as_mut().expect("instance just made");
-        let policy = policy.clone();
+        let policy = self.current();
+        let Ok(i) = self.warm_for(&policy, Hook::Event) else { return };
+        let Warm { store, router, .. } = &mut self.warm[i];
         store.set_epoch_deadline(self.engine.limits.max_call_ms);
-        if let Err(err) = router.call_destination_event(&mut *store, e.set_id, &e.uri, e.up) {
-            self.warm = None;
+        let result = router.call_destination_event(&mut *store, e.set_id, &e.uri, e.up);
+        // Marks made inside the event hook do not raise further events.
+        store.data_mut().events.clear();
+        if let Err(err) = result {
+            self.warm.swap_remove(i);
             self.failed(&policy, Hook::Event, &err);
         }
-        // Marks made inside the event hook do not raise further events.
-        if let Some((_, store, _)) = self.warm.as_mut() {
-            store.data_mut().events.clear();
+    }
+
+    /// The index of a warm instance of `policy`, made if needed. Instances
+    /// of old versions that no transaction holds any more are dropped here.
+    fn warm_for(&mut self, policy: &Arc<LoadedPolicy>, hook: Hook) -> Result<usize, CallError> {
+        let current = self.handle.current();
+        // Held only by this list (and not current): nobody can call it again.
+        self.warm.retain(|w| Arc::ptr_eq(&w.policy, &current) || Arc::strong_count(&w.policy) > 1);
+        if let Some(i) = self.warm.iter().position(|w| Arc::ptr_eq(&w.policy, policy)) {
+            return Ok(i);
+        }
+        match self.engine.instantiate(policy, &self.dispatcher) {
+            Ok((store, router)) => {
+                self.warm.push(Warm { policy: policy.clone(), store, router });
+                Ok(self.warm.len() - 1)
+            }
+            Err(e) => Err(self.failed(policy, hook, &e)),
         }
     }
 
-    /// Make sure the warm instance is of the current version.
-    fn ensure_warm(&mut self, hook: Hook) -> Result<(), CallError> {
-        let current = self.handle.current();
-        if self.warm.as_ref().is_some_and(|(p, _, _)| Arc::ptr_eq(p, &current)) {
-            return Ok(());
-        }
-        self.warm = None;
-        match self.engine.instantiate(&current, &self.dispatcher) {
-            Ok((store, router)) => {
-                self.warm = Some((current, store, router));
-                Ok(())
-            }
-            Err(e) => Err(self.failed(&current, hook, &e)),
-        }
+    /// Warm instances held by this worker (versions in use).
+    pub fn warm_versions(&self) -> Vec<u64> {
+        self.warm.iter().map(|w| w.policy.version).collect()
     }
 
     fn failed(&mut self, policy: &LoadedPolicy, hook: Hook, e: &wasmtime::Error) -> CallError {

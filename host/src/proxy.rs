@@ -72,6 +72,9 @@ pub struct Transaction {
     pub best: Option<(u16, Vec<u8>)>,
     pub to_tag: String,
     pub started: Instant,
+    /// The policy version that ran request-route: the transaction's other
+    /// hooks run on it too, even after a newer version is published.
+    pub policy: Arc<crate::policy::LoadedPolicy>,
 }
 
 /// Counters a worker keeps (exported later by the metrics endpoint).

@@ -57,13 +57,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut dispatcher = Dispatcher::load(&list, config.dispatcher.probing_threshold)?;
     dispatcher.reset_state_on_reload = config.dispatcher.reset_state_on_reload;
     let dispatcher = Arc::new(dispatcher);
-    let engine = PolicyEngine::new(PolicyLimits {
-        max_call_ms: config.policy.max_call_ms,
-        max_memory_bytes: config.policy.max_memory_mb << 20,
-    })?;
+    let engine = PolicyEngine::new(
+        PolicyLimits { max_call_ms: config.policy.max_call_ms, max_memory_bytes: config.policy.max_memory_mb << 20 },
+        config.policy_cache_dir().as_deref(),
+    )?;
     let policy_file = config.resolve(&config.policy.file);
     let first = engine.load(&policy_file, &dispatcher)?;
-    tracing::info!(policy = %policy_file.display(), version = first.version, "policy loaded");
+    tracing::info!(policy = %policy_file.display(), version = first.version, hash = %first.hash, cached = first.cached, "policy loaded");
     let policy = Arc::new(PolicyHandle::new(first));
     let workers = config.workers();
     let metrics = Arc::new(Metrics::new(dispatcher.clone(), workers));
@@ -155,6 +155,9 @@ async fn control_loop(config: &Config, state: Arc<ControlState>) -> anyhow::Resu
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    if config.policy.watch {
+        tokio::spawn(watch_policy(state.clone()));
+    }
     let call_expire = std::time::Duration::from_secs(config.dispatcher.call_expire_s);
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
     loop {
@@ -176,6 +179,33 @@ async fn control_loop(config: &Config, state: Arc<ControlState>) -> anyhow::Resu
     }
     server.abort();
     Ok(())
+}
+
+/// `[policy] watch`: reload the policy when its file changed and then stayed
+/// the same for two polls (500 ms), so a file being written is not loaded
+/// half-way (and a broken one is refused like any reload).
+async fn watch_policy(state: Arc<ControlState>) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let file = || state.policy_file.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut loaded = stamp(&file());
+    let mut seen = loaded;
+    let mut stable = 0;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let now = stamp(&file());
+        if now != seen {
+            seen = now;
+            stable = 0;
+            continue;
+        }
+        stable += 1;
+        if now != loaded && now.is_some() && stable >= 2 {
+            loaded = now;
+            tracing::info!(file = %file().display(), "policy file changed");
+            let _ = Command::PolicyReload(None).apply(&state).await;
+        }
+    }
 }
 
 fn worker_thread(

@@ -11,6 +11,7 @@ mod call;
 mod cancel;
 mod control;
 mod failover;
+mod hot_swap;
 mod prober;
 mod reload;
 mod robustness;

@@ -65,12 +65,14 @@ fn an_endless_policy_is_interrupted_within_max_call_ms() {
     assert!(start.elapsed() < Duration::from_millis(1000), "took {:?}", start.elapsed());
     let call = uac.invite("memory-1", "X-Test: memory\r\n", PROMPT);
     assert_eq!(call.final_code(), Some(500), "memory bomb stopped at the limit");
+    let call = uac.invite("recursion-1", "X-Test: recursion\r\n", PROMPT);
+    assert_eq!(call.final_code(), Some(500), "deep recursion stopped at the stack limit");
     let call = uac.invite("after-loop", "", PROMPT);
     assert_eq!(call.final_code(), Some(200));
 }
 
 #[test]
-fn a_policy_cannot_read_files() {
+fn a_policy_cannot_read_files_or_open_sockets() {
     let a = Uas::start(Behaviour::Answer);
     let wisp = hostile_wisp(&a);
     let mut uac = Uac::new(wisp.addr);
@@ -78,4 +80,7 @@ fn a_policy_cannot_read_files() {
     // Either the WASI call traps (500) or fails (403): never a 200 with the file.
     let code = call.final_code();
     assert!(code == Some(500) || code == Some(403), "got {code:?}");
+    let call = uac.invite("socket-1", "X-Test: socket\r\n", PROMPT);
+    let code = call.final_code();
+    assert!(code == Some(500) || code == Some(403), "no network for policies: got {code:?}");
 }

@@ -33,6 +33,8 @@ pub struct WispConfig {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// Lines added to `[policy]`.
+    pub policy_extra: String,
     /// Lines added to `[control]`.
     pub control_extra: String,
     /// Whole sections appended to the file.
@@ -51,6 +53,7 @@ impl WispConfig {
             dispatcher_extra: String::new(),
             log_level: "info".into(),
             log_format: "text".into(),
+            policy_extra: "cache_dir = \"cache\"\n".into(),
             control_extra: String::new(),
             extra: String::new(),
         }
@@ -74,7 +77,7 @@ impl Wisp {
         std::fs::write(dir.join("dispatcher.list"), &cfg.dispatcher_list).unwrap();
         let toml = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
-             [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n\n\
+             [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n{}\n\
              [control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
             cfg.workers,
             cfg.dispatcher_extra,
@@ -82,6 +85,7 @@ impl Wisp {
             cfg.fr_inv_timer_ms,
             cfg.policy.display(),
             cfg.max_call_ms,
+            cfg.policy_extra,
             cfg.control_extra,
             cfg.log_level,
             cfg.log_format,

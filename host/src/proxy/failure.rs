@@ -40,7 +40,8 @@ impl<S: Sender> Worker<S> {
             failure: Some(failure),
             canceled: tx.canceled,
         };
-        let (decision, ctx) = self.policy.call(Hook::Failure, ctx);
+        let version = tx.policy.clone();
+        let (decision, ctx) = self.policy.call_on(&version, Hook::Failure, ctx);
         let Some(tx) = self.txs.get_mut(&id) else { return };
         tx.route = ctx.route;
         let canceled = tx.canceled;

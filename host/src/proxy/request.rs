@@ -60,6 +60,7 @@ impl<S: Sender> Worker<S> {
             best: None,
             to_tag: format!("wsp{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
             started: Instant::now(),
+            policy: self.policy.current(),
         };
         if method == Method::Invite {
             // 100 Trying at once: the caller stops retransmitting (§16.2).
@@ -99,7 +100,8 @@ impl<S: Sender> Worker<S> {
             failure: None,
             canceled: false,
         };
-        let (decision, ctx) = self.policy.call(Hook::Request, ctx);
+        let version = tx.policy.clone();
+        let (decision, ctx) = self.policy.call_on(&version, Hook::Request, ctx);
         let Some(tx) = self.txs.get_mut(&id) else { return };
         tx.request = ctx.msg;
         tx.route = ctx.route;

@@ -93,7 +93,8 @@ impl<S: Sender> Worker<S> {
             failure: None,
             canceled: tx.canceled,
         };
-        let (decision, ctx) = self.policy.call(Hook::Reply, ctx);
+        let version = tx.policy.clone();
+        let (decision, ctx) = self.policy.call_on(&version, Hook::Reply, ctx);
         if let Some(tx) = self.txs.get_mut(&id) {
             tx.route = ctx.route;
         }

@@ -21,12 +21,12 @@ pub async fn reload(state: &Arc<ControlState>, path: Option<String>) -> Result<V
         .map_err(|e| RpcError::failed(format!("policy load task failed: {e}")))?;
     match loaded {
         Ok(p) => {
-            let version = p.version;
+            let (version, hash, cached) = (p.version, p.hash.clone(), p.cached);
             state.policy.publish(p);
             state.metrics.policy_swaps.inc();
             *state.policy_file.lock().unwrap_or_else(|e| e.into_inner()) = file.clone();
-            tracing::info!(version, file = %file.display(), "policy reloaded (control)");
-            Ok(json!({"version": version, "file": file.display().to_string()}))
+            tracing::info!(version, file = %file.display(), hash = %hash, cached, "policy reloaded");
+            Ok(json!({"version": version, "file": file.display().to_string(), "hash": hash}))
         }
         Err(e) => {
             tracing::error!("policy reload refused, keeping version {}: {e}", state.policy.current().version);
@@ -46,6 +46,7 @@ pub fn info(state: &ControlState) -> Value {
         "name": &*p.name,
         "version": p.version,
         "file": p.path.display().to_string(),
+        "hash": p.hash,
         "loaded_at": loaded,
         "calls": calls,
         "traps": traps,

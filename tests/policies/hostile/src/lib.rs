@@ -1,5 +1,5 @@
 //! Test policy that misbehaves on demand (see README.md).
-use wisp_policy::{dispatcher, Action, Algorithm, Message, Policy};
+use wisp_policy::{dispatcher, Action, Algorithm, Message, Policy, ReplyAction};
 
 struct Hostile;
 
@@ -20,6 +20,11 @@ impl Policy for Hostile {
                     std::hint::black_box(&hoard);
                 }
             }
+            Some("recursion") => Action::reply(200, &format!("depth {}", recurse(0))),
+            Some("socket") => match std::net::TcpStream::connect("127.0.0.1:9") {
+                Ok(_) => Action::reply(200, "Connected"),
+                Err(_) => Action::reply(403, "No network"),
+            },
             Some("file") => match std::fs::read_to_string("/etc/passwd") {
                 Ok(text) => Action::reply(200, &format!("read {} bytes", text.len())),
                 Err(_) => Action::reply(403, "No file access"),
@@ -30,6 +35,24 @@ impl Policy for Hostile {
             },
         }
     }
+
+    /// Tags every reply, so tests can tell which policy version served a call.
+    fn onreply_route(reply: &Message) -> ReplyAction {
+        let _ = reply.append_header("X-Policy", Self::TAG);
+        ReplyAction::Forward
+    }
+}
+
+/// Unbounded recursion: the stack limit traps it.
+fn recurse(n: u64) -> u64 {
+    if std::hint::black_box(n) == u64::MAX {
+        return n;
+    }
+    std::hint::black_box(recurse(n + 1)) + 1
+}
+
+impl Hostile {
+    const TAG: &'static str = "hostile";
 }
 
 wisp_policy::export_policy!(Hostile);
