@@ -250,6 +250,77 @@ pub mod log {
     pub fn debug(message: &str) {
         l::log(Level::Debug, message)
     }
+
+    /// Log with structured fields.
+    pub fn with_fields(level: Level, message: &str, fields: &[(&str, &str)]) {
+        let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        l::log_fields(level, message, &fields)
+    }
+}
+
+/// Policy-defined metrics, exported by wisp's /metrics as `policy_<name>`.
+pub mod metrics {
+    use super::wit::metrics as m;
+
+    fn owned(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+        labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Add to a counter, e.g. `counter_add("calls_routed", &[("carrier", "a")], 1)`.
+    pub fn counter_add(name: &str, labels: &[(&str, &str)], value: u64) -> Result<(), String> {
+        m::counter_add(name, &owned(labels), value)
+    }
+
+    /// Set a gauge.
+    pub fn gauge_set(name: &str, labels: &[(&str, &str)], value: i64) -> Result<(), String> {
+        m::gauge_set(name, &owned(labels), value)
+    }
+}
+
+/// The key-value store shared by every worker and policy version: state
+/// that survives a policy swap.
+pub mod kv {
+    use super::wit::kv as k;
+    pub use super::wit::kv::Entry;
+
+    /// The value and its version.
+    pub fn get(key: &str) -> Option<Entry> {
+        k::get(key)
+    }
+
+    /// Store, with an optional time to live in ms; returns the new version.
+    pub fn set(key: &str, value: &str, ttl_ms: Option<u64>) -> Result<u64, String> {
+        k::set(key, value, ttl_ms)
+    }
+
+    /// Store only if the version is still `expected` (`None`: only if absent).
+    /// `Ok(None)` means someone else changed it first.
+    pub fn compare_and_swap(
+        key: &str,
+        expected: Option<u64>,
+        value: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<Option<u64>, String> {
+        k::compare_and_swap(key, expected, value, ttl_ms)
+    }
+
+    /// Add to an integer value (absent: 0; `ttl_ms` applies on creation).
+    pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
+        k::increment(key, delta, ttl_ms)
+    }
+
+    /// Remove a key; true when it existed.
+    pub fn delete(key: &str) -> bool {
+        k::delete(key)
+    }
+}
+
+/// Time for policies: monotonic only.
+pub mod clock {
+    /// Nanoseconds since wisp started.
+    pub fn monotonic_ns() -> u64 {
+        super::wit::clock::monotonic_ns()
+    }
 }
 
 /// Export a [`Policy`] implementation as the component's routes.

@@ -15,8 +15,11 @@ pub mod bindings;
 pub mod cache;
 pub mod context;
 mod host_dispatcher;
+mod host_kv;
 mod host_log;
 mod host_message;
+mod host_metrics;
+pub mod kv;
 mod host_transaction;
 mod wasi;
 
@@ -82,6 +85,10 @@ pub struct PolicyEngine {
     engine: Engine,
     limits: PolicyLimits,
     cache: Option<cache::Cache>,
+    /// Shared by every policy version: state and metrics survive a swap.
+    pub kv: Arc<kv::Kv>,
+    pub metrics: Arc<crate::control::metrics::PolicyMetrics>,
+    epoch: Instant,
     next_version: AtomicU64,
 }
 
@@ -102,7 +109,15 @@ impl PolicyEngine {
             }
         })?;
         let cache = cache_dir.map(|d| cache::Cache::new(d, &engine));
-        Ok(Arc::new(PolicyEngine { engine, limits, cache, next_version: AtomicU64::new(1) }))
+        Ok(Arc::new(PolicyEngine {
+            engine,
+            limits,
+            cache,
+            kv: Arc::default(),
+            metrics: Arc::default(),
+            epoch: Instant::now(),
+            next_version: AtomicU64::new(1),
+        }))
     }
 
     pub fn limits(&self) -> PolicyLimits {
@@ -166,6 +181,9 @@ impl PolicyEngine {
             dispatcher: dispatcher.clone(),
             policy: policy.name.clone(),
             events: Vec::new(),
+            kv: self.kv.clone(),
+            metrics: self.metrics.clone(),
+            epoch: self.epoch,
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory_bytes)
                 .trap_on_grow_failure(true)
@@ -239,6 +257,8 @@ pub struct PolicyWorker {
     handle: Arc<PolicyHandle>,
     dispatcher: Arc<Dispatcher>,
     warm: Vec<Warm>,
+    /// Calls made, to purge old versions now and then.
+    calls: u64,
     /// Traps seen by this worker, for rate-limited logging.
     traps: u64,
     last_trap_log: Option<Instant>,
@@ -252,7 +272,17 @@ impl PolicyWorker {
         dispatcher: Arc<Dispatcher>,
         metrics: Arc<crate::control::metrics::Metrics>,
     ) -> PolicyWorker {
-        PolicyWorker { worker, metrics, engine, handle, dispatcher, warm: Vec::new(), traps: 0, last_trap_log: None }
+        PolicyWorker {
+            worker,
+            metrics,
+            engine,
+            handle,
+            dispatcher,
+            warm: Vec::new(),
+            calls: 0,
+            traps: 0,
+            last_trap_log: None,
+        }
     }
 
     /// The published version: new transactions start on it.
@@ -326,12 +356,14 @@ impl PolicyWorker {
     /// The index of a warm instance of `policy`, made if needed. Instances
     /// of old versions that no transaction holds any more are dropped here.
     fn warm_for(&mut self, policy: &Arc<LoadedPolicy>, hook: Hook) -> Result<usize, CallError> {
-        let current = self.handle.current();
-        // Held only by this list (and not current): nobody can call it again.
-        self.warm.retain(|w| Arc::ptr_eq(&w.policy, &current) || Arc::strong_count(&w.policy) > 1);
+        self.calls += 1;
+        if self.warm.len() > 1 && self.calls.is_multiple_of(1024) {
+            self.purge();
+        }
         if let Some(i) = self.warm.iter().position(|w| Arc::ptr_eq(&w.policy, policy)) {
             return Ok(i);
         }
+        self.purge();
         match self.engine.instantiate(policy, &self.dispatcher) {
             Ok((store, router)) => {
                 self.warm.push(Warm { policy: policy.clone(), store, router });
@@ -339,6 +371,13 @@ impl PolicyWorker {
             }
             Err(e) => Err(self.failed(policy, hook, &e)),
         }
+    }
+
+    /// Drop instances of old versions that only this list still holds:
+    /// their last transaction has ended, nobody can call them again.
+    fn purge(&mut self) {
+        let current = self.handle.current.load();
+        self.warm.retain(|w| Arc::ptr_eq(&w.policy, &current) || Arc::strong_count(&w.policy) > 1);
     }
 
     /// Warm instances held by this worker (versions in use).

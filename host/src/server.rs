@@ -66,7 +66,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(policy = %policy_file.display(), version = first.version, hash = %first.hash, cached = first.cached, "policy loaded");
     let policy = Arc::new(PolicyHandle::new(first));
     let workers = config.workers();
-    let metrics = Arc::new(Metrics::new(dispatcher.clone(), workers));
+    let metrics = Arc::new(Metrics::new(dispatcher.clone(), workers, engine.metrics.clone()));
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),

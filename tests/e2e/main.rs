@@ -16,3 +16,4 @@ mod prober;
 mod reload;
 mod robustness;
 mod sipp;
+mod toolbox;

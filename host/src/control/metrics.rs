@@ -54,8 +54,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(dispatcher: Arc<Dispatcher>, workers: usize) -> Metrics {
-        let mut registry = Registry::with_prefix("wisp");
+    pub fn new(dispatcher: Arc<Dispatcher>, workers: usize, policy: Arc<PolicyMetrics>) -> Metrics {
+        let mut root = Registry::default();
+        // Policy-defined series keep their own `policy_` prefix; wisp's get `wisp_`.
+        root.register_collector(Box::new(policy));
+        let registry = root.sub_registry_with_prefix("wisp");
         let requests_family = Family::<Labels, Counter>::default();
         let requests = METHODS
             .iter()
@@ -105,7 +108,7 @@ impl Metrics {
         registry.register("policy_call_duration_seconds", "Duration of policy hook calls, per worker", duration_family);
         registry.register_collector(Box::new(DestinationCollector { dispatcher }));
         Metrics {
-            registry,
+            registry: root,
             requests,
             replies,
             malformed,
@@ -235,6 +238,105 @@ impl Collector for DestinationCollector {
             let mut m = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
             for d in &dests {
                 ConstGauge::new(read(&d.latency())).encode(m.encode_family(&labels(d))?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A policy-defined series: counter or gauge.
+#[derive(Debug, Clone, Copy)]
+enum PolicyValue {
+    Counter(u64),
+    Gauge(i64),
+}
+
+/// Most policy-defined series per process.
+pub const MAX_POLICY_SERIES: usize = 1000;
+
+/// Metrics that policies define (`wisp:policy/metrics`), exported as
+/// `policy_<name>`. Shared by every worker and policy version; sharded so
+/// workers rarely meet on a lock.
+#[derive(Debug, Default)]
+pub struct PolicyMetrics {
+    shards: [std::sync::Mutex<std::collections::HashMap<(String, Labels), PolicyValue>>; 8],
+    series: std::sync::atomic::AtomicUsize,
+}
+
+impl PolicyMetrics {
+    fn valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && name.len() <= 64
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        labels: Labels,
+        f: impl FnOnce(Option<PolicyValue>) -> Result<PolicyValue, String>,
+    ) -> Result<(), String> {
+        if !PolicyMetrics::valid_name(name) {
+            return Err(format!("metric name `{name}`: use [a-z_][a-z0-9_]*, at most 64 characters"));
+        }
+        if labels.len() > 4 || labels.iter().any(|(k, v)| !PolicyMetrics::valid_name(k) || v.len() > 128) {
+            return Err("at most 4 labels, names [a-z_][a-z0-9_]*, values up to 128 bytes".into());
+        }
+        let i = super::super::dispatcher::algorithm::hash(&[name.as_bytes()]) as usize % self.shards.len();
+        let mut shard = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
+        let key = (name.to_string(), labels);
+        let old = shard.get(&key).copied();
+        if old.is_none() && self.series.load(Ordering::Relaxed) >= MAX_POLICY_SERIES {
+            return Err(format!("too many policy metric series (limit {MAX_POLICY_SERIES})"));
+        }
+        let new = f(old)?;
+        if old.is_none() {
+            self.series.fetch_add(1, Ordering::Relaxed);
+        }
+        shard.insert(key, new);
+        Ok(())
+    }
+
+    pub fn counter_add(&self, name: &str, labels: Labels, v: u64) -> Result<(), String> {
+        self.update(name, labels, |old| match old {
+            None => Ok(PolicyValue::Counter(v)),
+            Some(PolicyValue::Counter(c)) => Ok(PolicyValue::Counter(c.saturating_add(v))),
+            Some(PolicyValue::Gauge(_)) => Err(format!("`{name}` is a gauge")),
+        })
+    }
+
+    pub fn gauge_set(&self, name: &str, labels: Labels, v: i64) -> Result<(), String> {
+        self.update(name, labels, |old| match old {
+            Some(PolicyValue::Counter(_)) => Err(format!("`{name}` is a counter")),
+            _ => Ok(PolicyValue::Gauge(v)),
+        })
+    }
+}
+
+impl Collector for PolicyMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut all: Vec<((String, Labels), PolicyValue)> = Vec::new();
+        for shard in &self.shards {
+            all.extend(shard.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut i = 0;
+        while i < all.len() {
+            let name = all[i].0 .0.clone();
+            let counter = matches!(all[i].1, PolicyValue::Counter(_));
+            let (full, kind) = if counter {
+                (format!("policy_{name}"), prometheus_client::metrics::MetricType::Counter)
+            } else {
+                (format!("policy_{name}"), prometheus_client::metrics::MetricType::Gauge)
+            };
+            let mut m = encoder.encode_descriptor(&full, "defined by the routing policy", None, kind)?;
+            while i < all.len() && all[i].0 .0 == name {
+                match all[i].1 {
+                    PolicyValue::Counter(v) => ConstCounter::new(v).encode(m.encode_family(&all[i].0 .1)?)?,
+                    PolicyValue::Gauge(v) => ConstGauge::new(v).encode(m.encode_family(&all[i].0 .1)?)?,
+                }
+                i += 1;
             }
         }
         Ok(())

@@ -74,6 +74,10 @@ pub struct HostState {
     /// Destination up/down changes made during a call (by `mark-dst`), for
     /// the destination-event hook once the call is over.
     pub events: Vec<DestinationEvent>,
+    /// The shared key-value store, policy metrics and the clock's origin.
+    pub kv: Arc<super::kv::Kv>,
+    pub metrics: Arc<crate::control::metrics::PolicyMetrics>,
+    pub epoch: std::time::Instant,
 }
 
 /// A destination that became usable (`up`) or unusable.

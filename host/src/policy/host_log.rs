@@ -23,6 +23,24 @@ impl Host for HostState {
         }
         Ok(())
     }
+
+    fn log_fields(&mut self, level: Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+        let policy = &*self.policy;
+        let fields: String = fields.iter().take(32).map(|(k, v)| format!("{k}={v} ")).collect();
+        let fields = fields.trim_end();
+        let msg = match message.char_indices().nth(MAX_LOG_LINE) {
+            Some((cut, _)) => &message[..cut],
+            None => &message,
+        };
+        match level {
+            Level::Trace => tracing::trace!(policy, fields, "{msg}"),
+            Level::Debug => tracing::debug!(policy, fields, "{msg}"),
+            Level::Info => tracing::info!(policy, fields, "{msg}"),
+            Level::Warn => tracing::warn!(policy, fields, "{msg}"),
+            Level::Error => tracing::error!(policy, fields, "{msg}"),
+        }
+        Ok(())
+    }
 }
 
 impl super::bindings::wisp::policy::types::Host for HostState {}

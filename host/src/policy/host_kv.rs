@@ -1,0 +1,40 @@
+//! `wisp:policy/kv` and `wisp:policy/clock`.
+
+use std::time::Duration;
+
+use super::bindings::wisp::policy::kv::{Entry, Host};
+use super::context::HostState;
+
+impl Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Entry>> {
+        Ok(self.kv.get(&key).map(|(value, version)| Entry { value, version }))
+    }
+
+    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> wasmtime::Result<Result<u64, String>> {
+        Ok(self.kv.write(&key, None, value, ttl_ms.map(Duration::from_millis)).map(|v| v.unwrap_or_default()))
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<u64>,
+        value: String,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Option<u64>, String>> {
+        Ok(self.kv.write(&key, Some(expected), value, ttl_ms.map(Duration::from_millis)))
+    }
+
+    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<Result<i64, String>> {
+        Ok(self.kv.increment(&key, delta, ttl_ms.map(Duration::from_millis)))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        Ok(self.kv.delete(&key))
+    }
+}
+
+impl super::bindings::wisp::policy::clock::Host for HostState {
+    fn monotonic_ns(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.epoch.elapsed().as_nanos() as u64)
+    }
+}
