@@ -63,6 +63,26 @@ enum PolicyCmd {
         /// The policy `.wasm` file.
         file: PathBuf,
     },
+    /// Run a policy hook offline against a SIP message and print its
+    /// decision and every host call it made.
+    Test {
+        /// The policy `.wasm` file.
+        file: PathBuf,
+        /// A file holding one SIP request.
+        message: PathBuf,
+        /// A dispatcher.list for the dispatcher functions (default: no sets).
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// Hook to run: request or failure.
+        #[arg(long, default_value = "request")]
+        hook: String,
+        /// For failure-route: the branch failure, a status code or `timeout` / `transport`.
+        #[arg(long, default_value = "503")]
+        failure: String,
+        /// Source address of the message.
+        #[arg(long, default_value = "127.0.0.1:5080")]
+        source: std::net::SocketAddr,
+    },
 }
 
 fn init_log(filter: &str, json: bool) {
@@ -92,6 +112,10 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCmd::Check { file }) => {
             init_log("warn", false);
             check_policy(&file)
+        }
+        Command::Policy(PolicyCmd::Test { file, message, list, hook, failure, source }) => {
+            init_log("info", false);
+            test_policy(&file, &message, list.as_deref(), &hook, &failure, source)
         }
         Command::Ctl { config, url, token, json, method, args } => ctl(&config, url, token, json, &method, &args),
     };
@@ -168,5 +192,78 @@ fn ctl(
     } else {
         print!("{}", wisp::ctl::render(method, &result));
     }
+    Ok(())
+}
+
+fn test_policy(
+    file: &std::path::Path,
+    message: &std::path::Path,
+    list: Option<&std::path::Path>,
+    hook: &str,
+    failure: &str,
+    source: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    use wisp::policy::bindings::{Action, BranchFailure};
+    use wisp::policy::{CallContext, Decision, Hook, RouteState};
+    let list_path = match list {
+        Some(l) => l.to_path_buf(),
+        None => {
+            let empty = std::env::temp_dir().join(format!("wisp-policy-test-{}.list", std::process::id()));
+            std::fs::write(&empty, "")?;
+            empty
+        }
+    };
+    let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::load(&list_path, 1)?);
+    if list.is_none() {
+        let _ = std::fs::remove_file(&list_path);
+    }
+    let engine = wisp::policy::PolicyEngine::new(
+        wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 },
+        None,
+    )?;
+    let policy = engine.load(file, &ds)?;
+    let bytes = std::fs::read(message).map_err(|e| anyhow::anyhow!("{}: {e}", message.display()))?;
+    let msg = wisp::sip::parse(bytes, &wisp::sip::Limits::default())
+        .map_err(|e| anyhow::anyhow!("{}: not a SIP message: {e}", message.display()))?;
+    let (hook, failure) = match hook {
+        "request" => (Hook::Request, None),
+        "failure" => {
+            let f = match failure {
+                "timeout" => BranchFailure::Timeout,
+                "transport" => BranchFailure::Transport,
+                code => BranchFailure::Reply(code.parse().map_err(|_| anyhow::anyhow!("--failure `{code}`"))?),
+            };
+            (Hook::Failure, Some(f))
+        }
+        other => anyhow::bail!("--hook `{other}`: expected request or failure"),
+    };
+    let mut route = RouteState::default();
+    if hook == Hook::Failure {
+        // As after a request-route that selected from set 1: the failover list is there.
+        route.failover = ds.select(1, wisp::dispatcher::Algorithm::Serial, &Default::default(), None).list;
+        route.current = (!route.failover.is_empty()).then_some(0);
+    }
+    let ctx = CallContext { msg, source, transport: "udp", route, failure, canceled: false };
+    let (result, ctx, trace) = engine.run_traced(&policy, &ds, hook, ctx);
+    println!("host calls:");
+    for t in &trace {
+        println!("  {t}");
+    }
+    let target = ctx.route.target().map(|d| d.uri.clone());
+    match result {
+        Ok(Decision::Action(Action::Relay)) => match target {
+            Some(uri) => println!("decision: relay to {uri}"),
+            None => println!("decision: relay by Route / request-URI"),
+        },
+        Ok(Decision::Action(Action::Reply(r))) => println!("decision: reply {} {}", r.code, r.reason),
+        Ok(Decision::Action(Action::Drop)) => println!("decision: drop"),
+        Ok(Decision::Reply(r)) => println!("decision: {r:?}"),
+        Err(e) => println!("decision: error: {e}"),
+    }
+    if ctx.route.failover.len() > 1 {
+        let rest: Vec<&str> = ctx.route.failover.iter().map(|d| d.uri.as_str()).collect();
+        println!("failover list: {}", rest.join(", "));
+    }
+    println!("request-uri: {}", String::from_utf8_lossy(ctx.msg.request_uri().unwrap_or_default()));
     Ok(())
 }

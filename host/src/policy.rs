@@ -184,6 +184,7 @@ impl PolicyEngine {
             kv: self.kv.clone(),
             metrics: self.metrics.clone(),
             epoch: self.epoch,
+            trace: None,
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory_bytes)
                 .trap_on_grow_failure(true)
@@ -201,6 +202,36 @@ impl PolicyEngine {
 impl std::fmt::Debug for LoadedPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPolicy").field("name", &self.name).field("version", &self.version).finish()
+    }
+}
+
+impl PolicyEngine {
+    /// Run one hook on a fresh instance with every host call recorded: the
+    /// offline harness (`wisp policy test`). Returns the decision, the
+    /// context as the policy left it, and the host calls in order.
+    pub fn run_traced(
+        &self,
+        policy: &LoadedPolicy,
+        dispatcher: &Arc<Dispatcher>,
+        hook: Hook,
+        call: CallContext,
+    ) -> (Result<Decision, String>, CallContext, Vec<String>) {
+        let (mut store, router) = match self.instantiate(policy, dispatcher) {
+            Ok(x) => x,
+            Err(e) => return (Err(format!("{e:#}")), call, Vec::new()),
+        };
+        store.data_mut().trace = Some(Vec::new());
+        store.data_mut().call = Some(call);
+        store.set_epoch_deadline(self.limits.max_call_ms);
+        let result = match hook {
+            Hook::Request => router.call_request_route(&mut store).map(Decision::Action),
+            Hook::Failure => router.call_failure_route(&mut store).map(Decision::Action),
+            Hook::Reply => router.call_onreply_route(&mut store).map(Decision::Reply),
+            Hook::Event => Err(wasmtime::format_err!("destination-event is not a routing hook")),
+        };
+        let call = store.data_mut().call.take().expect("call context survives the call");
+        let trace = store.data_mut().trace.take().unwrap_or_default();
+        (result.map_err(|e| format!("{e:#}")), call, trace)
     }
 }
 

@@ -78,6 +78,8 @@ pub struct HostState {
     pub kv: Arc<super::kv::Kv>,
     pub metrics: Arc<crate::control::metrics::PolicyMetrics>,
     pub epoch: std::time::Instant,
+    /// Host calls made, when tracing (`wisp policy test`).
+    pub trace: Option<Vec<String>>,
 }
 
 /// A destination that became usable (`up`) or unusable.
@@ -89,6 +91,13 @@ pub struct DestinationEvent {
 }
 
 impl HostState {
+    /// Record a host call when tracing.
+    pub fn trace(&mut self, call: impl FnOnce() -> String) {
+        if let Some(t) = &mut self.trace {
+            t.push(call());
+        }
+    }
+
     /// The call in progress; host functions called outside one (e.g. from
     /// a component's start code) trap.
     pub fn call(&mut self) -> wasmtime::Result<&mut CallContext> {

@@ -70,6 +70,7 @@ impl Host for HostState {
         limit: Option<u32>,
         key: Option<String>,
     ) -> wasmtime::Result<Option<Destination>> {
+        self.trace(|| format!("dispatcher.select-dst({:?}, {:?}, {:?}, {:?})", set_id, alg, limit, key));
         let dispatcher = self.dispatcher.clone();
         let call = self.call()?;
         let msg = &call.msg;
@@ -96,6 +97,7 @@ impl Host for HostState {
     }
 
     fn next_dst(&mut self) -> wasmtime::Result<Option<Destination>> {
+        self.trace(|| "dispatcher.next-dst()".to_string());
         let route = &mut self.call()?.route;
         let next = route.current.map_or(0, |i| i + 1);
         if let Some(prev) = route.target() {
@@ -117,6 +119,7 @@ impl Host for HostState {
     }
 
     fn mark_dst(&mut self, state: DstState, probing: bool) -> wasmtime::Result<bool> {
+        self.trace(|| format!("dispatcher.mark-dst({:?}, {:?})", state, probing));
         let threshold = self.dispatcher.probing_threshold;
         let policy = self.policy.clone();
         let Some(d) = self.call()?.route.target().cloned() else {
@@ -141,21 +144,25 @@ impl Host for HostState {
     }
 
     fn set_exists(&mut self, set_id: u32) -> wasmtime::Result<bool> {
+        self.trace(|| format!("dispatcher.set-exists({:?})", set_id));
         Ok(self.dispatcher.set_exists(set_id))
     }
 
     fn destinations(&mut self, set_id: u32) -> wasmtime::Result<Vec<Destination>> {
+        self.trace(|| format!("dispatcher.destinations({:?})", set_id));
         let snap = self.dispatcher.snapshot();
         Ok(snap.set(set_id).map(|s| s.destinations.iter().map(|d| record(d)).collect()).unwrap_or_default())
     }
 
     fn is_active(&mut self, set_id: u32, uri: Option<String>) -> wasmtime::Result<bool> {
+        self.trace(|| format!("dispatcher.is-active({:?}, {:?})", set_id, uri));
         let snap = self.dispatcher.snapshot();
         let Some(set) = snap.set(set_id) else { return Ok(false) };
         Ok(set.destinations.iter().any(|d| d.is_usable() && uri.as_deref().is_none_or(|u| d.uri == u)))
     }
 
     fn is_from_list(&mut self, set_id: Option<u32>, mode: u32) -> wasmtime::Result<Option<u32>> {
+        self.trace(|| format!("dispatcher.is-from-list({:?}, {:?})", set_id, mode));
         let (src, transport) = {
             let call = self.call()?;
             (call.source, call.transport)

@@ -7,10 +7,12 @@ use super::context::HostState;
 
 impl Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Entry>> {
+        self.trace(|| format!("kv.get({:?})", key));
         Ok(self.kv.get(&key).map(|(value, version)| Entry { value, version }))
     }
 
     fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> wasmtime::Result<Result<u64, String>> {
+        self.trace(|| format!("kv.set({:?}, {:?}, {:?})", key, value, ttl_ms));
         Ok(self.kv.write(&key, None, value, ttl_ms.map(Duration::from_millis)).map(|v| v.unwrap_or_default()))
     }
 
@@ -21,20 +23,24 @@ impl Host for HostState {
         value: String,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<Option<u64>, String>> {
+        self.trace(|| format!("kv.compare-and-swap({:?}, {:?}, {:?}, {:?})", key, expected, value, ttl_ms));
         Ok(self.kv.write(&key, Some(expected), value, ttl_ms.map(Duration::from_millis)))
     }
 
     fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<Result<i64, String>> {
+        self.trace(|| format!("kv.increment({:?}, {:?}, {:?})", key, delta, ttl_ms));
         Ok(self.kv.increment(&key, delta, ttl_ms.map(Duration::from_millis)))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        self.trace(|| format!("kv.delete({:?})", key));
         Ok(self.kv.delete(&key))
     }
 }
 
 impl super::bindings::wisp::policy::clock::Host for HostState {
     fn monotonic_ns(&mut self) -> wasmtime::Result<u64> {
+        self.trace(|| "clock.monotonic-ns()".to_string());
         Ok(self.epoch.elapsed().as_nanos() as u64)
     }
 }

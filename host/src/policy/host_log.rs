@@ -9,6 +9,7 @@ const MAX_LOG_LINE: usize = 2048;
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.trace(|| format!("log.log({:?}, {:?})", level, message));
         let policy = &*self.policy;
         let msg = match message.char_indices().nth(MAX_LOG_LINE) {
             Some((cut, _)) => &message[..cut],
@@ -25,6 +26,7 @@ impl Host for HostState {
     }
 
     fn log_fields(&mut self, level: Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+        self.trace(|| format!("log.log-fields({:?}, {:?}, {:?})", level, message, fields));
         let policy = &*self.policy;
         let fields: String = fields.iter().take(32).map(|(k, v)| format!("{k}={v} ")).collect();
         let fields = fields.trim_end();

@@ -33,18 +33,22 @@ fn check_header(name: &str, value: &str) -> Result<(), String> {
 
 impl Host for HostState {
     fn method(&mut self) -> wasmtime::Result<String> {
+        self.trace(|| "message.method()".to_string());
         Ok(lossy(self.call()?.msg.method_bytes()))
     }
 
     fn status(&mut self) -> wasmtime::Result<Option<u16>> {
+        self.trace(|| "message.status()".to_string());
         Ok(self.call()?.msg.status())
     }
 
     fn request_uri(&mut self) -> wasmtime::Result<Option<String>> {
+        self.trace(|| "message.request-uri()".to_string());
         Ok(self.call()?.msg.request_uri().map(lossy))
     }
 
     fn set_request_uri(&mut self, uri: String) -> wasmtime::Result<Result<(), String>> {
+        self.trace(|| format!("message.set-request-uri({:?})", uri));
         let call = self.call()?;
         if !call.msg.is_request() {
             return Ok(Err("a reply has no request-URI".into()));
@@ -57,10 +61,12 @@ impl Host for HostState {
     }
 
     fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        self.trace(|| format!("message.header({:?})", name));
         Ok(self.header_all(name)?.into_iter().next())
     }
 
     fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
+        self.trace(|| format!("message.header-all({:?})", name));
         let msg = &self.call()?.msg;
         let list = HeaderName::parse(name.as_bytes()).is_list();
         let mut out = Vec::new();
@@ -74,6 +80,7 @@ impl Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        self.trace(|| format!("message.set-header({:?}, {:?})", name, value));
         if let Err(e) = check_header(&name, &value) {
             return Ok(Err(e));
         }
@@ -82,6 +89,7 @@ impl Host for HostState {
     }
 
     fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        self.trace(|| format!("message.append-header({:?}, {:?})", name, value));
         if let Err(e) = check_header(&name, &value) {
             return Ok(Err(e));
         }
@@ -90,6 +98,7 @@ impl Host for HostState {
     }
 
     fn remove_header(&mut self, name: String) -> wasmtime::Result<u32> {
+        self.trace(|| format!("message.remove-header({:?})", name));
         if host_owned(&name) {
             return Ok(0);
         }
@@ -97,10 +106,12 @@ impl Host for HostState {
     }
 
     fn has_to_tag(&mut self) -> wasmtime::Result<bool> {
+        self.trace(|| "message.has-to-tag()".to_string());
         Ok(self.call()?.msg.has_to_tag())
     }
 
     fn source(&mut self) -> wasmtime::Result<Peer> {
+        self.trace(|| "message.source()".to_string());
         let call = self.call()?;
         Ok(Peer {
             address: call.source.ip().to_string(),
@@ -110,6 +121,7 @@ impl Host for HostState {
     }
 
     fn body_length(&mut self) -> wasmtime::Result<u32> {
+        self.trace(|| "message.body-length()".to_string());
         Ok(self.call()?.msg.body().len() as u32)
     }
 }

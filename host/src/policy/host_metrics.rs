@@ -10,6 +10,7 @@ impl Host for HostState {
         labels: Vec<(String, String)>,
         value: u64,
     ) -> wasmtime::Result<Result<(), String>> {
+        self.trace(|| format!("metrics.counter-add({:?}, {:?}, {:?})", name, labels, value));
         Ok(self.metrics.counter_add(&name, labels, value))
     }
 
@@ -19,6 +20,7 @@ impl Host for HostState {
         labels: Vec<(String, String)>,
         value: i64,
     ) -> wasmtime::Result<Result<(), String>> {
+        self.trace(|| format!("metrics.gauge-set({:?}, {:?}, {:?})", name, labels, value));
         Ok(self.metrics.gauge_set(&name, labels, value))
     }
 }

@@ -6,14 +6,17 @@ use super::context::HostState;
 
 impl Host for HostState {
     fn last_failure(&mut self) -> wasmtime::Result<Option<BranchFailure>> {
+        self.trace(|| "transaction.last-failure()".to_string());
         Ok(self.call()?.failure)
     }
 
     fn is_canceled(&mut self) -> wasmtime::Result<bool> {
+        self.trace(|| "transaction.is-canceled()".to_string());
         Ok(self.call()?.canceled)
     }
 
     fn record_route(&mut self) -> wasmtime::Result<()> {
+        self.trace(|| "transaction.record-route()".to_string());
         self.call()?.route.record_route = true;
         Ok(())
     }
