@@ -10,6 +10,7 @@ mod algorithms;
 mod call;
 mod cancel;
 mod control;
+mod examples;
 mod failover;
 mod hot_swap;
 mod prober;

@@ -1,0 +1,103 @@
+//! The example policies, each tested offline with `wisp policy test` (the
+//! harness a policy author uses): a SIP message and a dispatcher.list in,
+//! the decision and the host calls out.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::*;
+
+struct Harness {
+    dir: PathBuf,
+}
+
+impl Harness {
+    fn new(list: &str) -> Harness {
+        let dir =
+            std::env::temp_dir().join(format!("wisp-e2e-examples-{}-{:x}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("dispatcher.list"), list).unwrap();
+        Harness { dir }
+    }
+
+    /// Run `wisp policy test` on an INVITE to `ruri`; returns stdout.
+    fn run(&self, policy: &str, ruri: &str, extra: &[&str]) -> String {
+        let msg = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-x\r\nFrom: <sip:alice@127.0.0.1>;tag=1\r\n\
+             To: <{ruri}>\r\nCall-ID: ex-{}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            fastrand::u32(..)
+        );
+        let file = self.dir.join("invite.sip");
+        std::fs::write(&file, msg).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .args(["policy", "test"])
+            .arg(policy_path(policy))
+            .arg(&file)
+            .arg("--list")
+            .arg(self.dir.join("dispatcher.list"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn decision(out: &str) -> &str {
+    out.lines().find_map(|l| l.strip_prefix("decision: ")).unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn prefix_route_picks_the_set_by_prefix() {
+    let h =
+        Harness::new("10 sip:127.0.0.1:6010\n11 sip:127.0.0.1:6011\n20 sip:127.0.0.1:6020\n30 sip:127.0.0.1:6030\n");
+    for (number, port) in [("+4930123456", 6011), ("+49891234", 6010), ("12125550100", 6020), ("+33123456", 6030)] {
+        let out = h.run("prefix_route", &format!("sip:{number}@127.0.0.1"), &[]);
+        assert_eq!(decision(&out), format!("relay to sip:127.0.0.1:{port}"), "{number}: {out}");
+    }
+    let out = h.run("prefix_route", "sip:127.0.0.1", &[]);
+    assert_eq!(decision(&out), "reply 484 Address Incomplete");
+}
+
+#[test]
+fn weighted_split_selects_by_weight_and_counts() {
+    let h = Harness::new("1 sip:127.0.0.1:6001 0 0 weight=70\n1 sip:127.0.0.1:6002 0 0 weight=30\n");
+    let out = h.run("weighted_split", "sip:bob@127.0.0.1", &[]);
+    assert!(decision(&out).starts_with("relay to sip:127.0.0.1:600"), "{out}");
+    assert!(out.contains("dispatcher.select-dst(1, Algorithm::Weight, None, None)"), "{out}");
+    assert!(out.contains("metrics.counter-add(\"calls_routed\""), "{out}");
+}
+
+#[test]
+fn least_latency_prefers_the_fast_carrier() {
+    let h = Harness::new("1 sip:127.0.0.1:6001 0 10 latency=250\n1 sip:127.0.0.1:6002 0 10 latency=5\n");
+    let out = h.run("least_latency", "sip:bob@127.0.0.1", &[]);
+    assert_eq!(decision(&out), "relay to sip:127.0.0.1:6002", "{out}");
+    assert!(out.contains("failover list: sip:127.0.0.1:6002, sip:127.0.0.1:6001"), "{out}");
+}
+
+#[test]
+fn rate_limit_counts_in_the_kv_store() {
+    let h = Harness::new("1 sip:127.0.0.1:6001\n");
+    let out = h.run("rate_limit", "sip:bob@127.0.0.1", &[]);
+    assert_eq!(decision(&out), "relay to sip:127.0.0.1:6001", "{out}");
+    assert!(out.contains("clock.monotonic-ns()") && out.contains("kv.increment(\"rl:127.0.0.1:"), "{out}");
+}
+
+#[test]
+fn primary_backup_fails_over_on_timeout_but_not_on_busy() {
+    let h = Harness::new("1 sip:127.0.0.1:6001 0 20\n1 sip:127.0.0.1:6002 0 10\n2 sip:127.0.0.1:6003\n");
+    let out = h.run("primary_backup", "sip:bob@127.0.0.1", &["--hook", "failure", "--failure", "timeout"]);
+    assert!(out.contains("dispatcher.mark-dst(DstState::Inactive, true)"), "{out}");
+    assert_eq!(decision(&out), "relay to sip:127.0.0.1:6002", "{out}");
+    let out = h.run("primary_backup", "sip:bob@127.0.0.1", &["--hook", "failure", "--failure", "486"]);
+    assert_eq!(decision(&out), "drop", "486 goes back to the caller: {out}");
+    assert!(!out.contains("mark-dst"), "{out}");
+}
