@@ -142,8 +142,8 @@ impl<S: Sender> Worker<S> {
         if tx.server.has_final() && !invite_2xx {
             return;
         }
-        let _ = self.sender.send(tx.server.socket, &bytes, tx.server.response_addr);
         self.metrics.reply_sent(code);
+        let _ = self.sender.send(tx.server.socket, &bytes, tx.server.response_addr);
         if let Some(arms) = tx.server.respond(bytes, code, &self.cfg.timers) {
             self.arm(id, 0, arms);
         }

@@ -35,14 +35,14 @@ impl<S: Sender> Worker<S> {
         }
         if msg.core().max_forwards == Some(0) {
             let r = reply::response(&msg, 483, "Too Many Hops", b"", &[]);
-            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
             self.metrics.reply_sent(483);
+            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
             return;
         }
         if let Err((code, reason)) = check_request_uri(&msg) {
             let r = reply::response(&msg, code, reason, b"", &[]);
-            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
             self.metrics.reply_sent(code);
+            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
             return;
         }
         msg.stamp_received(src);
@@ -65,8 +65,8 @@ impl<S: Sender> Worker<S> {
         if method == Method::Invite {
             // 100 Trying at once: the caller stops retransmitting (§16.2).
             let trying = reply::response(&tx.request, 100, "Trying", b"", &[]);
-            let _ = self.sender.send(socket, &trying, to);
             self.metrics.reply_sent(100);
+            let _ = self.sender.send(socket, &trying, to);
             tx.server.respond(trying, 100, &self.cfg.timers);
         }
         self.pop_own_routes(&mut tx.request);
@@ -167,14 +167,14 @@ impl<S: Sender> Worker<S> {
         let key = server_key(&msg, Method::Invite);
         let Some(&id) = self.server_index.get(&key) else {
             let r = reply::response(&msg, 481, "Call/Transaction Does Not Exist", b"", &[]);
-            let _ = self.sender.send(socket, &r, to);
             self.metrics.reply_sent(481);
+            let _ = self.sender.send(socket, &r, to);
             return;
         };
         let Some(tx) = self.txs.get_mut(&id) else { return };
         let ok = reply::response(&msg, 200, "OK", tx.to_tag.as_bytes(), &[]);
-        let _ = self.sender.send(socket, &ok, to);
         self.metrics.reply_sent(200);
+        let _ = self.sender.send(socket, &ok, to);
         if tx.server.has_final() || tx.canceled {
             return;
         }
