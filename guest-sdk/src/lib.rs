@@ -52,6 +52,13 @@ impl Action {
 /// keep no state in `self` between calls: a policy may be swapped at any time,
 /// and per-call routing state (the failover list) lives in the host.
 pub trait Policy {
+    /// Runs once when wisp loads this version, before publishing it. An
+    /// `Err` refuses the version with that message; the running version
+    /// keeps serving. The default accepts.
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
     /// Runs for every new request (retransmissions, CANCEL and the ACK of a
     /// failed INVITE are handled by the host). Return [`Action::Relay`] to
     /// forward (to the destination chosen with [`dispatcher::select_dst`], or
@@ -330,6 +337,9 @@ macro_rules! export_policy {
         struct __WispPolicyExport;
 
         impl $crate::bindings::Guest for __WispPolicyExport {
+            fn init() -> Result<(), String> {
+                <$policy as $crate::Policy>::init()
+            }
             fn request_route() -> $crate::Action {
                 <$policy as $crate::Policy>::request_route(&$crate::Message::current())
             }

@@ -134,6 +134,10 @@ pub struct PolicyConfig {
     /// Status answered when a hook traps or times out (default 500).
     #[serde(default = "default_on_error")]
     pub on_error: u16,
+    /// Instead of answering `on_error`, relay a request whose request-route
+    /// failed round-robin over this dispatcher set (a static fallback).
+    #[serde(default)]
+    pub on_error_set: Option<u32>,
     /// Reload the policy when its file changes (debounced: the file must be
     /// unchanged for 500 ms; a broken file is refused like any reload).
     #[serde(default)]

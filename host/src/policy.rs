@@ -51,6 +51,8 @@ pub enum LoadError {
     Link { path: String, reason: String },
     #[error("{path}: failed its load check (instantiation): {reason}")]
     Instantiate { path: String, reason: String },
+    #[error("{path}: its init refused to start: {reason}")]
+    Init { path: String, reason: String },
 }
 
 /// Limits applied to every hook call.
@@ -165,9 +167,17 @@ impl PolicyEngine {
             loaded_at: std::time::SystemTime::now(),
             pre,
         };
-        // Load check: it must instantiate within the limits.
-        self.instantiate(&policy, dispatcher)
+        // Load check: it must instantiate within the limits, and its init
+        // export must accept.
+        let (mut store, router) = self
+            .instantiate(&policy, dispatcher)
             .map_err(|e| LoadError::Instantiate { path: p.clone(), reason: format!("{e:#}") })?;
+        store.set_epoch_deadline(self.limits.max_call_ms);
+        match router.call_init(&mut store) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(LoadError::Init { path: p, reason }),
+            Err(e) => return Err(LoadError::Instantiate { path: p, reason: format!("init: {e:#}") }),
+        }
         Ok(LoadedPolicy { version: self.next_version.fetch_add(1, Ordering::Relaxed), ..policy })
     }
 

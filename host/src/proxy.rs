@@ -37,6 +37,8 @@ pub struct ProxyConfig {
     pub max_branches: usize,
     /// Status for a request whose policy call failed.
     pub on_error: u16,
+    /// Or relay it round-robin over this set.
+    pub on_error_set: Option<u32>,
     /// Log one line per finished INVITE.
     pub log_calls: bool,
     /// Keepalives, when `ping_interval` > 0.

@@ -102,6 +102,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             limits: crate::sip::Limits { max_headers: config.sip.max_headers },
             max_branches: config.transaction.max_branches,
             on_error: config.policy.on_error,
+            on_error_set: config.policy.on_error_set,
             log_calls: config.log.calls,
             prober: config.prober(),
         }),

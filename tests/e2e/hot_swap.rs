@@ -139,7 +139,7 @@ fn policy_check_lists_exports_and_rejects_non_components() {
     };
     let (ok, out, _) = check(&policy_path("primary_backup"));
     assert!(ok);
-    assert!(out.contains("exports: request-route, onreply-route, failure-route, destination-event"), "{out}");
+    assert!(out.contains("exports: init, request-route, onreply-route, failure-route, destination-event"), "{out}");
     assert!(out.contains("wisp:policy/router@0.1.0") && out.contains("sha256:"), "{out}");
     let dir = std::env::temp_dir().join(format!("wisp-e2e-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -152,4 +152,27 @@ fn policy_check_lists_exports_and_rejects_non_components() {
     let (ok, _, err) = check(&text);
     assert!(!ok && err.contains("not a WebAssembly file"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_policy_whose_init_refuses_does_not_start() {
+    let mut cfg = WispConfig::new("1 sip:127.0.0.1:6001\n999 sip:127.0.0.1:6999\n".to_string());
+    cfg.policy = policy_path("by_header");
+    std::fs::create_dir_all(std::env::temp_dir()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wisp-e2e-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("d.list"), &cfg.dispatcher_list).unwrap();
+    std::fs::write(
+        dir.join("wisp.toml"),
+        format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[dispatcher]\nlist_file = \"d.list\"\n[policy]\nfile = \"{}\"\ncache_dir = \"\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+            cfg.policy.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wisp")).args(["run", "-c"]).arg(dir.join("wisp.toml")).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("init refused to start: set 999 is reserved for tests"), "{err}");
 }

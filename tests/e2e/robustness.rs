@@ -84,3 +84,18 @@ fn a_policy_cannot_read_files_or_open_sockets() {
     let code = call.final_code();
     assert!(code == Some(500) || code == Some(403), "no network for policies: got {code:?}");
 }
+
+#[test]
+fn on_error_set_relays_when_the_policy_traps() {
+    let a = Uas::start(Behaviour::Answer);
+    let fallback = Uas::start(Behaviour::Answer);
+    let mut cfg = WispConfig::new(format!("1 {}\n9 {}\n", a.uri(), fallback.uri()));
+    cfg.policy = policy_path("hostile");
+    cfg.policy_extra.push_str("on_error_set = 9\n");
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("fallback-1", "X-Test: trap\r\n", PROMPT);
+    assert_eq!(call.final_code(), Some(200), "relayed over the fallback set: {:?}", call.codes);
+    assert_eq!(fallback.count(Method::Invite), 1);
+    assert_eq!(a.count(Method::Invite), 0);
+}

@@ -113,10 +113,24 @@ impl<S: Sender> Worker<S> {
             }
             Err(_) => {
                 self.stats.policy_errors += 1;
-                let code = self.cfg.on_error;
-                self.reply(id, code, reason_phrase(code));
+                self.on_policy_error(id);
             }
         }
+    }
+
+    /// request-route failed (trap, timeout): relay over the fallback set when
+    /// one is configured, else answer `on_error`.
+    fn on_policy_error(&mut self, id: u64) {
+        if let Some(set) = self.cfg.on_error_set {
+            let list =
+                self.dispatcher.select(set, crate::dispatcher::Algorithm::RoundRobin, &Default::default(), None).list;
+            if let (false, Some(tx)) = (list.is_empty(), self.txs.get_mut(&id)) {
+                tx.route = RouteState { failover: list, current: Some(0), ..std::mem::take(&mut tx.route) };
+                return self.relay(id);
+            }
+        }
+        let code = self.cfg.on_error;
+        self.reply(id, code, reason_phrase(code));
     }
 
     /// The policy dropped the request: answer nothing, keep absorbing its

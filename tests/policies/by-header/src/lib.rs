@@ -25,6 +25,14 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 }
 
 impl Policy for ByHeader {
+    fn init() -> Result<(), String> {
+        // A load check with teeth, for the tests: set 999 is reserved.
+        if dispatcher::set_exists(999) {
+            return Err("set 999 is reserved for tests".into());
+        }
+        Ok(())
+    }
+
     fn request_route(req: &Message) -> Action {
         if req.has_to_tag() {
             return Action::Relay;
