@@ -62,6 +62,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.policy_cache_dir().as_deref(),
     )?;
     let policy_file = config.resolve(&config.policy.file);
+    let loaded_stamp = file_stamp(&policy_file);
     let first = engine.load(&policy_file, &dispatcher)?;
     tracing::info!(policy = %policy_file.display(), version = first.version, hash = %first.hash, cached = first.cached, "policy loaded");
     let policy = Arc::new(PolicyHandle::new(first));
@@ -134,7 +135,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     drop(senders);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(control_loop(&config, control));
+    let result = rt.block_on(control_loop(&config, control, loaded_stamp));
     let _ = stop_tx.send(true);
     for t in threads {
         let _ = t.join();
@@ -145,7 +146,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 /// The control plane, and signals: SIGINT/SIGTERM stop, SIGHUP reloads the
 /// dispatcher list and the policy (each validated on its own).
-async fn control_loop(config: &Config, state: Arc<ControlState>) -> anyhow::Result<()> {
+async fn control_loop(config: &Config, state: Arc<ControlState>, policy_stamp: FileStamp) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let addr: SocketAddr = config.control.listen.parse()?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -157,7 +158,7 @@ async fn control_loop(config: &Config, state: Arc<ControlState>) -> anyhow::Resu
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     if config.policy.watch {
-        tokio::spawn(watch_policy(state.clone()));
+        tokio::spawn(watch_policy(state.clone(), policy_stamp));
     }
     let call_expire = std::time::Duration::from_secs(config.dispatcher.call_expire_s);
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -185,10 +186,19 @@ async fn control_loop(config: &Config, state: Arc<ControlState>) -> anyhow::Resu
 /// `[policy] watch`: reload the policy when its file changed and then stayed
 /// the same for two polls (500 ms), so a file being written is not loaded
 /// half-way (and a broken one is refused like any reload).
-async fn watch_policy(state: Arc<ControlState>) {
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+/// What the watcher compares: modification time and length.
+type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
+
+fn file_stamp(p: &std::path::Path) -> FileStamp {
+    std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()))
+}
+
+/// `loaded` is the stamp taken when the running version was read, so a
+/// change made before the watcher first runs is still seen.
+async fn watch_policy(state: Arc<ControlState>, loaded: FileStamp) {
+    let stamp = file_stamp;
     let file = || state.policy_file.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut loaded = stamp(&file());
+    let mut loaded = loaded;
     let mut seen = loaded;
     let mut stable = 0;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));

@@ -76,6 +76,11 @@ fn swapping_policies_under_load_loses_no_call() {
     assert!(tagged > 0 && tagged < ok, "both versions served calls: {tagged} of {ok}");
     let info = rpc(&wisp, "policy.info", &[]).unwrap();
     assert_eq!(info["version"].as_u64().unwrap() as usize, swaps + 1);
+    // A policy for another world is refused by reload; the running one stays.
+    let e = rpc(&wisp, "policy.reload", &[json!(policy_path("old_world").display().to_string())]).unwrap_err();
+    assert!(e.contains("does not fit wisp's policy world"), "{e}");
+    let mut uac = Uac::new(wisp.addr);
+    assert_eq!(uac.invite("after-refused", "", PROMPT).final_code(), Some(200));
 }
 
 #[test]
@@ -141,6 +146,10 @@ fn policy_check_lists_exports_and_rejects_non_components() {
     assert!(ok);
     assert!(out.contains("exports: init, request-route, onreply-route, failure-route, destination-event"), "{out}");
     assert!(out.contains("wisp:policy/router@0.1.0") && out.contains("sha256:"), "{out}");
+    // Built against another version of the world, lacking exports.
+    let (ok, _, err) = check(&policy_path("old_world"));
+    assert!(!ok && err.contains("does not fit wisp's policy world wisp:policy/router@0.1.0"), "{err}");
+    assert!(err.contains("no export"), "names what is missing: {err}");
     let dir = std::env::temp_dir().join(format!("wisp-e2e-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let core = dir.join("core.wasm");
