@@ -74,17 +74,22 @@ impl Host for HostState {
         let dispatcher = self.dispatcher.clone();
         let call = self.call()?;
         let msg = &call.msg;
-        let addr_uri = |name| msg.first(name).and_then(split_name_addr).map_or(&b""[..], |(uri, _)| uri);
+        let alg = algorithm(alg);
+        // Read only what the algorithm hashes.
+        let addr_uri = |name, wanted| match wanted {
+            true => msg.first(name).and_then(split_name_addr).map_or(&b""[..], |(uri, _)| uri),
+            false => &b""[..],
+        };
         let input = HashInput {
             call_id: msg.call_id(),
-            from_uri: addr_uri(HeaderName::From),
-            to_uri: addr_uri(HeaderName::To),
+            from_uri: addr_uri(HeaderName::From, alg == ds::Algorithm::HashFromUri),
+            to_uri: addr_uri(HeaderName::To, alg == ds::Algorithm::HashToUri),
             request_uri: msg.request_uri().unwrap_or(b""),
-            auth_user: auth_user(msg),
+            auth_user: if alg == ds::Algorithm::HashAuthUser { auth_user(msg) } else { b"" },
             key: key.as_deref().unwrap_or("").as_bytes(),
             is_invite: msg.method() == crate::sip::Method::Invite,
         };
-        let selection = dispatcher.select(set_id, algorithm(alg), &input, limit.map(|l| l as usize));
+        let selection = dispatcher.select(set_id, alg, &input, limit.map(|l| l as usize));
         let Some(first) = selection.list.first() else {
             return Ok(None);
         };

@@ -62,7 +62,14 @@ impl Host for HostState {
 
     fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
         self.trace(|| format!("message.header({:?})", name));
-        Ok(self.header_all(name)?.into_iter().next())
+        let msg = &self.call()?.msg;
+        let Some(v) = msg.values_named(name.as_bytes()).next() else { return Ok(None) };
+        // For a list header, the first element of the first line.
+        let first = match HeaderName::parse(name.as_bytes()).is_list() {
+            true => crate::sip::scan::element_end(v).map_or(v, |end| trim(&v[..end])),
+            false => v,
+        };
+        Ok(Some(lossy(first)))
     }
 
     fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<String>> {

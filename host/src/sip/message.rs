@@ -203,7 +203,16 @@ impl Message {
     /// Values of every header line named `name` (any spelling, compact forms
     /// included).
     pub fn values_named<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers.iter().filter(move |h| same_name(self.bytes(h.name_span), name)).map(|h| self.value(h))
+        // Classify the wanted name once; known headers compare by the kind
+        // found at parse time, others by bytes.
+        let kind = HeaderName::parse(name);
+        self.headers
+            .iter()
+            .filter(move |h| match kind {
+                HeaderName::Other => h.name == HeaderName::Other && self.bytes(h.name_span).eq_ignore_ascii_case(name),
+                k => h.name == k,
+            })
+            .map(|h| self.value(h))
     }
 
     /// The top Via value: the first element of the first Via line.
