@@ -357,3 +357,77 @@ macro_rules! export_policy {
         $crate::bindings::__export_router!(__WispPolicyExport with_types_in $crate::bindings);
     };
 }
+
+/// Unit tests for policies, without a network: run a policy's hook on a SIP
+/// message with a dispatcher list through `wisp policy test`, and look at
+/// the decision and the host calls. Native only (use it from `#[test]`s of
+/// a crate that builds the policy first); needs the `wisp` binary, from the
+/// `WISP_BIN` environment variable or the PATH.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// What the hook did.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Outcome {
+        /// `relay to sip:...`, `relay by Route / request-URI`, `reply 503 ...`, `drop`.
+        pub decision: String,
+        /// Every host call, in order, e.g. `dispatcher.select-dst(1, ...)`.
+        pub host_calls: Vec<String>,
+        /// The failover list after the hook, when it has more than one entry.
+        pub failover: Vec<String>,
+    }
+
+    /// Run `hook` (`request` or `failure`) of the policy component `policy`
+    /// on `message` (one SIP request) with `dispatcher_list` (Kamailio
+    /// format). `extra` are more `wisp policy test` arguments, e.g.
+    /// `["--failure", "timeout"]`.
+    pub fn run(
+        policy: &Path,
+        message: &str,
+        dispatcher_list: &str,
+        hook: &str,
+        extra: &[&str],
+    ) -> Result<Outcome, String> {
+        let dir = std::env::temp_dir().join(format!("wisp-policy-testing-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (msg, list) = (dir.join("message.sip"), dir.join("dispatcher.list"));
+        std::fs::write(&msg, message.replace("\r\n", "\n").replace('\n', "\r\n")).map_err(|e| e.to_string())?;
+        std::fs::write(&list, dispatcher_list).map_err(|e| e.to_string())?;
+        let bin = std::env::var("WISP_BIN").unwrap_or_else(|_| "wisp".into());
+        let out = Command::new(&bin)
+            .args(["policy", "test"])
+            .arg(policy)
+            .arg(&msg)
+            .arg("--list")
+            .arg(&list)
+            .args(["--hook", hook])
+            .args(extra)
+            .output()
+            .map_err(|e| format!("cannot run `{bin}` (set WISP_BIN): {e}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = out?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let mut o = Outcome::default();
+        for line in stdout.lines() {
+            if let Some(call) = line.strip_prefix("  ") {
+                o.host_calls.push(call.to_string());
+            } else if let Some(d) = line.strip_prefix("decision: ") {
+                o.decision = d.to_string();
+            } else if let Some(f) = line.strip_prefix("failover list: ") {
+                o.failover = f.split(", ").map(str::to_string).collect();
+            }
+        }
+        Ok(o)
+    }
+
+    fn unique() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -410,7 +410,7 @@ impl PolicyWorker {
                 self.warm.push(Warm { policy: policy.clone(), store, router });
                 Ok(self.warm.len() - 1)
             }
-            Err(e) => Err(self.failed(policy, hook, &e)),
+            Err(e) => Err(self.failed_as(policy, hook, &e, Some(2))),
         }
     }
 
@@ -426,15 +426,30 @@ impl PolicyWorker {
         self.warm.iter().map(|w| w.policy.version).collect()
     }
 
+    /// A call failed: a trap (including a call to a trapping WASI stub) or
+    /// the deadline.
     fn failed(&mut self, policy: &LoadedPolicy, hook: Hook, e: &wasmtime::Error) -> CallError {
+        self.failed_as(policy, hook, e, None)
+    }
+
+    /// `forced` overrides the reason index of metrics::TRAP_REASONS (2 for a
+    /// failed instantiation).
+    fn failed_as(
+        &mut self,
+        policy: &LoadedPolicy,
+        hook: Hook,
+        e: &wasmtime::Error,
+        forced: Option<usize>,
+    ) -> CallError {
         let (reason, kind) = match e.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => {
                 (format!("exceeded max_call_ms ({} ms)", self.engine.limits.max_call_ms), 1)
             }
             Some(trap) => (format!("trap: {trap}"), 0),
-            None => (format!("{e:#}"), 2),
+            None => (format!("{e:#}"), 0),
         };
-        self.metrics.policy_trap(kind);
+        let kind = forced.unwrap_or(kind);
+        self.metrics.policy_trap(kind, policy.version);
         self.traps += 1;
         let err = CallError { policy: policy.name.clone(), version: policy.version, hook: hook.name(), reason };
         // One line per second at most: a policy that traps on every call

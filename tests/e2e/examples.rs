@@ -101,3 +101,27 @@ fn primary_backup_fails_over_on_timeout_but_not_on_busy() {
     assert_eq!(decision(&out), "drop", "486 goes back to the caller: {out}");
     assert!(!out.contains("mark-dst"), "{out}");
 }
+
+/// The same checks through the SDK's test helper, as a policy author writes them.
+#[test]
+fn the_sdk_test_helper_runs_a_policy_offline() {
+    std::env::set_var("WISP_BIN", env!("CARGO_BIN_EXE_wisp"));
+    let invite = "INVITE sip:+4930123@127.0.0.1 SIP/2.0\n\
+                  Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-sdk\n\
+                  From: <sip:alice@127.0.0.1>;tag=1\nTo: <sip:+4930123@127.0.0.1>\n\
+                  Call-ID: sdk-1\nCSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n\n";
+    let list = "11 sip:127.0.0.1:6011\n30 sip:127.0.0.1:6030\n";
+    let o = wisp_policy::testing::run(&policy_path("prefix_route"), invite, list, "request", &[]).unwrap();
+    assert_eq!(o.decision, "relay to sip:127.0.0.1:6011");
+    assert_eq!(o.host_calls.first().map(String::as_str), Some("message.has-to-tag()"));
+    assert!(o.host_calls.iter().any(|c| c.starts_with("dispatcher.select-dst(11,")), "{o:?}");
+    let o = wisp_policy::testing::run(
+        &policy_path("primary_backup"),
+        invite,
+        "1 sip:127.0.0.1:6001\n",
+        "failure",
+        &["--failure", "486"],
+    )
+    .unwrap();
+    assert_eq!(o.decision, "drop");
+}

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub failovers: Counter,
     policy_calls: Vec<Counter>,
     policy_traps: Vec<Counter>,
+    traps_by_version: Family<Labels, Counter>,
     pub policy_swaps: Counter,
     policy_duration: Vec<Histogram>,
 }
@@ -92,11 +93,17 @@ impl Metrics {
             HOOKS.iter().map(|h| calls_family.get_or_create(&vec![("hook".into(), h.to_string())]).clone()).collect();
         registry.register("policy_calls", "Policy hook calls, by hook", calls_family);
         let traps_family = Family::<Labels, Counter>::default();
-        let policy_traps = TRAP_REASONS
+        let policy_traps: Vec<Counter> = TRAP_REASONS
             .iter()
             .map(|r| traps_family.get_or_create(&vec![("reason".into(), r.to_string())]).clone())
             .collect();
         registry.register("policy_traps", "Policy calls that failed, by reason", traps_family);
+        let traps_by_version = Family::<Labels, Counter>::default();
+        registry.register(
+            "policy_version_traps",
+            "Policy calls that failed, by policy version and reason",
+            traps_by_version.clone(),
+        );
         let policy_swaps = Counter::default();
         registry.register("policy_swaps", "Policy versions published after the first", policy_swaps.clone());
         let duration_family = Family::<Labels, Histogram>::new_with_constructor(|| {
@@ -117,6 +124,7 @@ impl Metrics {
             failovers,
             policy_calls,
             policy_traps,
+            traps_by_version,
             policy_swaps,
             policy_duration,
         }
@@ -154,8 +162,11 @@ impl Metrics {
         }
     }
 
-    pub fn policy_trap(&self, reason: usize) {
+    /// A failed policy call (rare: the label lookup is fine here).
+    pub fn policy_trap(&self, reason: usize, version: u64) {
         self.policy_traps[reason].inc();
+        let labels = vec![("version".into(), version.to_string()), ("reason".into(), TRAP_REASONS[reason].to_string())];
+        self.traps_by_version.get_or_create(&labels).inc();
     }
 
     /// Calls and traps so far, for `policy.info`.
