@@ -233,6 +233,36 @@ pub mod transaction {
     }
 }
 
+/// Kamailio's classic carrier failover (`failure_route[MANAGE_FAILURE]`),
+/// ready to return from [`Policy::failure_route`].
+pub mod failover {
+    use super::{dispatcher, transaction, Action, BranchFailure, DstState};
+
+    /// True when the carrier, not the callee, failed: a timeout, a send
+    /// failure, a 408 or a 5xx. Other finals (4xx, 6xx) are the callee's answer.
+    pub fn is_carrier_failure(failure: Option<BranchFailure>) -> bool {
+        match failure {
+            Some(BranchFailure::Reply(code)) => code == 408 || (500..600).contains(&code),
+            Some(BranchFailure::Timeout) | Some(BranchFailure::Transport) => true,
+            None => false,
+        }
+    }
+
+    /// Give up when the caller cancelled or the callee answered; otherwise
+    /// mark the failed destination `mark` with probing and relay to the next
+    /// one of the failover list, or answer 503 when the list is used up.
+    pub fn next_carrier(mark: DstState) -> Action {
+        if transaction::is_canceled() || !is_carrier_failure(transaction::branch_failure()) {
+            return Action::Drop;
+        }
+        dispatcher::mark_dst(mark, true);
+        match dispatcher::next_dst() {
+            Some(_) => Action::Relay,
+            None => Action::reply(503, "No route available"),
+        }
+    }
+}
+
 /// Logging through wisp's log, tagged with the policy.
 pub mod log {
     use super::wit::log as l;

@@ -233,15 +233,20 @@ impl PolicyEngine {
         store.data_mut().trace = Some(Vec::new());
         store.data_mut().call = Some(call);
         store.set_epoch_deadline(self.limits.max_call_ms);
-        let result = match hook {
-            Hook::Request => router.call_request_route(&mut store).map(Decision::Action),
-            Hook::Failure => router.call_failure_route(&mut store).map(Decision::Action),
-            Hook::Reply => router.call_onreply_route(&mut store).map(Decision::Reply),
-            Hook::Event => Err(wasmtime::format_err!("destination-event is not a routing hook")),
-        };
+        let result = call_hook(&router, &mut store, hook);
         let call = store.data_mut().call.take().expect("call context survives the call");
         let trace = store.data_mut().trace.take().unwrap_or_default();
         (result.map_err(|e| format!("{e:#}")), call, trace)
+    }
+}
+
+/// Call one routing hook of an instance.
+fn call_hook(router: &Router, store: &mut Store<HostState>, hook: Hook) -> wasmtime::Result<Decision> {
+    match hook {
+        Hook::Request => router.call_request_route(&mut *store).map(Decision::Action),
+        Hook::Failure => router.call_failure_route(&mut *store).map(Decision::Action),
+        Hook::Reply => router.call_onreply_route(&mut *store).map(Decision::Reply),
+        Hook::Event => Err(wasmtime::format_err!("destination-event is not a routing hook")),
     }
 }
 
@@ -354,12 +359,7 @@ impl PolicyWorker {
         store.data_mut().call = Some(call);
         store.set_epoch_deadline(self.engine.limits.max_call_ms);
         let started = Instant::now();
-        let result = match hook {
-            Hook::Request => router.call_request_route(&mut *store).map(Decision::Action),
-            Hook::Failure => router.call_failure_route(&mut *store).map(Decision::Action),
-            Hook::Reply => router.call_onreply_route(&mut *store).map(Decision::Reply),
-            Hook::Event => Err(wasmtime::format_err!("destination-event is not a routing hook")),
-        };
+        let result = call_hook(router, &mut *store, hook);
         let call = store.data_mut().call.take().expect("call context survives the call");
         self.metrics.policy_call(self.worker, hook as usize, started.elapsed().as_secs_f64());
         let events = std::mem::take(&mut store.data_mut().events);

@@ -8,7 +8,7 @@
 //! tried.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p least-latency`.
-use wisp_policy::{dispatcher, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy};
+use wisp_policy::{dispatcher, failover, Action, Algorithm, DstState, Message, Policy};
 
 struct LeastLatency;
 
@@ -24,17 +24,7 @@ impl Policy for LeastLatency {
     }
 
     fn failure_route(_req: &Message) -> Action {
-        match transaction::branch_failure() {
-            _ if transaction::is_canceled() => Action::Drop,
-            Some(BranchFailure::Reply(c)) if c != 408 && !(500..600).contains(&c) => Action::Drop,
-            _ => {
-                dispatcher::mark_dst(DstState::Inactive, true);
-                match dispatcher::next_dst() {
-                    Some(_) => Action::Relay,
-                    None => Action::reply(503, "No route available"),
-                }
-            }
-        }
+        failover::next_carrier(DstState::Inactive)
     }
 }
 

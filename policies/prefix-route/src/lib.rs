@@ -15,7 +15,7 @@
 //! 408/5xx like primary-backup.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p prefix-route`.
-use wisp_policy::{dispatcher, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy};
+use wisp_policy::{dispatcher, failover, Action, Algorithm, DstState, Message, Policy};
 
 /// Prefix -> dispatcher set, longest first.
 const ROUTES: &[(&str, u32)] = &[("4930", 11), ("49", 10), ("1", 20)];
@@ -53,17 +53,7 @@ impl Policy for PrefixRoute {
     }
 
     fn failure_route(_req: &Message) -> Action {
-        match transaction::branch_failure() {
-            _ if transaction::is_canceled() => Action::Drop,
-            Some(BranchFailure::Reply(c)) if c != 408 && !(500..600).contains(&c) => Action::Drop,
-            _ => {
-                dispatcher::mark_dst(DstState::Inactive, true);
-                match dispatcher::next_dst() {
-                    Some(_) => Action::Relay,
-                    None => Action::reply(503, "No route available"),
-                }
-            }
-        }
+        failover::next_carrier(DstState::Inactive)
     }
 }
 

@@ -27,7 +27,7 @@
 //! Build: `cargo build --release --target wasm32-wasip2 -p primary-backup`
 //! (the component is `target/wasm32-wasip2/release/primary_backup.wasm`), then
 //! point `[policy] file` of wisp.toml at it.
-use wisp_policy::{dispatcher, log, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy};
+use wisp_policy::{dispatcher, failover, log, transaction, Action, Algorithm, DstState, Message, Policy};
 
 /// Set of the primary carriers, tried round-robin.
 const PRIMARY: u32 = 1;
@@ -54,11 +54,7 @@ impl Policy for PrimaryBackup {
         if transaction::is_canceled() {
             return Action::Drop;
         }
-        let carrier_failed = match transaction::branch_failure() {
-            Some(BranchFailure::Reply(code)) => code == 408 || (500..600).contains(&code),
-            Some(BranchFailure::Timeout) | Some(BranchFailure::Transport) => true,
-            None => false,
-        };
+        let carrier_failed = failover::is_carrier_failure(transaction::branch_failure());
         if !carrier_failed {
             // 4xx / 6xx: the callee's answer, not the carrier's fault.
             return Action::Drop;

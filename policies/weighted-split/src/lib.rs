@@ -13,7 +13,7 @@
 //! 408/5xx, and a `policy_calls_routed_total{carrier}` counter.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p weighted-split`.
-use wisp_policy::{dispatcher, metrics, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy};
+use wisp_policy::{dispatcher, failover, metrics, Action, Algorithm, DstState, Message, Policy};
 
 struct WeightedSplit;
 
@@ -32,17 +32,7 @@ impl Policy for WeightedSplit {
     }
 
     fn failure_route(_req: &Message) -> Action {
-        match transaction::branch_failure() {
-            _ if transaction::is_canceled() => Action::Drop,
-            Some(BranchFailure::Reply(c)) if c != 408 && !(500..600).contains(&c) => Action::Drop,
-            _ => {
-                dispatcher::mark_dst(DstState::Trying, true);
-                match dispatcher::next_dst() {
-                    Some(_) => Action::Relay,
-                    None => Action::reply(503, "No route available"),
-                }
-            }
-        }
+        failover::next_carrier(DstState::Trying)
     }
 }
 

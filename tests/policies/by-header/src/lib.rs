@@ -1,5 +1,5 @@
 //! Test policy: the dispatcher algorithm is named by the request (see README.md).
-use wisp_policy::{dispatcher, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy};
+use wisp_policy::{dispatcher, failover, Action, Algorithm, DstState, Message, Policy};
 
 struct ByHeader;
 
@@ -58,19 +58,7 @@ impl Policy for ByHeader {
     }
 
     fn failure_route(_req: &Message) -> Action {
-        if transaction::is_canceled() {
-            return Action::Drop;
-        }
-        match transaction::branch_failure() {
-            Some(BranchFailure::Reply(c)) if c != 408 && !(500..600).contains(&c) => Action::Drop,
-            _ => {
-                dispatcher::mark_dst(DstState::Inactive, true);
-                match dispatcher::next_dst() {
-                    Some(_) => Action::Relay,
-                    None => Action::reply(503, "No route available"),
-                }
-            }
-        }
+        failover::next_carrier(DstState::Inactive)
     }
 }
 
