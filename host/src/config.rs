@@ -41,6 +41,14 @@ pub struct SipConfig {
     /// Most header lines accepted in a message (default 128); more is a 400.
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    /// Largest message accepted, UDP or TCP, in octets (default 65535);
+    /// a larger request gets 513 Message Too Large.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Longest header line (continuations included) in octets (default
+    /// 8192); a longer one gets 400.
+    #[serde(default = "default_max_header_line")]
+    pub max_header_line: usize,
     /// Socket receive/send buffer in bytes (default 4 MiB).
     #[serde(default = "default_socket_buffer")]
     pub socket_buffer: usize,
@@ -202,6 +210,12 @@ fn default_alpha() -> u32 {
 fn default_max_headers() -> usize {
     128
 }
+fn default_max_message_size() -> usize {
+    65_535
+}
+fn default_max_header_line() -> usize {
+    8192
+}
 fn default_socket_buffer() -> usize {
     4 << 20
 }
@@ -296,6 +310,12 @@ impl Config {
         }
         if self.sip.max_headers < 8 {
             return Err(invalid("sip.max_headers", "must be at least 8".into()));
+        }
+        if !(1024..=(1 << 20)).contains(&self.sip.max_message_size) {
+            return Err(invalid("sip.max_message_size", "must be 1024..=1048576 octets".into()));
+        }
+        if !(256..=self.sip.max_message_size).contains(&self.sip.max_header_line) {
+            return Err(invalid("sip.max_header_line", "must be 256 octets up to max_message_size".into()));
         }
         let d = &self.dispatcher;
         if d.ping_interval > 3600 {

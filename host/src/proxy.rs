@@ -73,6 +73,8 @@ pub struct Transaction {
     /// Best final response so far (§16.7), already stripped of our Via.
     pub best: Option<(u16, Vec<u8>)>,
     pub to_tag: String,
+    /// [`key::loop_hash`] of the request as received, carried in our branches.
+    pub loop_hash: u32,
     pub started: Instant,
     /// The policy version that ran request-route: the transaction's other
     /// hooks run on it too, even after a newer version is published.
@@ -255,5 +257,10 @@ pub fn via_next_hop(msg: &Message) -> Option<SocketAddr> {
     let host = via.received().unwrap_or(via.host);
     let ip: std::net::IpAddr = std::str::from_utf8(crate::sip::uri::unbracket(host)).ok()?.parse().ok()?;
     let port = via.rport().flatten().unwrap_or(via.port_or_default());
-    Some(SocketAddr::new(ip, port))
+    // Never a broadcast, multicast or unspecified address (RFC 4475 bcast).
+    let unicast = match ip {
+        std::net::IpAddr::V4(v4) => !(v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified()),
+        std::net::IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    };
+    unicast.then_some(SocketAddr::new(ip, port))
 }

@@ -100,7 +100,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cfg: Arc::new(ProxyConfig {
             listen,
             timers: config.timers(),
-            limits: crate::sip::Limits { max_headers: config.sip.max_headers },
+            limits: crate::sip::Limits {
+                max_headers: config.sip.max_headers,
+                max_message: config.sip.max_message_size,
+                max_header_line: config.sip.max_header_line,
+            },
             max_branches: config.transaction.max_branches,
             on_error: config.policy.on_error,
             on_error_set: config.policy.on_error_set,

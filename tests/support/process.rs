@@ -21,6 +21,7 @@ pub fn policy_path(name: &str) -> PathBuf {
 }
 
 /// What to put in the generated wisp.toml.
+#[derive(Clone)]
 pub struct WispConfig {
     pub dispatcher_list: String,
     pub policy: PathBuf,
@@ -37,6 +38,8 @@ pub struct WispConfig {
     pub policy_extra: String,
     /// Lines added to `[control]`.
     pub control_extra: String,
+    /// Lines added to `[sip]`.
+    pub sip_extra: String,
     /// Whole sections appended to the file.
     pub extra: String,
 }
@@ -55,6 +58,7 @@ impl WispConfig {
             log_format: "text".into(),
             policy_extra: "cache_dir = \"cache\"\n".into(),
             control_extra: String::new(),
+            sip_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -76,10 +80,11 @@ impl Wisp {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dispatcher.list"), &cfg.dispatcher_list).unwrap();
         let toml = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n{}\n\
              [control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
             cfg.workers,
+            cfg.sip_extra,
             cfg.dispatcher_extra,
             cfg.fr_timer_ms,
             cfg.fr_inv_timer_ms,

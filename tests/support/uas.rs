@@ -26,6 +26,8 @@ pub enum Behaviour {
 pub struct Received {
     pub method: Method,
     pub msg: Message,
+    /// The datagram as it arrived.
+    pub raw: Vec<u8>,
     pub from: SocketAddr,
     pub at: Instant,
 }
@@ -136,7 +138,13 @@ fn serve(
             continue;
         }
         let method = msg.method();
-        received.lock().unwrap().push(Received { method, msg: msg.clone(), from, at: Instant::now() });
+        received.lock().unwrap().push(Received {
+            method,
+            msg: msg.clone(),
+            raw: buf[..n].to_vec(),
+            from,
+            at: Instant::now(),
+        });
         let b = *behaviour.lock().unwrap();
         if b == Behaviour::Silent {
             continue;

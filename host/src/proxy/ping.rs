@@ -34,7 +34,7 @@ impl<S: Sender> Worker<S> {
         }
         let socket = self.socket_for(dest.addr);
         let me = self.local_hostport(socket);
-        let branch = new_branch(self.id);
+        let branch = new_branch(self.id, 0);
         let from = dest.attr("ping_from").unwrap_or(&cfg.from);
         let tag = fastrand::u64(..);
         let method = &cfg.method;

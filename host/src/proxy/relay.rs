@@ -98,7 +98,7 @@ impl<S: Sender> Worker<S> {
     fn start_branch(&mut self, id: u64, addr: SocketAddr, destination: Option<Arc<Destination>>) -> bool {
         let Some(tx) = self.txs.get(&id) else { return true };
         let socket = self.socket_for(addr);
-        let branch = new_branch(self.id);
+        let branch = new_branch(self.id, tx.loop_hash);
         let fwd = self.outgoing(&tx.request, socket, &branch, tx.route.record_route);
         // An initial INVITE to a dispatcher destination is a call in progress there.
         let counts_load = fwd.method() == Method::Invite && !fwd.has_to_tag() && destination.is_some();

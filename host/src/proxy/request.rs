@@ -34,16 +34,19 @@ impl<S: Sender> Worker<S> {
             self.dispatcher.calls.ended(msg.call_id());
         }
         if msg.core().max_forwards == Some(0) {
-            let r = reply::response(&msg, 483, "Too Many Hops", b"", &[]);
-            self.metrics.reply_sent(483);
-            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
-            return;
+            return self.reply_stateless(&msg, src, socket, 483, "Too Many Hops", &[]);
         }
         if let Err((code, reason)) = check_request_uri(&msg) {
-            let r = reply::response(&msg, code, reason, b"", &[]);
-            self.metrics.reply_sent(code);
-            let _ = self.sender.send(socket, &r, response_addr(&msg, src));
-            return;
+            return self.reply_stateless(&msg, src, socket, code, reason, &[]);
+        }
+        let loop_hash = crate::transaction::key::loop_hash(&msg);
+        if self.is_loop(&msg, loop_hash) {
+            return self.reply_stateless(&msg, src, socket, 482, "Loop Detected", &[]);
+        }
+        let unsupported = proxy_require(&msg);
+        if !unsupported.is_empty() {
+            // §16.3 step 5: wisp implements no extension a proxy could be required to.
+            return self.reply_stateless(&msg, src, socket, 420, "Bad Extension", &[("Unsupported", &unsupported)]);
         }
         msg.stamp_received(src);
         let to = response_addr(&msg, src);
@@ -59,6 +62,7 @@ impl<S: Sender> Worker<S> {
             canceled: false,
             best: None,
             to_tag: format!("wsp{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
+            loop_hash,
             started: Instant::now(),
             policy: self.policy.current(),
         };
@@ -74,6 +78,30 @@ impl<S: Sender> Worker<S> {
         self.txs.insert(id, tx);
         self.metrics.transaction_started(method == Method::Invite);
         self.run_request_route(id);
+    }
+
+    /// Answer a request without a transaction (it is refused before one exists).
+    fn reply_stateless(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        socket: usize,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let r = reply::response(msg, code, reason, b"", extra);
+        self.metrics.reply_sent(code);
+        let _ = self.sender.send(socket, &r, response_addr(msg, src));
+    }
+
+    /// §16.3 step 4: a Via of ours whose branch carries this request's loop
+    /// hash means the request came back unchanged (a spiral changes it).
+    fn is_loop(&self, msg: &Message, loop_hash: u32) -> bool {
+        msg.vias().any(|via| {
+            via.branch().and_then(crate::transaction::key::branch_loop_hash) == Some(loop_hash)
+                && self.is_local(via.host, via.port_or_default())
+        })
     }
 
     /// Loose routing (§16.4): Route entries naming this proxy are removed.
@@ -201,6 +229,15 @@ impl<S: Sender> Worker<S> {
     }
 }
 
+/// The option tags of Proxy-Require, comma-separated ("" when none).
+fn proxy_require(msg: &Message) -> String {
+    let mut tags = Vec::new();
+    for v in msg.values_named(b"Proxy-Require") {
+        tags.extend(v.split(|&b| b == b',').map(crate::sip::scan::trim).filter(|t| !t.is_empty()));
+    }
+    tags.iter().map(|t| String::from_utf8_lossy(t)).collect::<Vec<_>>().join(", ")
+}
+
 /// Reason phrases for the statuses wisp generates itself.
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
@@ -208,6 +245,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         480 => "Temporarily Unavailable",
         482 => "Loop Detected",
         483 => "Too Many Hops",

@@ -222,6 +222,16 @@ impl Message {
         Via::parse(trim(&v[..end])).ok()
     }
 
+    /// Every Via value, top first (values that do not parse are skipped:
+    /// the parser already refused messages with such Vias).
+    pub fn vias(&self) -> impl Iterator<Item = Via<'_>> + '_ {
+        self.headers.iter().filter(|h| h.name == HeaderName::Via).flat_map(move |h| {
+            let v = self.value(h);
+            let parts = super::scan::split_commas(v).unwrap_or_default();
+            parts.into_iter().filter_map(move |(s, e)| Via::parse(trim(&v[s..e])).ok())
+        })
+    }
+
     /// The URI of the first Route value.
     pub fn top_route_uri(&self) -> Option<&[u8]> {
         let v = self.first(HeaderName::Route)?;

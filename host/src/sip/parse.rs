@@ -17,11 +17,15 @@ use super::via::{Via, ViaError};
 pub struct Limits {
     /// Most header lines accepted in one message.
     pub max_headers: usize,
+    /// Largest message (start line, headers and body) in octets.
+    pub max_message: usize,
+    /// Longest header line (with its continuation lines) in octets.
+    pub max_header_line: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_headers: 128 }
+        Limits { max_headers: 128, max_message: 65_535, max_header_line: 8192 }
     }
 }
 
@@ -43,6 +47,10 @@ pub enum ParseError {
     HeaderLine(usize),
     #[error("more than {0} headers")]
     TooManyHeaders(usize),
+    #[error("message larger than {0} octets")]
+    TooLarge(usize),
+    #[error("header line {0} longer than the limit")]
+    LineTooLong(usize),
     #[error("missing {0} header")]
     Missing(&'static str),
     #[error("more than one {0} header")]
@@ -61,6 +69,8 @@ impl ParseError {
         match self {
             ParseError::Version => (505, "Version Not Supported"),
             ParseError::TooManyHeaders(_) => (400, "Too Many Headers"),
+            ParseError::TooLarge(_) => (513, "Message Too Large"),
+            ParseError::LineTooLong(_) => (400, "Header Line Too Long"),
             _ => (400, "Bad Request"),
         }
     }
@@ -99,6 +109,9 @@ struct Head {
 
 /// Start line and header line boundaries.
 fn scan_head(buf: &[u8], limits: &Limits) -> Result<Head, ParseError> {
+    if buf.len() > limits.max_message {
+        return Err(ParseError::TooLarge(limits.max_message));
+    }
     // Leading CRLFs are keepalives / noise before a start line (§7.5).
     let mut pos = buf.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(ParseError::Empty)?;
     let (sl_start, sl_end, next) = next_line(buf, pos).ok_or(ParseError::Incomplete)?;
@@ -113,14 +126,21 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Head, ParseError> {
             break next;
         }
         if buf[ls] == b' ' || buf[ls] == b'\t' {
+            let n = lines.len();
             let prev = lines.last_mut().ok_or(ParseError::HeaderLine(1))?;
             prev.end = le;
             prev.folded = true;
+            if prev.end - prev.start > limits.max_header_line {
+                return Err(ParseError::LineTooLong(n));
+            }
             continue;
         }
         let colon = buf[ls..le].iter().position(|&b| b == b':').ok_or(ParseError::HeaderLine(lines.len() + 1))?;
         if !is_token(trim(&buf[ls..ls + colon])) {
             return Err(ParseError::HeaderLine(lines.len() + 1));
+        }
+        if le - ls > limits.max_header_line {
+            return Err(ParseError::LineTooLong(lines.len() + 1));
         }
         if lines.len() == limits.max_headers {
             return Err(ParseError::TooManyHeaders(limits.max_headers));
@@ -223,7 +243,14 @@ fn parse_start_line(buf: &[u8], start: usize, end: usize) -> Result<StartLine, P
         }
         return Err(ParseError::StartLine);
     }
-    Uri::parse(uri).map_err(|_| ParseError::StartLine)?;
+    let u = Uri::parse(uri).map_err(|_| ParseError::StartLine)?;
+    // `?` may appear escaped-free in the user part (RFC 4475 intmeth); after the host it starts headers.
+    let after_user = uri.iter().rposition(|&b| b == b'@').map_or(uri, |at| &uri[at..]);
+    if matches!(u.scheme, super::Scheme::Sip | super::Scheme::Sips) && after_user.contains(&b'?') {
+        // Headers are not allowed in a Request-URI (RFC 3261 §19.1.1): never
+        // forward them, never apply them (RFC 4475 escruri).
+        return Err(ParseError::StartLine);
+    }
     Ok(StartLine::Request {
         method: Method::parse(method),
         method_span: Span::new(start, start + sp1),
@@ -245,7 +272,7 @@ fn exactly_one(msg: &Message, name: HeaderName) -> Result<Span, ParseError> {
 fn tag_span(msg: &Message, value: Span, name: &'static str) -> Result<Option<Span>, ParseError> {
     let v = msg.bytes(value);
     let (uri, params) = split_name_addr(v).ok_or(ParseError::Malformed(name))?;
-    if uri.is_empty() || Uri::parse(trim(uri)).is_err() {
+    if uri.is_empty() || !strict_name_addr(v) || Uri::parse(trim(uri)).is_err() {
         return Err(ParseError::Malformed(name));
     }
     let tag = super::scan::find_param(params, b"tag").flatten();
@@ -255,21 +282,69 @@ fn tag_span(msg: &Message, value: Span, name: &'static str) -> Result<Option<Spa
     }))
 }
 
+/// A name-addr as RFC 3261 §25.1 writes it: the display name is a quoted
+/// string or tokens separated by LWS (RFC 4475 baddn: `Bell, Alexander`
+/// unquoted), and nothing but the addr-spec sits between `<` and `>`
+/// (badaspec: `< sip:t.watson@example.org >`). An addr-spec without `<>`
+/// must not carry `?` headers (regbadct).
+fn strict_name_addr(v: &[u8]) -> bool {
+    let v = trim(v);
+    let display_end = if v.first() == Some(&b'"') {
+        match super::scan::skip_quoted(v) {
+            Some(end) => end,
+            None => return false,
+        }
+    } else {
+        0
+    };
+    let Some(lt) = v[display_end..].iter().position(|&b| b == b'<').map(|i| i + display_end) else {
+        // addr-spec form: its parameters are the header's; no headers part.
+        let end = v.iter().position(|&b| b == b';').unwrap_or(v.len());
+        return !v[..end].contains(&b'?');
+    };
+    let display = &v[display_end..lt];
+    let display_ok = if display_end > 0 {
+        trim(display).is_empty()
+    } else {
+        display.split(|&b| super::scan::is_lws(b)).all(|w| w.is_empty() || is_token(w))
+    };
+    let Some(gt) = v[lt..].iter().position(|&b| b == b'>').map(|i| i + lt) else { return false };
+    let inner = &v[lt + 1..gt];
+    display_ok && !inner.is_empty() && !super::scan::is_lws(inner[0]) && !super::scan::is_lws(inner[inner.len() - 1])
+}
+
 fn validate(msg: &mut Message, body_start: usize, datagram_end: usize) -> Result<(), ParseError> {
     // Every Via value must parse: responses are routed by them.
     let mut vias = 0;
     for h in msg.headers.iter().filter(|h| h.name == HeaderName::Via) {
         let v = msg.bytes(h.value);
         for (s, e) in split_commas(v).ok_or(ParseError::Malformed("Via"))? {
-            Via::parse(trim(&v[s..e])).map_err(|e| match e {
+            let via = Via::parse(trim(&v[s..e])).map_err(|e| match e {
                 ViaError::BadVersion => ParseError::Version,
                 _ => ParseError::Malformed("Via"),
             })?;
+            if via.branch().is_some_and(|b| b.eq_ignore_ascii_case(b"z9hG4bK")) {
+                // The magic cookie alone names no transaction (RFC 4475 badbranch).
+                return Err(ParseError::Malformed("Via"));
+            }
             vias += 1;
         }
     }
     if vias == 0 {
         return Err(ParseError::Missing("Via"));
+    }
+    // Contact values are forwarded, not interpreted, but one that breaks
+    // the name-addr rules would be misread by the next hop (RFC 4475 regbadct).
+    for h in msg.headers.iter().filter(|h| h.name == HeaderName::Contact) {
+        let v = msg.bytes(h.value);
+        if v == b"*" {
+            continue;
+        }
+        for (s, e) in split_commas(v).ok_or(ParseError::Malformed("Contact"))? {
+            if !strict_name_addr(&v[s..e]) {
+                return Err(ParseError::Malformed("Contact"));
+            }
+        }
     }
 
     let call_id = exactly_one(msg, HeaderName::CallId)?;

@@ -9,7 +9,14 @@ use crate::sip::{Message, Method};
 /// From tag (RFC 2543 style).
 pub fn server_key(msg: &Message, method_as: Method) -> Vec<u8> {
     let mut key = Vec::with_capacity(96);
-    key.push(method_class(method_as));
+    let class = method_class(method_as);
+    key.push(class);
+    if class == b'N' {
+        // Non-INVITE transactions match on the method too (§17.2.3): a BYE
+        // reusing a REGISTER's branch is a new request, not a retransmission.
+        key.extend_from_slice(msg.method_bytes());
+        key.push(0);
+    }
     match msg.top_via() {
         Some(via) if via.branch().is_some_and(crate::sip::via::is_rfc3261_branch) => {
             key.extend_from_slice(via.branch().unwrap_or_default());
@@ -48,9 +55,11 @@ fn method_class(m: Method) -> u8 {
 /// owning worker in hex and a dot.
 const PREFIX: &[u8] = b"z9hG4bKwsp";
 
-/// A new branch id owned by `worker`.
-pub fn new_branch(worker: usize) -> String {
-    format!("z9hG4bKwsp{worker:x}.{:016x}", fastrand::u64(..))
+/// A new branch id owned by `worker`, carrying the request's loop hash
+/// ([`loop_hash`]) so a request coming back unchanged is seen as a loop:
+/// `z9hG4bKwsp<worker>.<loop hash, 8 hex><random, 12 hex>`.
+pub fn new_branch(worker: usize, loop_hash: u32) -> String {
+    format!("z9hG4bKwsp{worker:x}.{loop_hash:08x}{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
 }
 
 /// The worker that owns one of our branches.
@@ -60,15 +69,42 @@ pub fn branch_worker(branch: &[u8]) -> Option<usize> {
     usize::from_str_radix(std::str::from_utf8(&rest[..dot]).ok()?, 16).ok()
 }
 
+/// The loop hash one of our branches carries.
+pub fn branch_loop_hash(branch: &[u8]) -> Option<u32> {
+    let rest = branch.strip_prefix(PREFIX)?;
+    let dot = rest.iter().position(|&b| b == b'.')?;
+    let hex = rest.get(dot + 1..dot + 9)?;
+    u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+/// What makes a request the same request for loop detection (RFC 3261
+/// §16.6 step 8, §16.3 step 4): Request-URI, Call-ID, From and To tags,
+/// CSeq number, Route and Proxy-Require. A spiral changes the Request-URI
+/// or the Route set, a loop does not. The top Via is left out: it is the
+/// previous hop's, which a loop through another proxy changes.
+pub fn loop_hash(msg: &Message) -> u32 {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(8);
+    parts.push(msg.request_uri().unwrap_or_default());
+    parts.push(msg.call_id());
+    parts.push(msg.from_tag().unwrap_or_default());
+    parts.push(msg.to_tag().unwrap_or_default());
+    let cseq = msg.core().cseq.to_be_bytes();
+    parts.push(&cseq);
+    parts.extend(msg.values_named(b"Route"));
+    parts.extend(msg.values_named(b"Proxy-Require"));
+    crate::dispatcher::algorithm::hash(&parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn branch_names_its_worker() {
-        let b = new_branch(11);
+        let b = new_branch(11, 0xdead_beef);
         assert!(b.starts_with("z9hG4bK"));
         assert_eq!(branch_worker(b.as_bytes()), Some(11));
+        assert_eq!(branch_loop_hash(b.as_bytes()), Some(0xdead_beef));
         assert_eq!(branch_worker(b"z9hG4bK-other"), None);
     }
 
