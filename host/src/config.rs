@@ -22,6 +22,8 @@ pub struct Config {
     #[serde(default)]
     pub control: ControlConfig,
     #[serde(default)]
+    pub tcp: TcpSection,
+    #[serde(default)]
     pub log: LogConfig,
     /// Folder of the config file (set after loading).
     #[serde(skip)]
@@ -169,6 +171,45 @@ pub struct ControlConfig {
     pub token: Option<String>,
 }
 
+/// `[tcp]`: connection limits (used when a `tcp:` listen entry or a
+/// `;transport=tcp` destination exists).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSection {
+    /// Most connections open at once, accepted and opened (default 4096);
+    /// beyond it new connections are closed at once and sends fail (503).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Close a connection with no traffic for this long (default 120 s,
+    /// Kamailio's tcp_connection_lifetime).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_s: u64,
+    /// How long opening a connection may take (default 3000 ms); a
+    /// refused or timed-out connect fails its branches at once (503).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        TcpSection {
+            max_connections: default_max_connections(),
+            idle_timeout_s: default_idle_timeout(),
+            connect_timeout_ms: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_idle_timeout() -> u64 {
+    120
+}
+fn default_connect_timeout() -> u64 {
+    3000
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +352,12 @@ impl Config {
         if self.sip.max_headers < 8 {
             return Err(invalid("sip.max_headers", "must be at least 8".into()));
         }
+        if self.tcp.max_connections == 0 {
+            return Err(invalid("tcp.max_connections", "must be at least 1".into()));
+        }
+        if self.tcp.idle_timeout_s == 0 || self.tcp.connect_timeout_ms == 0 {
+            return Err(invalid("tcp.idle_timeout_s", "idle_timeout_s and connect_timeout_ms must be above 0".into()));
+        }
         if !(1024..=(1 << 20)).contains(&self.sip.max_message_size) {
             return Err(invalid("sip.max_message_size", "must be 1024..=1048576 octets".into()));
         }
@@ -398,6 +445,15 @@ impl Config {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
+        }
+    }
+
+    pub fn tcp(&self) -> crate::transport::tcp::TcpConfig {
+        crate::transport::tcp::TcpConfig {
+            max_connections: self.tcp.max_connections,
+            idle_timeout: Duration::from_secs(self.tcp.idle_timeout_s),
+            connect_timeout: Duration::from_millis(self.tcp.connect_timeout_ms),
+            max_message: self.sip.max_message_size,
         }
     }
 

@@ -26,7 +26,7 @@ use crate::transaction::key;
 use crate::transaction::server::{Arm, ServerTx};
 use crate::transaction::timer::{TimerRef, Timers};
 use crate::transaction::TimerConfig;
-use crate::transport::ListenAddr;
+use crate::transport::{ListenAddr, Proto};
 
 /// Settings every worker shares.
 #[derive(Debug, Clone)]
@@ -213,9 +213,47 @@ impl<S: Sender> Worker<S> {
         }
     }
 
-    /// The socket to send to `to` from: the first of the same address family.
-    fn socket_for(&self, to: SocketAddr) -> usize {
-        self.cfg.listen.iter().position(|l| l.addr.is_ipv4() == to.is_ipv4()).unwrap_or(0)
+    /// The listen entry to send to `to` over `proto` from: the first of that
+    /// transport and address family (None: wisp does not listen on it).
+    fn socket_for(&self, proto: Proto, to: SocketAddr) -> Option<usize> {
+        let family = |l: &&ListenAddr| l.addr.is_ipv4() == to.is_ipv4();
+        let same = self.cfg.listen.iter().position(|l| l.proto == proto && family(&l));
+        same.or_else(|| self.cfg.listen.iter().position(|l| l.proto == proto))
+    }
+
+    /// The transport of a listen entry.
+    fn proto(&self, socket: usize) -> Proto {
+        self.cfg.listen[socket].proto
+    }
+
+    /// Where responses to a request received on `socket` from `src` go: back
+    /// on its connection over TCP (§18.2.2), else as its Via says.
+    fn reply_addr(&self, msg: &Message, src: SocketAddr, socket: usize) -> SocketAddr {
+        if self.proto(socket).is_reliable() {
+            src
+        } else {
+            response_addr(msg, src)
+        }
+    }
+
+    /// A connection to `peer` failed (refused, reset, timed out) or, over UDP,
+    /// the network said it is unreachable: every branch still waiting on it
+    /// fails now (503 into failure-route) instead of at fr_timer.
+    pub fn on_transport_failure(&mut self, proto: Proto, peer: SocketAddr) {
+        let mut failed = Vec::new();
+        for (&id, tx) in &self.txs {
+            for (b, client) in tx.branches.iter().enumerate() {
+                if client.dest == peer && self.proto(client.socket) == proto && client.is_pending() {
+                    failed.push((id, b));
+                }
+            }
+        }
+        for (id, b) in failed {
+            tracing::debug!(%peer, proto = proto.as_str(), "branch failed: transport error");
+            self.end_branch(id, b);
+            self.branch_failed(id, crate::policy::bindings::BranchFailure::Transport, None);
+            self.maybe_cleanup(id);
+        }
     }
 
     /// True when `host:port` is one of our listen addresses.
@@ -248,6 +286,12 @@ pub fn response_addr(msg: &Message, src: SocketAddr) -> SocketAddr {
         Some(via) => SocketAddr::new(src.ip(), via.port_or_default()),
         None => src,
     }
+}
+
+/// The transport a response goes back over: the top Via's (UDP when it names
+/// one wisp does not speak).
+pub fn via_transport(msg: &Message) -> Proto {
+    msg.top_via().and_then(|v| Proto::from_name(v.transport)).unwrap_or(Proto::Udp)
 }
 
 /// The next hop of a response forwarded without a transaction: the top Via's

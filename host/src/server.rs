@@ -21,7 +21,7 @@ use crate::control::ControlState;
 use crate::dispatcher::Dispatcher;
 use crate::policy::{PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker};
 use crate::proxy::{Handoff, ProxyConfig, Sender, Worker};
-use crate::transport::{udp, ListenAddr};
+use crate::transport::{tcp, udp, ListenAddr, Proto};
 
 /// What every worker shares.
 struct Shared {
@@ -32,23 +32,38 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
-/// A worker's way out: its sockets and the other workers' inboxes.
+/// A worker's way out: its UDP sockets, the TCP pool, and the other
+/// workers' inboxes.
 struct WorkerSender {
-    /// Plain (non-blocking) handles of the worker's sockets: a send goes
-    /// straight to the kernel. tokio's `try_send_to` would refuse with
-    /// WouldBlock until its reactor has seen the socket writable once.
-    sockets: Vec<std::net::UdpSocket>,
+    id: usize,
+    /// Transport of each listen entry.
+    protos: Vec<Proto>,
+    /// Plain (non-blocking) handles of the worker's UDP sockets, by listen
+    /// entry (None for TCP entries): a send goes straight to the kernel.
+    /// tokio's `try_send_to` would refuse with WouldBlock until its reactor
+    /// has seen the socket writable once.
+    udp: Vec<Option<std::net::UdpSocket>>,
+    tcp: Arc<tcp::Pool>,
     peers: Vec<mpsc::UnboundedSender<Handoff>>,
 }
 
 impl Sender for WorkerSender {
     fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
-        self.sockets[socket].send_to(bytes, to).map(|_| ())
+        match (self.protos[socket], &self.udp[socket]) {
+            (Proto::Udp, Some(sock)) => sock.send_to(bytes, to).map(|_| ()),
+            _ => self.tcp.send(self.id, socket, to, bytes),
+        }
     }
 
     fn handoff(&self, worker: usize, h: Handoff) {
         let _ = self.peers[worker].send(h);
     }
+}
+
+/// A worker's bound sockets, by listen entry.
+enum Bound {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpListener),
 }
 
 /// Start wisp with a loaded config; returns when asked to stop.
@@ -83,13 +98,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for l in listen.iter_mut().filter(|l| l.addr.port() == 0) {
         // Port 0: find a port nobody holds. (Binding port 0 with SO_REUSEPORT
         // may hand out a port another process shares the same way.)
-        l.addr = udp::free_port(l.addr).with_context(|| format!("cannot find a free port for {l}"))?;
+        let free = match l.proto {
+            Proto::Udp => udp::free_port(l.addr),
+            Proto::Tcp => tcp::free_port(l.addr),
+        };
+        l.addr = free.with_context(|| format!("cannot find a free port for {l}"))?;
     }
-    let mut per_worker: Vec<Vec<std::net::UdpSocket>> = Vec::with_capacity(workers);
+    let mut per_worker: Vec<Vec<Bound>> = Vec::with_capacity(workers);
     for _ in 0..workers {
         let mut socks = Vec::new();
         for l in &listen {
-            socks.push(udp::bind(l.addr, config.sip.socket_buffer).with_context(|| format!("cannot listen on {l}"))?);
+            let bound = match l.proto {
+                Proto::Udp => udp::bind(l.addr, config.sip.socket_buffer).map(Bound::Udp),
+                Proto::Tcp => tcp::bind(l.addr).map(Bound::Tcp),
+            };
+            socks.push(bound.with_context(|| format!("cannot listen on {l}"))?);
         }
         per_worker.push(socks);
     }
@@ -120,20 +143,26 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut inboxes = Vec::new();
     let mut senders = Vec::new();
+    let mut event_rxs = Vec::new();
+    let mut event_txs = Vec::new();
     for _ in 0..workers {
         let (tx, rx) = mpsc::unbounded_channel();
         senders.push(tx);
         inboxes.push(rx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        event_txs.push(tx);
+        event_rxs.push(rx);
     }
+    let pool = tcp::Pool::new(config.tcp(), event_txs);
     let mut threads = Vec::new();
-    for (id, (socks, inbox)) in per_worker.into_iter().zip(inboxes).enumerate() {
+    for (id, ((socks, inbox), events)) in per_worker.into_iter().zip(inboxes).zip(event_rxs).enumerate() {
         let shared = shared.clone();
-        let peers = senders.clone();
+        let io = WorkerIo { socks, peers: senders.clone(), inbox, events, pool: pool.clone() };
         let stop = stop_rx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("wisp-worker-{id}"))
-                .spawn(move || worker_thread(id, workers, shared, socks, peers, inbox, stop))?,
+                .spawn(move || worker_thread(id, workers, shared, io, stop))?,
         );
     }
     drop(senders);
@@ -223,15 +252,17 @@ async fn watch_policy(state: Arc<ControlState>, loaded: FileStamp) {
     }
 }
 
-fn worker_thread(
-    id: usize,
-    workers: usize,
-    shared: Arc<Shared>,
-    socks: Vec<std::net::UdpSocket>,
+/// What a worker thread gets to talk to the world.
+struct WorkerIo {
+    socks: Vec<Bound>,
     peers: Vec<mpsc::UnboundedSender<Handoff>>,
-    mut inbox: mpsc::UnboundedReceiver<Handoff>,
-    mut stop: watch::Receiver<bool>,
-) {
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+    events: mpsc::UnboundedReceiver<tcp::Event>,
+    pool: Arc<tcp::Pool>,
+}
+
+fn worker_thread(id: usize, workers: usize, shared: Arc<Shared>, io: WorkerIo, mut stop: watch::Receiver<bool>) {
+    let WorkerIo { socks, peers, mut inbox, mut events, pool } = io;
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -241,21 +272,26 @@ fn worker_thread(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let senders: Vec<std::net::UdpSocket> = match socks.iter().map(|s| s.try_clone()).collect() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(worker = id, "cannot clone sockets: {e}");
-                return;
-            }
-        };
-        let sockets: Vec<Rc<UdpSocket>> =
-            match socks.into_iter().map(UdpSocket::from_std).collect::<std::io::Result<Vec<_>>>() {
-                Ok(s) => s.into_iter().map(Rc::new).collect(),
-                Err(e) => {
-                    tracing::error!(worker = id, "cannot register sockets: {e}");
-                    return;
+        let mut udp_out: Vec<Option<std::net::UdpSocket>> = Vec::new();
+        let mut udp_in: Vec<(usize, Rc<UdpSocket>)> = Vec::new();
+        let mut tcp_in: Vec<(usize, tokio::net::TcpListener)> = Vec::new();
+        for (idx, bound) in socks.into_iter().enumerate() {
+            let registered = match bound {
+                Bound::Udp(sock) => sock.try_clone().and_then(|out| {
+                    udp_out.push(Some(out));
+                    udp_in.push((idx, Rc::new(UdpSocket::from_std(sock)?)));
+                    Ok(())
+                }),
+                Bound::Tcp(listener) => {
+                    udp_out.push(None);
+                    tokio::net::TcpListener::from_std(listener).map(|l| tcp_in.push((idx, l)))
                 }
             };
+            if let Err(e) = registered {
+                tracing::error!(worker = id, "cannot register sockets: {e}");
+                return;
+            }
+        }
         let policy = PolicyWorker::new(
             id,
             shared.engine.clone(),
@@ -263,7 +299,8 @@ fn worker_thread(
             shared.dispatcher.clone(),
             shared.metrics.clone(),
         );
-        let sender = WorkerSender { sockets: senders, peers };
+        let protos = shared.cfg.listen.iter().map(|l| l.proto).collect();
+        let sender = WorkerSender { id, protos, udp: udp_out, tcp: pool.clone(), peers };
         let worker = Rc::new(RefCell::new(Worker::new(
             id,
             workers,
@@ -285,8 +322,37 @@ fn worker_thread(
                 }
             }
         };
-        for (idx, sock) in sockets.iter().enumerate() {
-            let (sock, worker, after_work) = (sock.clone(), worker.clone(), after_work.clone());
+        for (idx, listener) in tcp_in {
+            let pool = pool.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => pool.accepted(stream, peer, id, idx),
+                        Err(e) => {
+                            // EMFILE and the like: back off instead of spinning.
+                            tracing::warn!(worker = id, "tcp accept: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (worker, after_work) = (worker.clone(), after_work.clone());
+            tokio::task::spawn_local(async move {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        tcp::Event::Message { bytes, src, listen } => {
+                            worker.borrow_mut().on_datagram(bytes, src, listen)
+                        }
+                        tcp::Event::Failed { proto, peer } => worker.borrow_mut().on_transport_failure(proto, peer),
+                    }
+                    after_work();
+                }
+            });
+        }
+        for (idx, sock) in udp_in {
+            let (worker, after_work) = (worker.clone(), after_work.clone());
             tokio::task::spawn_local(async move {
                 let mut buf = vec![0u8; udp::MAX_DATAGRAM];
                 loop {

@@ -5,6 +5,7 @@
 //! the received bytes; edits append new bytes and re-point spans, so what
 //! wisp does not touch is forwarded byte for byte.
 
+pub mod framing;
 pub mod header;
 pub mod hop;
 pub mod message;

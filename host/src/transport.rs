@@ -1,6 +1,8 @@
-//! Transports: where wisp listens and how bytes leave. UDP today (TCP and
-//! TLS are the next transports); nothing here knows SIP beyond addresses.
+//! Transports: where wisp listens and how bytes leave. UDP (one socket per
+//! worker and listen address) and TCP (a connection pool shared by the
+//! workers); TLS is the next one. Nothing here knows SIP beyond framing.
 
+pub mod tcp;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -16,18 +18,36 @@ pub struct ListenAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Udp,
+    Tcp,
 }
 
 impl Proto {
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
         }
     }
     /// As written in a Via sent-protocol.
     pub fn via_name(self) -> &'static str {
         match self {
             Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+    /// Reliable transports do not retransmit (RFC 3261 §17).
+    pub fn is_reliable(self) -> bool {
+        self == Proto::Tcp
+    }
+    /// From a Via transport or a URI `transport` parameter; None for the
+    /// transports wisp does not speak (TLS, SCTP, WS, ...).
+    pub fn from_name(name: &[u8]) -> Option<Proto> {
+        if name.eq_ignore_ascii_case(b"udp") {
+            Some(Proto::Udp)
+        } else if name.eq_ignore_ascii_case(b"tcp") {
+            Some(Proto::Tcp)
+        } else {
+            None
         }
     }
 }
@@ -36,13 +56,15 @@ impl std::str::FromStr for ListenAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (proto, addr) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected `udp:IP:PORT`"))?;
+        let (proto, addr) =
+            s.split_once(':').ok_or_else(|| format!("`{s}`: expected `udp:IP:PORT` or `tcp:IP:PORT`"))?;
         let proto = match proto {
             "udp" => Proto::Udp,
-            "tcp" | "tls" | "ws" | "wss" => {
-                return Err(format!("`{s}`: transport `{proto}` is not supported yet (udp only)"))
+            "tcp" => Proto::Tcp,
+            "tls" | "ws" | "wss" => {
+                return Err(format!("`{s}`: transport `{proto}` is not supported yet (udp and tcp)"))
             }
-            _ => return Err(format!("`{s}`: unknown transport `{proto}` (expected udp)")),
+            _ => return Err(format!("`{s}`: unknown transport `{proto}` (expected udp or tcp)")),
         };
         let addr: SocketAddr =
             addr.parse().map_err(|_| format!("`{s}`: `{addr}` is not IP:PORT (IPv6 as [::1]:5060)"))?;
@@ -72,7 +94,8 @@ mod tests {
         assert_eq!(l.addr.port(), 5060);
         let l: ListenAddr = "udp:[::1]:5062".parse().unwrap();
         assert!(l.addr.is_ipv6());
-        assert!("tcp:127.0.0.1:5060".parse::<ListenAddr>().unwrap_err().contains("not supported yet"));
+        assert_eq!("tcp:127.0.0.1:5060".parse::<ListenAddr>().unwrap().proto, Proto::Tcp);
+        assert!("tls:127.0.0.1:5061".parse::<ListenAddr>().unwrap_err().contains("not supported yet"));
         assert!("udp:0.0.0.0:5060".parse::<ListenAddr>().is_err());
         assert!("127.0.0.1:5060".parse::<ListenAddr>().is_err());
     }

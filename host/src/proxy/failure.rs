@@ -35,7 +35,7 @@ impl<S: Sender> Worker<S> {
         let ctx = CallContext {
             msg: tx.request.clone(),
             source: tx.source,
-            transport: "udp",
+            transport: self.cfg.listen[tx.server.socket].proto.as_str(),
             route: std::mem::take(&mut tx.route),
             failure: Some(failure),
             canceled: tx.canceled,

@@ -12,6 +12,7 @@ use crate::prober::{self, ProbeOutcome};
 use crate::sip::Method;
 use crate::transaction::key::{client_key, new_branch};
 use crate::transaction::timer::{Generations, TimerKind, TimerRef};
+use crate::transport::Proto;
 
 /// A keepalive in flight.
 #[derive(Debug)]
@@ -29,17 +30,21 @@ impl<S: Sender> Worker<S> {
     /// Send one keepalive to `dest`.
     pub fn send_ping(&mut self, dest: Arc<Destination>) {
         let Some(cfg) = self.cfg.prober.clone() else { return };
-        if dest.transport != Transport::Udp {
+        let proto = match dest.transport {
+            Transport::Udp => Proto::Udp,
+            Transport::Tcp => Proto::Tcp,
+        };
+        let Some(socket) = self.socket_for(proto, dest.addr) else {
             return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
-        }
-        let socket = self.socket_for(dest.addr);
+        };
         let me = self.local_hostport(socket);
+        let via = proto.via_name();
         let branch = new_branch(self.id, 0);
         let from = dest.attr("ping_from").unwrap_or(&cfg.from);
         let tag = fastrand::u64(..);
         let method = &cfg.method;
         let bytes = format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nFrom: <{from}>;tag={tag:x}\r\n\
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{via} {me};branch={branch}\r\nFrom: <{from}>;tag={tag:x}\r\n\
              To: <{uri}>\r\nCall-ID: {tag:x}-{b}@wisp\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\
              User-Agent: wisp\r\nContent-Length: 0\r\n\r\n",
             uri = dest.uri,

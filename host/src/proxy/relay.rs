@@ -12,10 +12,11 @@ use crate::policy::RouteState;
 use crate::sip::{hop, reply, Message, Method, Scheme, Uri};
 use crate::transaction::client::{CancelState, ClientTx};
 use crate::transaction::key::{client_key, new_branch};
+use crate::transport::Proto;
 
 /// Where a relayed request goes.
 enum NextHop {
-    Addr(SocketAddr),
+    Addr(Proto, SocketAddr),
     /// Cannot be routed: answer with this status.
     Refuse(u16, &'static str),
 }
@@ -25,17 +26,22 @@ impl<S: Sender> Worker<S> {
     /// request-URI (IP literals only: wisp does no DNS on the hot path).
     fn next_hop(&self, msg: &Message, route: &RouteState) -> NextHop {
         if let Some(d) = route.target() {
-            if d.transport != Transport::Udp {
-                return NextHop::Refuse(503, "Service Unavailable");
-            }
-            return NextHop::Addr(d.addr);
+            return NextHop::Addr(proto_of(d.transport), d.addr);
         }
         let uri = msg.top_route_uri().or_else(|| msg.request_uri()).unwrap_or_default();
         match Uri::parse(uri) {
-            Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips) => match u.socket_addr() {
-                Some(addr) => NextHop::Addr(addr),
-                None => NextHop::Refuse(503, "Service Unavailable"),
-            },
+            // sips: needs TLS, which wisp does not speak yet.
+            Ok(u) if u.scheme == Scheme::Sip => {
+                let proto = match u.transport() {
+                    None => Some(Proto::Udp),
+                    Some(t) => Proto::from_name(t),
+                };
+                match (proto, u.socket_addr()) {
+                    (Some(proto), Some(addr)) => NextHop::Addr(proto, addr),
+                    _ => NextHop::Refuse(503, "Service Unavailable"),
+                }
+            }
+            Ok(u) if u.scheme == Scheme::Sips => NextHop::Refuse(503, "Service Unavailable"),
             Ok(_) => NextHop::Refuse(416, "Unsupported URI Scheme"),
             Err(_) => NextHop::Refuse(400, "Bad Request"),
         }
@@ -50,16 +56,31 @@ impl<S: Sender> Worker<S> {
         }
     }
 
+    /// Our Record-Route URI for a listen entry (`;transport=tcp` over TCP).
+    fn record_route_uri(&self, socket: usize) -> String {
+        let me = self.local_hostport(socket);
+        match self.proto(socket) {
+            Proto::Udp => format!("<sip:{me};lr>"),
+            p => format!("<sip:{me};transport={};lr>", p.as_str()),
+        }
+    }
+
     /// Prepare a copy of `msg` for the next hop: Max-Forwards − 1, our Via
-    /// on top, Record-Route when asked, Content-Length present.
-    fn outgoing(&self, msg: &Message, socket: usize, branch: &str, record_route: bool) -> Message {
+    /// on top, Record-Route when asked, Content-Length present. `record_route`
+    /// names the listen entry the request came in on: when it differs from
+    /// the outgoing one (UDP in, TCP out) both are recorded (RFC 5658), so
+    /// each side reaches wisp over its own transport.
+    fn outgoing(&self, msg: &Message, socket: usize, branch: &str, record_route: Option<usize>) -> Message {
         let mut out = msg.clone();
         out.set_max_forwards(msg.core().max_forwards.map_or(70, |m| m.saturating_sub(1)).min(255));
-        let me = self.local_hostport(socket);
-        if record_route {
-            out.insert_header(0, "Record-Route", format!("<sip:{me};lr>").as_bytes());
+        if let Some(inbound) = record_route {
+            if inbound != socket {
+                out.insert_header(0, "Record-Route", self.record_route_uri(inbound).as_bytes());
+            }
+            out.insert_header(0, "Record-Route", self.record_route_uri(socket).as_bytes());
         }
-        out.insert_header(0, "Via", format!("SIP/2.0/UDP {me};branch={branch}").as_bytes());
+        let via = format!("SIP/2.0/{} {};branch={branch}", self.proto(socket).via_name(), self.local_hostport(socket));
+        out.insert_header(0, "Via", via.as_bytes());
         out.ensure_content_length();
         out
     }
@@ -68,13 +89,13 @@ impl<S: Sender> Worker<S> {
     /// forking on one branch per destination left in the failover list.
     pub(super) fn relay(&mut self, id: u64) {
         let Some(tx) = self.txs.get(&id) else { return };
-        let targets: Vec<(SocketAddr, Option<Arc<Destination>>)> = if tx.route.parallel {
+        let targets: Vec<(Proto, SocketAddr, Option<Arc<Destination>>)> = if tx.route.parallel {
             let from = tx.route.current.unwrap_or(0);
             let list = tx.route.failover.get(from..).unwrap_or_default();
-            list.iter().filter(|d| d.transport == Transport::Udp).map(|d| (d.addr, Some(d.clone()))).collect()
+            list.iter().map(|d| (proto_of(d.transport), d.addr, Some(d.clone()))).collect()
         } else {
             match self.next_hop(&tx.request, &tx.route) {
-                NextHop::Addr(a) => vec![(a, tx.route.target().cloned())],
+                NextHop::Addr(p, a) => vec![(p, a, tx.route.target().cloned())],
                 NextHop::Refuse(code, reason) => return self.reply(id, code, reason),
             }
         };
@@ -86,8 +107,8 @@ impl<S: Sender> Worker<S> {
             return self.finish(id, BranchFailure::Transport);
         }
         let mut all_sent = true;
-        for (addr, destination) in targets {
-            all_sent &= self.start_branch(id, addr, destination);
+        for (proto, addr, destination) in targets {
+            all_sent &= self.start_branch(id, proto, addr, destination);
         }
         if !all_sent {
             self.branch_failed(id, BranchFailure::Transport, None);
@@ -95,16 +116,21 @@ impl<S: Sender> Worker<S> {
     }
 
     /// Start one client transaction towards `addr`; false when the send failed.
-    fn start_branch(&mut self, id: u64, addr: SocketAddr, destination: Option<Arc<Destination>>) -> bool {
+    fn start_branch(&mut self, id: u64, proto: Proto, addr: SocketAddr, destination: Option<Arc<Destination>>) -> bool {
         let Some(tx) = self.txs.get(&id) else { return true };
-        let socket = self.socket_for(addr);
+        let Some(socket) = self.socket_for(proto, addr) else {
+            tracing::warn!(%addr, "no {} listen address to send from: add one to [sip] listen", proto.as_str());
+            return false;
+        };
         let branch = new_branch(self.id, tx.loop_hash);
-        let fwd = self.outgoing(&tx.request, socket, &branch, tx.route.record_route);
+        let record_route = tx.route.record_route.then_some(tx.server.socket);
+        let fwd = self.outgoing(&tx.request, socket, &branch, record_route);
         // An initial INVITE to a dispatcher destination is a call in progress there.
         let counts_load = fwd.method() == Method::Invite && !fwd.has_to_tag() && destination.is_some();
         let bytes = fwd.to_bytes();
         let key = client_key(branch.as_bytes(), fwd.method());
         let mut client = ClientTx::new(key.clone(), branch, fwd, bytes, addr, socket);
+        client.reliable = proto.is_reliable();
         if let (true, Some(d)) = (counts_load, &destination) {
             d.active_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             client.counts_load = true;
@@ -155,15 +181,15 @@ impl<S: Sender> Worker<S> {
     /// Forward a request without a transaction (ACK for a 2xx): same edits,
     /// a branch derived from the incoming one so retransmissions match.
     pub(super) fn forward_stateless(&mut self, msg: Message, route: &RouteState, _socket: usize) {
-        let dest = match self.next_hop(&msg, route) {
-            NextHop::Addr(a) => a,
+        let (proto, dest) = match self.next_hop(&msg, route) {
+            NextHop::Addr(p, a) => (p, a),
             NextHop::Refuse(..) => return,
         };
-        let socket = self.socket_for(dest);
+        let Some(socket) = self.socket_for(proto, dest) else { return };
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
         let branch =
             format!("z9hG4bKwsp{:x}.s{:08x}", self.id, crate::dispatcher::algorithm::hash(&[incoming, msg.call_id()]));
-        let fwd = self.outgoing(&msg, socket, &branch, false);
+        let fwd = self.outgoing(&msg, socket, &branch, None);
         self.stats.stateless_forwards += 1;
         let _ = self.sender.send(socket, &fwd.to_bytes(), dest);
     }
@@ -202,6 +228,14 @@ impl<S: Sender> Worker<S> {
         for b in pending {
             self.cancel_branch(id, b);
         }
+    }
+}
+
+/// The transport of a dispatcher destination.
+fn proto_of(t: Transport) -> Proto {
+    match t {
+        Transport::Udp => Proto::Udp,
+        Transport::Tcp => Proto::Tcp,
     }
 }
 

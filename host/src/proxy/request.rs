@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{response_addr, Sender, Transaction, Worker};
+use super::{Sender, Transaction, Worker};
 use crate::policy::{CallContext, Decision, Hook, RouteState};
 use crate::sip::{reply, Message, Method, Uri};
 use crate::transaction::key::server_key;
@@ -49,11 +49,11 @@ impl<S: Sender> Worker<S> {
             return self.reply_stateless(&msg, src, socket, 420, "Bad Extension", &[("Unsupported", &unsupported)]);
         }
         msg.stamp_received(src);
-        let to = response_addr(&msg, src);
+        let to = self.reply_addr(&msg, src, socket);
         let id = self.next_tx;
         self.next_tx += 1;
         let mut tx = Transaction {
-            server: ServerTx::new(key.clone(), method, to, socket),
+            server: ServerTx::new(key.clone(), method, to, socket, self.proto(socket).is_reliable()),
             server_live: true,
             request: msg,
             source: src,
@@ -92,7 +92,7 @@ impl<S: Sender> Worker<S> {
     ) {
         let r = reply::response(msg, code, reason, b"", extra);
         self.metrics.reply_sent(code);
-        let _ = self.sender.send(socket, &r, response_addr(msg, src));
+        let _ = self.sender.send(socket, &r, self.reply_addr(msg, src, socket));
     }
 
     /// §16.3 step 4: a Via of ours whose branch carries this request's loop
@@ -120,10 +120,11 @@ impl<S: Sender> Worker<S> {
         let Some(tx) = self.txs.get_mut(&id) else { return };
         let initial_invite = tx.request.method() == Method::Invite && !tx.request.has_to_tag();
         let request = std::mem::replace(&mut tx.request, Message::placeholder());
+        let transport = self.cfg.listen[tx.server.socket].proto.as_str();
         let ctx = CallContext {
             msg: request,
             source: tx.source,
-            transport: "udp",
+            transport,
             route: RouteState { record_route: initial_invite, ..RouteState::default() },
             failure: None,
             canceled: false,
@@ -190,7 +191,7 @@ impl<S: Sender> Worker<S> {
         let ctx = CallContext {
             msg,
             source: src,
-            transport: "udp",
+            transport: self.proto(socket).as_str(),
             route: RouteState::default(),
             failure: None,
             canceled: false,
@@ -205,7 +206,7 @@ impl<S: Sender> Worker<S> {
     /// the INVITE ends with 487 once the branch answers (or at once when no
     /// branch is pending). Unknown transaction: 481.
     fn on_cancel(&mut self, msg: Message, src: SocketAddr, socket: usize) {
-        let to = response_addr(&msg, src);
+        let to = self.reply_addr(&msg, src, socket);
         let key = server_key(&msg, Method::Invite);
         let Some(&id) = self.server_index.get(&key) else {
             let r = reply::response(&msg, 481, "Call/Transaction Does Not Exist", b"", &[]);

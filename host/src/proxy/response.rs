@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::{via_next_hop, Sender, Worker};
+use super::{via_next_hop, via_transport, Sender, Worker};
 use crate::policy::bindings::{BranchFailure, ReplyAction};
 use crate::policy::{CallContext, Decision, Hook};
 use crate::sip::{hop, Message, Method};
@@ -85,10 +85,11 @@ impl<S: Sender> Worker<S> {
     fn onreply(&mut self, id: u64, msg: Message, src: SocketAddr) -> Option<Message> {
         let tx = self.txs.get_mut(&id)?;
         let code = msg.status().unwrap_or(0);
+        let transport = self.cfg.listen[tx.server.socket].proto.as_str();
         let ctx = CallContext {
             msg,
             source: src,
-            transport: "udp",
+            transport,
             route: std::mem::take(&mut tx.route),
             failure: None,
             canceled: tx.canceled,
@@ -124,12 +125,13 @@ impl<S: Sender> Worker<S> {
             return;
         }
         msg.pop_top_via();
-        let Some(to) = via_next_hop(&msg) else {
+        let Some((to, socket)) =
+            via_next_hop(&msg).and_then(|to| Some((to, self.socket_for(via_transport(&msg), to)?)))
+        else {
             self.stats.dropped += 1;
             return;
         };
         self.stats.stateless_forwards += 1;
-        let socket = self.socket_for(to);
         let _ = self.sender.send(socket, &msg.to_bytes(), to);
     }
 }

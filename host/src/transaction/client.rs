@@ -50,6 +50,8 @@ pub struct ClientTx {
     pub destination: Option<std::sync::Arc<crate::dispatcher::Destination>>,
     /// This branch counts as a call in progress on `destination`.
     pub counts_load: bool,
+    /// Over TCP: no retransmissions, no linger after the final response.
+    pub reliable: bool,
     interval: Duration,
     pub gens: Generations,
 }
@@ -76,6 +78,7 @@ impl ClientTx {
             ack: None,
             destination: None,
             counts_load: false,
+            reliable: false,
             interval: Duration::ZERO,
             gens: Generations::default(),
         }
@@ -84,10 +87,11 @@ impl ClientTx {
     /// The request was sent: timers A/E and fr_timer.
     pub fn start(&mut self, cfg: &TimerConfig) -> Vec<Arm> {
         self.interval = cfg.t1;
-        vec![
-            (TimerKind::Retransmit, cfg.t1, self.gens.bump(TimerKind::Retransmit)),
-            (TimerKind::Fr, cfg.fr_timer, self.gens.bump(TimerKind::Fr)),
-        ]
+        let fr = (TimerKind::Fr, cfg.fr_timer, self.gens.bump(TimerKind::Fr));
+        if self.reliable {
+            return vec![fr];
+        }
+        vec![(TimerKind::Retransmit, cfg.t1, self.gens.bump(TimerKind::Retransmit)), fr]
     }
 
     /// A provisional reply: INVITE stops retransmitting and may now ring
@@ -115,6 +119,7 @@ impl ClientTx {
                 self.state = ClientState::Terminated;
                 return Vec::new();
             }
+            _ if self.reliable => Duration::ZERO,
             (Method::Invite, _) => Duration::from_secs(32),
             _ => cfg.t4,
         };

@@ -36,6 +36,8 @@ pub struct ServerTx {
     pub response_addr: SocketAddr,
     /// The socket the request came in on (index into the worker's sockets).
     pub socket: usize,
+    /// Over TCP: responses are not retransmitted (no timer G).
+    pub reliable: bool,
     interval: Duration,
     pub gens: Generations,
 }
@@ -44,7 +46,7 @@ pub struct ServerTx {
 pub type Arm = (TimerKind, Duration, u32);
 
 impl ServerTx {
-    pub fn new(key: Vec<u8>, method: Method, response_addr: SocketAddr, socket: usize) -> ServerTx {
+    pub fn new(key: Vec<u8>, method: Method, response_addr: SocketAddr, socket: usize, reliable: bool) -> ServerTx {
         ServerTx {
             key,
             method,
@@ -53,6 +55,7 @@ impl ServerTx {
             last_code: 0,
             response_addr,
             socket,
+            reliable,
             interval: Duration::ZERO,
             gens: Generations::default(),
         }
@@ -77,6 +80,10 @@ impl ServerTx {
             return Some(vec![(TimerKind::ServerDone, cfg.t4, done)]);
         }
         self.state = ServerState::Completed;
+        if self.method == Method::Invite && self.reliable {
+            // Timer H only: the transport delivers the response.
+            return Some(vec![(TimerKind::ServerDone, cfg.t1x64(), done)]);
+        }
         if self.method == Method::Invite {
             self.interval = cfg.t1;
             let g = self.gens.bump(TimerKind::ResponseRetransmit);
@@ -121,7 +128,7 @@ mod tests {
     use super::*;
 
     fn tx(m: Method) -> ServerTx {
-        ServerTx::new(vec![1], m, "127.0.0.1:5080".parse().unwrap(), 0)
+        ServerTx::new(vec![1], m, "127.0.0.1:5080".parse().unwrap(), 0, false)
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! TCP (RFC 3261 §18): listeners, and one pool of connections that every
+//! worker sends through.
+//!
+//! Connections are found by the peer's address, whichever side opened them,
+//! so a response goes back on the connection its request came in on and
+//! requests to a destination reuse the connection already open to it. Each
+//! connection is one task on the worker that accepted or opened it: it
+//! frames what it reads (Content-Length, [`crate::sip::framing`]) and hands
+//! whole messages to that worker as [`Event::Message`]; it writes what any
+//! worker queues for it. A connection that cannot be opened, or breaks,
+//! is reported to every worker ([`Event::Failed`]) so branches waiting on
+//! it fail at once instead of at fr_timer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::Proto;
+use crate::sip::framing::{frame, Frame};
+
+/// What the transport tells a worker.
+#[derive(Debug)]
+pub enum Event {
+    /// A whole message read from `src` on a connection of listen entry `listen`.
+    Message { bytes: Vec<u8>, src: SocketAddr, listen: usize },
+    /// A connection to `peer` could not be opened or broke.
+    Failed { proto: Proto, peer: SocketAddr },
+}
+
+/// `[tcp]` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpConfig {
+    /// Most connections open at once, both directions.
+    pub max_connections: usize,
+    /// A connection with nothing read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+    /// Largest message (same as `[sip] max_message_size`).
+    pub max_message: usize,
+}
+
+/// A queued write for a connection.
+type Outbox = mpsc::UnboundedSender<Vec<u8>>;
+
+#[derive(Clone)]
+struct Conn {
+    id: u64,
+    out: Outbox,
+}
+
+/// Every open TCP connection, by peer address (sharded: workers look up
+/// different peers without contending).
+pub struct Pool {
+    cfg: TcpConfig,
+    shards: Vec<Mutex<HashMap<SocketAddr, Conn>>>,
+    open: AtomicUsize,
+    next_id: AtomicU64,
+    /// Each worker's event inbox.
+    events: Vec<mpsc::UnboundedSender<Event>>,
+}
+
+const SHARDS: usize = 16;
+
+impl Pool {
+    pub fn new(cfg: TcpConfig, events: Vec<mpsc::UnboundedSender<Event>>) -> Arc<Pool> {
+        Arc::new(Pool {
+            cfg,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            open: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            events,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, peer: &SocketAddr) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Conn>> {
+        let ip = match peer.ip() {
+            std::net::IpAddr::V4(v4) => u32::from(v4),
+            std::net::IpAddr::V6(v6) => {
+                let o = v6.octets();
+                u32::from_be_bytes([o[12], o[13], o[14], o[15]])
+            }
+        };
+        let h = (ip ^ u32::from(peer.port())).wrapping_mul(0x9e37_79b9) >> 24;
+        self.shards[h as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reserve(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < self.cfg.max_connections).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Queue `bytes` for `peer`: on the open connection to it, else on a new
+    /// one that `worker` opens (must be called on that worker's runtime).
+    /// An error means nothing will be sent; a failure to connect later comes
+    /// as [`Event::Failed`].
+    pub fn send(self: &Arc<Self>, worker: usize, listen: usize, peer: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some(conn) = self.shard(&peer).get(&peer).cloned() {
+            if conn.out.send(bytes.to_vec()).is_ok() {
+                return Ok(());
+            }
+        }
+        if !self.reserve() {
+            return Err(std::io::Error::other("tcp max_connections reached"));
+        }
+        let (out, rx) = mpsc::unbounded_channel();
+        let _ = out.send(bytes.to_vec());
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shard(&peer).insert(peer, Conn { id, out });
+        let pool = self.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(pool.cfg.connect_timeout, TcpStream::connect(peer)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%peer, "tcp connected");
+                    pool.run(stream, peer, id, worker, listen, rx).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tcp connect failed");
+                    pool.closed(peer, id, true);
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "tcp connect timed out");
+                    pool.closed(peer, id, true);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// A connection accepted by `worker` on listen entry `listen`.
+    pub fn accepted(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, worker: usize, listen: usize) {
+        if !self.reserve() {
+            tracing::warn!(%peer, max = self.cfg.max_connections, "tcp connection refused: max_connections reached");
+            return; // dropping the stream closes it
+        }
+        let _ = stream.set_nodelay(true);
+        let (out, rx) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shard(&peer).insert(peer, Conn { id, out });
+        let pool = self.clone();
+        tokio::spawn(async move { pool.run(stream, peer, id, worker, listen, rx).await });
+    }
+
+    /// Read, frame and deliver; write what is queued; close when idle, on
+    /// an unframeable stream, or when the peer goes.
+    async fn run(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        worker: usize,
+        listen: usize,
+        mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    ) {
+        let (mut rd, mut wr) = stream.into_split();
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 16 * 1024];
+        let failed = loop {
+            tokio::select! {
+                r = rd.read(&mut chunk) => match r {
+                    Ok(0) => break false,
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        match self.deliver(&mut buf, peer, worker, listen) {
+                            Delivered::More { pong } => {
+                                if pong && wr.write_all(b"\r\n").await.is_err() {
+                                    break true;
+                                }
+                            }
+                            Delivered::Close(reply) => {
+                                if let Some(reply) = reply {
+                                    let _ = wr.write_all(&reply).await;
+                                }
+                                break false;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "tcp read failed");
+                        break true;
+                    }
+                },
+                out = rx.recv() => match out {
+                    Some(bytes) => {
+                        if let Err(e) = wr.write_all(&bytes).await {
+                            tracing::debug!(%peer, error = %e, "tcp write failed");
+                            break true;
+                        }
+                    }
+                    None => break false,
+                },
+                _ = tokio::time::sleep(self.cfg.idle_timeout) => {
+                    tracing::debug!(%peer, "tcp connection idle: closed");
+                    break false;
+                }
+            }
+        };
+        let _ = wr.shutdown().await;
+        self.closed(peer, id, failed);
+    }
+
+    /// Hand every whole message in `buf` to the worker.
+    fn deliver(&self, buf: &mut Vec<u8>, peer: SocketAddr, worker: usize, listen: usize) -> Delivered {
+        let mut pong = false;
+        loop {
+            match frame(buf, self.cfg.max_message) {
+                Frame::Partial => return Delivered::More { pong },
+                Frame::Keepalive { skip, ping } => {
+                    pong |= ping;
+                    buf.drain(..skip);
+                }
+                Frame::Message { skip, len } => {
+                    let bytes = buf[skip..skip + len].to_vec();
+                    buf.drain(..skip + len);
+                    let _ = self.events[worker].send(Event::Message { bytes, src: peer, listen });
+                }
+                Frame::Error(e) => {
+                    tracing::debug!(%peer, error = %e, "tcp stream cannot be framed: closed");
+                    let (code, reason) = e.status();
+                    return Delivered::Close(crate::sip::reply::stateless_error(buf, code, reason));
+                }
+            }
+        }
+    }
+
+    /// Forget a connection; tell every worker when it failed.
+    fn closed(&self, peer: SocketAddr, id: u64, failed: bool) {
+        {
+            let mut shard = self.shard(&peer);
+            if shard.get(&peer).is_some_and(|c| c.id == id) {
+                shard.remove(&peer);
+            }
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        if failed {
+            for events in &self.events {
+                let _ = events.send(Event::Failed { proto: Proto::Tcp, peer });
+            }
+        }
+    }
+}
+
+enum Delivered {
+    More { pong: bool },
+    Close(Option<Vec<u8>>),
+}
+
+/// Bind a listening TCP socket for one worker (SO_REUSEPORT: the kernel
+/// spreads new connections across workers).
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A TCP port on `addr`'s IP that no socket holds right now.
+pub fn free_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))?.local_addr()
+}
