@@ -18,5 +18,6 @@ mod proxy_checks;
 mod reload;
 mod robustness;
 mod sipp;
+mod tcp;
 mod torture;
 mod toolbox;

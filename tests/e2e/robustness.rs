@@ -52,11 +52,7 @@ fn a_trapping_policy_call_gets_500_and_wisp_keeps_serving() {
     assert_eq!(a.count(Method::Invite), 3);
     assert!(wisp.wait_log("trap", PROMPT), "the trap is logged");
     // Counted per version and reason.
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(wisp.control).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let text = wisp.metrics();
     assert!(text.contains("wisp_policy_version_traps_total{version=\"1\",reason=\"trap\"} 3"), "{text}");
 }
 

@@ -1,8 +1,6 @@
 //! The policy author's toolbox: the shared kv store, policy metrics,
 //! structured logs and the clock, through policies/rate-limit.
 
-use std::io::{Read, Write};
-
 use crate::support::*;
 
 #[test]
@@ -30,10 +28,7 @@ fn rate_limit_policy_uses_kv_metrics_and_structured_logs() {
     // The counter every worker shares (the kv store is process-wide).
     assert!(ok <= 20, "the limit holds across workers: {ok}");
 
-    let mut s = std::net::TcpStream::connect(wisp.control).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let text = wisp.metrics();
     let line = text.lines().find(|l| l.starts_with("policy_rate_limited_total{")).unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("source=\"127.0.0.1\""), "{line}");
     let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();

@@ -40,6 +40,8 @@ pub struct WispConfig {
     pub control_extra: String,
     /// Lines added to `[sip]`.
     pub sip_extra: String,
+    /// Listen on TCP too (`tcp:127.0.0.1:0`).
+    pub tcp: bool,
     /// Whole sections appended to the file.
     pub extra: String,
 }
@@ -59,6 +61,7 @@ impl WispConfig {
             policy_extra: "cache_dir = \"cache\"\n".into(),
             control_extra: String::new(),
             sip_extra: String::new(),
+            tcp: false,
             extra: String::new(),
         }
     }
@@ -68,6 +71,8 @@ impl WispConfig {
 pub struct Wisp {
     child: Child,
     pub addr: SocketAddr,
+    /// The TCP listen address, when [`WispConfig::tcp`] asked for one.
+    pub tcp: Option<SocketAddr>,
     /// The control (JSON-RPC, /metrics) address.
     pub control: SocketAddr,
     pub dir: PathBuf,
@@ -80,9 +85,10 @@ impl Wisp {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dispatcher.list"), &cfg.dispatcher_list).unwrap();
         let toml = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nworkers = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n{}\n\
              [control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
+            if cfg.tcp { ", \"tcp:127.0.0.1:0\"" } else { "" },
             cfg.workers,
             cfg.sip_extra,
             cfg.dispatcher_extra,
@@ -111,7 +117,7 @@ impl Wisp {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for key in ["listening on udp:", "control listening on "] {
+                for key in ["listening on udp:", "listening on tcp:", "control listening on "] {
                     if let Some(rest) = line.split(key).nth(1) {
                         let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ',').next().unwrap_or("");
                         let addr = addr.to_string();
@@ -121,10 +127,11 @@ impl Wisp {
                 log2.lock().unwrap().push(line);
             }
         });
-        let (mut addr, mut control) = (None, None);
+        let (mut addr, mut control, mut tcp) = (None, None, None);
         while addr.is_none() || control.is_none() {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(("listening on udp:", a)) => addr = Some(a.parse().expect("listen address")),
+                Ok(("listening on tcp:", a)) => tcp = Some(a.parse().expect("tcp listen address")),
                 Ok((_, a)) => control = Some(a.parse().expect("control address")),
                 Err(_) => {
                     let _ = child.kill();
@@ -132,7 +139,17 @@ impl Wisp {
                 }
             }
         }
-        Wisp { child, addr: addr.unwrap(), control: control.unwrap(), dir, log }
+        Wisp { child, addr: addr.unwrap(), tcp, control: control.unwrap(), dir, log }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.control).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
     }
 
     /// Log lines so far.

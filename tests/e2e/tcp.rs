@@ -1,0 +1,144 @@
+//! SIP over TCP (RFC 3261 §18): framing on a real connection, errors that
+//! close it, connection limits, and TCP destinations failing at once.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use wisp::sip::Method;
+
+fn options(call_id: &str, cseq: u32, me: SocketAddr, extra: &str) -> String {
+    format!(
+        "OPTIONS sip:carrier@example.com SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-{call_id}-{cseq}\r\n\
+         From: <sip:caller@example.com>;tag=t{cseq}\r\nTo: <sip:carrier@example.com>\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} OPTIONS\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Responses read off a connection until `n` arrived or `within` passed;
+/// `closed` tells whether the peer closed it.
+fn read_responses(s: &mut TcpStream, n: usize, within: Duration) -> (Vec<String>, bool) {
+    let deadline = Instant::now() + within;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut closed = false;
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let got: Vec<String> =
+            text.split("SIP/2.0 ").skip(1).map(|r| format!("SIP/2.0 {}", r.split("\r\n").next().unwrap())).collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if got.len() >= n || closed || left.is_zero() {
+            return (got, closed);
+        }
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => closed = true,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed = true,
+            Err(_) => {}
+        }
+    }
+}
+
+fn tcp_wisp(carrier_uri: &str, extra: &str) -> Wisp {
+    let mut cfg = WispConfig::new(format!("1 {carrier_uri}\n"));
+    cfg.tcp = true;
+    cfg.extra = extra.into();
+    Wisp::start(cfg)
+}
+
+#[test]
+fn several_messages_per_segment_and_messages_split_across_reads() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = tcp_wisp(&carrier.uri(), "");
+    let mut s = TcpStream::connect(wisp.tcp.unwrap()).unwrap();
+    let me = s.local_addr().unwrap();
+    // Two requests in one write.
+    let two = format!("{}{}", options("seg-1", 1, me, ""), options("seg-2", 1, me, ""));
+    s.write_all(two.as_bytes()).unwrap();
+    let (got, _) = read_responses(&mut s, 2, PROMPT);
+    assert_eq!(got.len(), 2, "two answers on the connection: {got:?}");
+    assert!(got.iter().all(|r| r.starts_with("SIP/2.0 200")), "{got:?}");
+    // One request in three writes, with pauses between them.
+    let one = options("split-1", 1, me, "");
+    for part in [&one[..10], &one[10..60], &one[60..]] {
+        s.write_all(part.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (got, closed) = read_responses(&mut s, 1, PROMPT);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(!closed, "the connection stays open");
+    assert_eq!(carrier.count(Method::Options), 3);
+    // The carrier (UDP) got a UDP Via from wisp.
+    let fwd = &carrier.received()[0].msg;
+    assert!(fwd.top_via().is_some_and(|v| v.transport == b"UDP"));
+}
+
+#[test]
+fn a_message_without_content_length_gets_400_and_the_connection_closes() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = tcp_wisp(&carrier.uri(), "");
+    let mut s = TcpStream::connect(wisp.tcp.unwrap()).unwrap();
+    let me = s.local_addr().unwrap();
+    let no_cl = options("nocl-1", 1, me, "").replace("Content-Length: 0\r\n", "");
+    s.write_all(no_cl.as_bytes()).unwrap();
+    let (got, closed) = read_responses(&mut s, 2, PROMPT);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("SIP/2.0 400"), "{got:?}");
+    assert!(closed, "then the connection is closed");
+    assert_eq!(carrier.count(Method::Options), 0);
+    // wisp keeps serving new connections.
+    let mut s = TcpStream::connect(wisp.tcp.unwrap()).unwrap();
+    s.write_all(options("after-1", 1, s.local_addr().unwrap(), "").as_bytes()).unwrap();
+    assert!(read_responses(&mut s, 1, PROMPT).0.first().is_some_and(|r| r.starts_with("SIP/2.0 200")));
+}
+
+#[test]
+fn connections_beyond_the_cap_are_refused_and_idle_ones_closed() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = tcp_wisp(&carrier.uri(), "[tcp]\nmax_connections = 2\nidle_timeout_s = 1\n");
+    let addr = wisp.tcp.unwrap();
+    let mut a = TcpStream::connect(addr).unwrap();
+    let mut b = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = TcpStream::connect(addr).unwrap();
+    let (_, closed) = read_responses(&mut c, 1, Duration::from_millis(800));
+    assert!(closed, "the third connection is closed at once");
+    // The first two still serve.
+    a.write_all(options("cap-a", 1, a.local_addr().unwrap(), "").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut a, 1, PROMPT).0.len(), 1);
+    // Idle for idle_timeout_s (1 s): closed by wisp.
+    let start = Instant::now();
+    let (_, closed) = read_responses(&mut b, 1, Duration::from_secs(4));
+    assert!(closed, "an idle connection is closed");
+    assert!(start.elapsed() < Duration::from_secs(3), "closed after {:?}", start.elapsed());
+}
+
+#[test]
+fn a_refused_tcp_destination_fails_over_at_once_not_at_fr_timer() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let backup = Uas::start(Behaviour::Answer);
+    // Serial: the TCP carrier (priority 10) first, then the UDP one.
+    let list = format!("1 sip:127.0.0.1:{dead_port};transport=tcp 0 10\n1 {} 0 0\n", backup.uri());
+    let mut cfg = WispConfig::new(list);
+    cfg.policy = policy_path("by_header");
+    cfg.tcp = true;
+    cfg.fr_timer_ms = 5000;
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("tcp-refused-1", "X-Alg: serial\r\n", Duration::from_secs(8));
+    assert_eq!(call.final_code(), Some(200), "answered by the UDP carrier: {:?}", call.codes);
+    // fr_timer is 5 s: a refused connection must not wait for it.
+    assert!(call.elapsed < Duration::from_millis(1500), "took {:?}", call.elapsed);
+    assert_eq!(backup.count(Method::Invite), 1);
+    // The TCP carrier was tried first and failed over from.
+    let metrics = wisp.metrics();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("wisp_destination_failed_over_total") && l.contains(&format!(":{dead_port};")))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(" 1"), "{line}");
+}
