@@ -38,3 +38,74 @@ fn cancel_for_unknown_transaction_is_481() {
     let r = uac.recv(PROMPT).expect("a reply");
     assert_eq!(r.status(), Some(481));
 }
+
+/// RFC 3261 §9.2 race: the caller's CANCEL reaches wisp while the branch is
+/// ringing, and the carrier's 200 is already on its way. wisp answers the
+/// CANCEL, forwards it, and still passes the 200 up (a 2xx always goes
+/// through); the caller never sees a 487.
+#[test]
+fn a_cancel_crossing_the_200_leaves_an_answered_call() {
+    use std::net::UdpSocket;
+    use wisp::sip::{parse, reply, Limits};
+    let carrier = UdpSocket::bind("127.0.0.1:0").unwrap();
+    carrier.set_read_timeout(Some(PROMPT)).unwrap();
+    let wisp = Wisp::start(WispConfig::new(format!("1 sip:{}\n", carrier.local_addr().unwrap())));
+    let mut uac = Uac::new(wisp.addr);
+    let mut buf = vec![0u8; 65535];
+    let mut recv = |what: &str| {
+        let (n, from) = carrier.recv_from(&mut buf).unwrap_or_else(|_| panic!("the carrier gets the {what}"));
+        (parse(buf[..n].to_vec(), &Limits::default()).unwrap(), from)
+    };
+    uac.send(&uac.request("INVITE", "race-1", 1, "z9hG4bK-race-1", ""));
+    let (invite, from) = recv("INVITE");
+    let contact = format!("<sip:carrier@{}>", carrier.local_addr().unwrap());
+    let rr: Vec<String> = invite.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into()).collect();
+    let rr = rr.join(", ");
+    let answer = |code, reason| {
+        reply::response(&invite, code, reason, b"callee", &[("Contact", &contact), ("Record-Route", &rr)])
+    };
+    carrier.send_to(&answer(180, "Ringing"), from).unwrap();
+    assert!(uac.recv(PROMPT).is_some_and(|m| m.status() == Some(100) || m.status() == Some(180)));
+    // The caller cancels; the carrier answers before it reads the CANCEL.
+    let cancel =
+        uac.request("CANCEL", "race-1", 1, "z9hG4bK-race-1", "").replace("Content-Type: application/sdp\r\n", "");
+    uac.send(&cancel);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    carrier.send_to(&answer(200, "OK"), from).unwrap();
+    let (cancel_fwd, from) = recv("CANCEL");
+    assert_eq!(cancel_fwd.method(), Method::Cancel, "the ringing branch is CANCELled");
+    carrier.send_to(&reply::response(&cancel_fwd, 200, "OK", b"callee", &[]), from).unwrap();
+    // The caller: 200 for its CANCEL, and the callee's 200 for the INVITE; never a 487.
+    let deadline = Instant::now() + PROMPT;
+    let mut finals = Vec::new();
+    while Instant::now() < deadline && finals.len() < 2 {
+        if let Some(m) = uac.recv(std::time::Duration::from_millis(100)) {
+            if m.status().is_some_and(|c| c >= 200) {
+                finals.push((m.status().unwrap(), m.core().cseq_method, m));
+            }
+        }
+    }
+    let codes: Vec<_> = finals.iter().map(|(c, m, _)| (*c, *m)).collect();
+    assert!(codes.contains(&(200, Method::Cancel)), "{codes:?}");
+    assert!(codes.contains(&(200, Method::Invite)), "{codes:?}");
+    assert!(uac.recv(std::time::Duration::from_millis(300)).is_none_or(|m| m.status() != Some(487)));
+    // The call is up: ACK and BYE reach the carrier through wisp.
+    let ok = finals.into_iter().find(|(_, m, _)| *m == Method::Invite).unwrap().2;
+    let carrier_thread = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 65535];
+        while let Ok((n, from)) = carrier.recv_from(&mut buf) {
+            let m = parse(buf[..n].to_vec(), &Limits::default()).unwrap();
+            if m.method() == Method::Bye {
+                carrier.send_to(&reply::response(&m, 200, "OK", b"", &[]), from).unwrap();
+            }
+            seen.push(m.method());
+            if m.method() == Method::Bye {
+                break;
+            }
+        }
+        seen
+    });
+    assert_eq!(uac.ack_and_bye(&ok, PROMPT), Some(200));
+    assert_eq!(carrier_thread.join().unwrap(), vec![Method::Ack, Method::Bye]);
+}

@@ -16,6 +16,96 @@ fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port free for TCP and UDP now.
+fn free_port() -> u16 {
+    loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// sipp's transport flag: one socket (UDP) or one connection (TCP).
+fn transport_flag(tcp: bool) -> &'static str {
+    if tcp {
+        "t1"
+    } else {
+        "u1"
+    }
+}
+
+/// A sipp carrier on `port` running `name`; with `trace`, every message it
+/// sees is written to that file (-message_file).
+fn carrier(name: &str, port: u16, tcp: bool, trace: Option<&std::path::Path>) -> Carrier {
+    let mut cmd = Command::new(sipp());
+    cmd.args(["-sf", &scenario(name), "-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
+        .args(["-t", transport_flag(tcp), "-timeout", "120s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(file) = trace {
+        cmd.arg("-trace_msg").arg("-message_file").arg(file);
+    }
+    Carrier(cmd.spawn().unwrap())
+}
+
+/// Run a sipp caller to completion: `calls` calls of `name` at `rate` per
+/// second to `target`; asserts that every call succeeded.
+fn caller(name: &str, target: std::net::SocketAddr, tcp: bool, calls: u32, rate: u32, extra: &[&str]) -> String {
+    let out = Command::new(sipp())
+        .args(["-sf", &scenario(name), "-i", "127.0.0.1", "-p", &free_port().to_string()])
+        .args(["-s", "service", &target.to_string(), "-t", transport_flag(tcp)])
+        .args(["-m", &calls.to_string(), "-r", &rate.to_string(), "-timeout", "60s", "-nostdin"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let tail = &stdout[stdout.len().saturating_sub(3000)..];
+    // sipp exits 0 only when every call succeeded.
+    assert!(out.status.success(), "sipp {name} failed ({:?}):\n{tail}", out.status);
+    let ok_line = stdout.lines().find(|l| l.contains("Successful call")).unwrap_or_default();
+    assert!(ok_line.split_whitespace().any(|w| w == calls.to_string()), "{calls} successful calls: {ok_line}");
+    stdout
+}
+
+/// The top Via branch of every `method` request in a sipp message trace
+/// (retransmissions repeat their branch; a new transaction has its own).
+fn traced(file: &std::path::Path, method: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut branches = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with(&format!("{method} sip:")) {
+            continue;
+        }
+        let via = lines.by_ref().take_while(|l| !l.is_empty()).find(|l| l.starts_with("Via:")).unwrap_or_default();
+        branches.push(via.split("branch=").nth(1).unwrap_or_default().split(';').next().unwrap().to_string());
+    }
+    branches
+}
+
+fn trace_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("wisp-sipp-{}-{name}-{:x}.log", std::process::id(), fastrand::u32(..)))
+}
+
+#[test]
+fn a_retransmitted_invite_is_absorbed_and_a_retransmitted_200_forwarded() {
+    let port = free_port();
+    let trace = trace_file("retrans");
+    let uas = carrier("uas-retrans.xml", port, false, Some(&trace));
+    let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n")));
+    std::thread::sleep(Duration::from_millis(300));
+    // The caller's scenario needs both 200s; the carrier's trace shows one INVITE per call.
+    caller("uac-retrans.xml", wisp.addr, false, 3, 10, &["-nr"]);
+    drop(uas);
+    let invites = traced(&trace, "INVITE");
+    let transactions: std::collections::HashSet<_> = invites.iter().collect();
+    assert_eq!(transactions.len(), 3, "each caller retransmission was absorbed by wisp: {invites:?}");
+    // The carrier answers after 600 ms: wisp's own timer A retransmitted (same branch).
+    assert!(invites.len() > 3, "timer A retransmissions: {invites:?}");
+    assert_eq!(traced(&trace, "BYE").len(), 3);
+}
+
 struct Carrier(Child);
 
 impl Drop for Carrier {
@@ -71,4 +161,82 @@ fn sipp_calls_through_wisp_without_failures() {
     let failed_line = stdout.lines().find(|l| l.contains("Failed call")).unwrap_or_default();
     assert!(ok_line.split_whitespace().any(|w| w == "600"), "600 successful calls: {ok_line}");
     assert!(failed_line.split('|').nth(2).is_some_and(|c| c.trim() == "0"), "no failed call: {failed_line}");
+}
+
+#[test]
+fn a_re_invite_and_bye_follow_the_record_route() {
+    let port = free_port();
+    let trace = trace_file("reinvite");
+    let uas = carrier("uas-reinvite.xml", port, false, Some(&trace));
+    let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n")));
+    std::thread::sleep(Duration::from_millis(300));
+    caller("uac-reinvite.xml", wisp.addr, false, 5, 10, &[]);
+    drop(uas);
+    let invites = traced(&trace, "INVITE");
+    assert_eq!(invites.iter().collect::<std::collections::HashSet<_>>().len(), 10, "5 INVITEs, 5 re-INVITEs");
+    // Everything in the dialog came through wisp (its branches).
+    assert!(invites.iter().all(|b| b.starts_with("z9hG4bKwsp")), "{invites:?}");
+    assert!(traced(&trace, "BYE").iter().all(|b| b.starts_with("z9hG4bKwsp")));
+}
+
+#[test]
+fn a_busy_callee_gets_486_without_failover() {
+    let port = free_port();
+    let _busy = carrier("uas-486.xml", port, false, None);
+    let backup = Uas::start(Behaviour::Answer);
+    let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n2 {}\n", backup.uri())));
+    std::thread::sleep(Duration::from_millis(300));
+    caller("uac-486.xml", wisp.addr, false, 3, 10, &[]);
+    assert_eq!(backup.count(wisp::sip::Method::Invite), 0, "486 is the callee's answer: no failover");
+}
+
+fn tcp_wisp(list: String) -> Wisp {
+    let mut cfg = WispConfig::new(list);
+    cfg.tcp = true;
+    Wisp::start(cfg)
+}
+
+#[test]
+fn calls_over_tcp_on_both_sides() {
+    let port = free_port();
+    let _uas = carrier("uas.xml", port, true, None);
+    let wisp = tcp_wisp(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    caller("uac.xml", wisp.tcp.unwrap(), true, 50, 50, &[]);
+}
+
+#[test]
+fn a_udp_caller_reaches_a_tcp_carrier_through_a_double_record_route() {
+    let port = free_port();
+    let trace = trace_file("udp-tcp");
+    let uas = carrier("uas.xml", port, true, Some(&trace));
+    let wisp = tcp_wisp(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    caller("uac.xml", wisp.addr, false, 5, 10, &[]);
+    drop(uas);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let tcp_rr = format!("Record-Route: <sip:{};transport=tcp;lr>", wisp.tcp.unwrap());
+    let udp_rr = format!("Record-Route: <sip:{};lr>", wisp.addr);
+    let invite = text.split("INVITE sip:").nth(1).expect("an INVITE reached the carrier");
+    let (t, u) = (invite.find(&tcp_rr), invite.find(&udp_rr));
+    assert!(t.is_some() && u.is_some() && t < u, "TCP side on top, then UDP side:\n{invite}");
+    assert_eq!(traced(&trace, "BYE").len(), 5, "the BYEs came over TCP through wisp");
+}
+
+#[test]
+fn a_large_sdp_crosses_tcp_framed_by_content_length() {
+    let port = free_port();
+    let trace = trace_file("bigsdp");
+    let uas = carrier("uas.xml", port, true, Some(&trace));
+    let wisp = tcp_wisp(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    caller("uac-bigsdp.xml", wisp.tcp.unwrap(), true, 5, 10, &[]);
+    drop(uas);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let sizes: Vec<usize> = text
+        .lines()
+        .filter(|l| l.starts_with("TCP message received ["))
+        .filter_map(|l| l.split(['[', ']']).nth(1)?.parse().ok())
+        .collect();
+    assert!(sizes.iter().filter(|&&n| n > 2000).count() >= 5, "INVITEs of more than 2000 octets: {sizes:?}");
 }
