@@ -9,7 +9,8 @@
 //! to docs/conformance.md.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -241,66 +242,156 @@ fn check_forwarded_request(original: &[u8], forwarded: &[u8], wisp: SocketAddr) 
 /// its second Via (`bcast`), put ours after it, so a forwarded response
 /// reaches us (RFC 4475's README: responses whose top Via is not the proxy's
 /// are discarded by RFC 3261 §18.1.2).
-fn readdress_response(bytes: &[u8], wisp: SocketAddr, us: SocketAddr, keep_next: bool) -> Vec<u8> {
+fn readdress_response(bytes: &[u8], wisp: SocketAddr, us: SocketAddr, keep_next: bool, proto: &str) -> Vec<u8> {
     let (lines, _) = split_message(bytes);
     let top = lines.iter().skip(1).find(|l| is_named(l, &["via", "v"])).expect("a Via");
     let start = top.as_ptr() as usize - bytes.as_ptr() as usize;
     let end = start + top.len();
     let mut out = bytes[..start].to_vec();
-    out.extend_from_slice(format!("Via: SIP/2.0/UDP {wisp};branch=z9hG4bKwsp0.torture").as_bytes());
+    out.extend_from_slice(format!("Via: SIP/2.0/{proto} {wisp};branch=z9hG4bKwsp0.torture").as_bytes());
     if !keep_next {
-        out.extend_from_slice(format!("\r\nVia: SIP/2.0/UDP {us};branch=z9hG4bKtorture").as_bytes());
+        out.extend_from_slice(format!("\r\nVia: SIP/2.0/{proto} {us};branch=z9hG4bKtorture").as_bytes());
     }
     out.extend_from_slice(&bytes[end..]);
     out
 }
 
-/// Send one message over UDP and watch the carrier and the sender; then
-/// let the transaction's last replies arrive, so the next message's socket
-/// (often on the same port) does not see them.
-fn replay_udp(bytes: &[u8], wisp: &Wisp, carrier: &Uas, keep_next_via: bool) -> Outcome {
-    let (outcome, sock) = send_udp(bytes, wisp, carrier, keep_next_via);
-    let mut buf = vec![0u8; 65535];
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    while sock.recv_from(&mut buf).is_ok() {}
-    outcome
+/// The test's end of the conversation with wisp.
+enum Client {
+    Udp(UdpSocket, SocketAddr),
+    /// The connection and what was read from it but not yet framed.
+    Tcp(TcpStream, Vec<u8>),
 }
 
-fn send_udp(bytes: &[u8], wisp: &Wisp, carrier: &Uas, keep_next_via: bool) -> (Outcome, UdpSocket) {
+impl Client {
+    /// UDP: from the port the top Via names (wisp answers there when the
+    /// request has no rport). TCP: a new connection.
+    fn open(over: Over, wisp: &Wisp, via_port: u16) -> Client {
+        match over {
+            Over::Udp => {
+                let sock = UdpSocket::bind(("127.0.0.1", via_port)).unwrap();
+                Client::Udp(sock, wisp.addr)
+            }
+            Over::Tcp => Client::Tcp(TcpStream::connect(wisp.tcp.unwrap()).unwrap(), Vec::new()),
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        match self {
+            Client::Udp(s, _) => s.local_addr().unwrap(),
+            Client::Tcp(s, _) => s.local_addr().unwrap(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        match self {
+            Client::Udp(s, to) => {
+                s.send_to(bytes, *to).unwrap();
+            }
+            Client::Tcp(s, _) => s.write_all(bytes).unwrap(),
+        }
+    }
+
+    /// One message from wisp within `wait`.
+    fn recv(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        match self {
+            Client::Udp(s, _) => {
+                s.set_read_timeout(Some(wait)).unwrap();
+                let mut buf = vec![0u8; 65535];
+                s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+            }
+            Client::Tcp(s, pending) => {
+                let deadline = Instant::now() + wait;
+                loop {
+                    match wisp::sip::framing::frame(pending, 1 << 20) {
+                        wisp::sip::framing::Frame::Message { skip, len } => {
+                            let m = pending[skip..skip + len].to_vec();
+                            pending.drain(..skip + len);
+                            return Some(m);
+                        }
+                        wisp::sip::framing::Frame::Keepalive { skip, .. } => {
+                            pending.drain(..skip);
+                            continue;
+                        }
+                        wisp::sip::framing::Frame::Error(_) => return None,
+                        wisp::sip::framing::Frame::Partial => {}
+                    }
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+                    let mut chunk = [0u8; 16384];
+                    match s.read(&mut chunk) {
+                        Ok(0) => return None,
+                        Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                        Err(_) => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Over {
+    Udp,
+    Tcp,
+}
+
+/// Send one message and watch the carrier and the sender; then let the
+/// transaction's last replies arrive, so the next message's socket (often
+/// on the same port) does not see them.
+fn replay(bytes: &[u8], wisp: &Wisp, carrier: &Uas, keep_next_via: bool, over: Over) -> Outcome {
     let (lines, _) = split_message(bytes);
     let is_response = lines.first().is_some_and(|l| l.starts_with(b"SIP/"));
     let port = if is_response { 5060 } else { top_via_port(&lines) };
-    let sock = UdpSocket::bind(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-    let us = sock.local_addr().unwrap();
-    let payload = if is_response { readdress_response(bytes, wisp.addr, us, keep_next_via) } else { bytes.to_vec() };
+    let mut client = Client::open(over, wisp, port);
+    let outcome = exchange(&mut client, bytes, is_response, wisp, carrier, keep_next_via, over);
+    while client.recv(Duration::from_millis(300)).is_some() {}
+    outcome
+}
+
+fn exchange(
+    client: &mut Client,
+    bytes: &[u8],
+    is_response: bool,
+    wisp: &Wisp,
+    carrier: &Uas,
+    keep_next_via: bool,
+    over: Over,
+) -> Outcome {
+    let (wisp_addr, proto) = match over {
+        Over::Udp => (wisp.addr, "UDP"),
+        Over::Tcp => (wisp.tcp.unwrap(), "TCP"),
+    };
+    let payload = if is_response {
+        readdress_response(bytes, wisp_addr, client.local(), keep_next_via, proto)
+    } else {
+        bytes.to_vec()
+    };
     let before = carrier.received().len();
-    sock.send_to(&payload, wisp.addr).unwrap();
+    client.send(&payload);
     let deadline = Instant::now() + WINDOW;
-    let mut buf = vec![0u8; 65535];
     while Instant::now() < deadline {
         if let Some(r) = carrier.received().get(before) {
-            return (Outcome::Forwarded(r.raw.clone()), sock);
+            return Outcome::Forwarded(r.raw.clone());
         }
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let got = &buf[..n];
+        if let Some(got) = client.recv(Duration::from_millis(10)) {
             // The carrier records a request before answering it: a reply
             // that it sent through wisp finds the request recorded.
             if let Some(r) = carrier.received().get(before) {
-                return (Outcome::Forwarded(r.raw.clone()), sock);
+                return Outcome::Forwarded(r.raw.clone());
             }
             if is_response {
-                return (Outcome::Forwarded(got.to_vec()), sock);
+                return Outcome::Forwarded(got);
             }
             let code = std::str::from_utf8(&got[8..got.len().min(11)]).ok().and_then(|c| c.parse().ok());
             match code {
                 Some(100) => continue,
-                Some(c) => return (Outcome::Replied(c), sock),
-                None => panic!("unreadable reply: {:?}", String::from_utf8_lossy(got)),
+                Some(c) => return Outcome::Replied(c),
+                None => panic!("unreadable reply: {:?}", String::from_utf8_lossy(&got)),
             }
         }
     }
-    (Outcome::Dropped, sock)
+    Outcome::Dropped
 }
 
 fn judge(row: &Row, outcome: &Outcome, original: &[u8], wisp: SocketAddr) -> Result<(), String> {
@@ -322,6 +413,39 @@ fn judge(row: &Row, outcome: &Outcome, original: &[u8], wisp: SocketAddr) -> Res
     }
 }
 
+type Verdict = (Outcome, Result<(), String>);
+
+/// Every message over one transport (datagram-only ones skipped over TCP:
+/// None); after the corpus a normal call must still complete.
+fn corpus_pass(rows: &[Row], cfg: &WispConfig, carrier: &Uas, over: Over) -> Vec<Option<Verdict>> {
+    let mut wisp = Wisp::start(cfg.clone());
+    let mut seen = std::collections::HashSet::new();
+    let mut verdicts = Vec::new();
+    for row in rows {
+        if over == Over::Tcp && row.datagram_only {
+            verdicts.push(None);
+            continue;
+        }
+        let bytes = std::fs::read(corpus_dir(row.set).join(format!("{}.sip", row.name))).unwrap();
+        if !seen.insert(transaction_id(&bytes)) {
+            // The corpus reuses some branches: a wisp that saw the first
+            // message would rightly take the second for a retransmission.
+            drop(wisp);
+            wisp = Wisp::start(cfg.clone());
+            seen.clear();
+            seen.insert(transaction_id(&bytes));
+        }
+        let outcome = replay(&bytes, &wisp, carrier, row.name == "bcast", over);
+        let verdict = judge(row, &outcome, &bytes, wisp.addr);
+        assert!(wisp.is_running(), "wisp stopped after {} over {over:?}", row.name);
+        verdicts.push(Some((outcome, verdict)));
+    }
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite(&format!("after-torture-{over:?}"), "", PROMPT);
+    assert_eq!(call.final_code(), Some(200), "a call after the corpus over {over:?}: {:?}", call.codes);
+    verdicts
+}
+
 #[test]
 #[ignore = "run by torture_corpus inside a network namespace"]
 fn torture_corpus_in_netns() {
@@ -332,47 +456,36 @@ fn torture_corpus_in_netns() {
     let carrier = Uas::start(Behaviour::Answer);
     let mut cfg = WispConfig::new(format!("1 {}\n", carrier.uri()));
     cfg.policy = policy_path("to_carrier");
-    let mut wisp = Wisp::start(cfg.clone());
-    let mut seen = std::collections::HashSet::new();
-
+    cfg.tcp = true;
     let rows: Vec<Row> = manifest("rfc4475").into_iter().chain(manifest("rfc5118")).collect();
     assert_eq!(rows.len(), 49 + 12, "both manifests read whole");
+    // One pass per transport, each with its own wisp: the same message sent
+    // twice to one wisp is a retransmission of one transaction.
+    let udp: Vec<Verdict> = corpus_pass(&rows, &cfg, &carrier, Over::Udp).into_iter().map(Option::unwrap).collect();
+    let tcp = corpus_pass(&rows, &cfg, &carrier, Over::Tcp);
     let mut table = String::new();
     let mut failures = Vec::new();
-    for row in &rows {
-        let bytes = std::fs::read(corpus_dir(row.set).join(format!("{}.sip", row.name))).unwrap();
-        if !seen.insert(transaction_id(&bytes)) {
-            // The corpus reuses some branches: a wisp that saw the first
-            // message would rightly take the second for a retransmission.
-            drop(wisp);
-            wisp = Wisp::start(cfg.clone());
-            seen.clear();
-            seen.insert(transaction_id(&bytes));
+    for ((row, udp), tcp) in rows.iter().zip(&udp).zip(&tcp) {
+        let mut verdict = udp.1.clone().map_err(|why| format!("over UDP: {}; {why}", udp.0));
+        if let (Ok(()), Some((outcome, Err(why)))) = (&verdict, tcp) {
+            verdict = Err(format!("over TCP: {outcome}; {why}"));
         }
-        let udp = replay_udp(&bytes, &wisp, &carrier, row.name == "bcast");
-        let verdict = judge(row, &udp, &bytes, wisp.addr);
         let mark = if verdict.is_ok() { "ok" } else { "FAIL" };
         if let Err(why) = &verdict {
-            failures.push(format!("{}/{} over UDP: {udp}; {why}", row.set, row.name));
+            failures.push(format!("{}/{} {why}", row.set, row.name));
         }
-        assert!(wisp.is_running(), "wisp stopped after {}", row.name);
-        let _ = row.datagram_only;
         let _ = writeln!(
             table,
-            "| {} | {} {} | {} | {} | {} |",
+            "| {} | {} {} | {} | {} | {} | {} |",
             row.name,
             row.set.to_uppercase(),
             row.section,
             row.expected.replace('|', "\\|"),
-            udp,
+            udp.0,
+            tcp.as_ref().map_or("(datagram only)".to_string(), |t| t.0.to_string()),
             mark
         );
     }
-    // After the whole corpus, a normal call still completes.
-    let mut uac = Uac::new(wisp.addr);
-    let call = uac.invite("after-torture", "", PROMPT);
-    assert_eq!(call.final_code(), Some(200), "a call after the corpus: {:?}", call.codes);
-
     write_report(&table, rows.len(), failures.len());
     assert!(failures.is_empty(), "{} of {} messages:\n{}", failures.len(), rows.len(), failures.join("\n"));
 }
@@ -383,7 +496,8 @@ fn write_report(table: &str, total: usize, failed: usize) {
          Generated by `tests/e2e/torture.rs` (`cargo test --release --test e2e torture`, part of\n\
          `./scripts/test.sh`); do not edit by hand.\n\n\
          Every message of RFC 4475 (49) and RFC 5118 (12), from `tests/data/`, is sent to a running\n\
-         wisp inside a network namespace that has only loopback, with a policy that relays every\n\
+         wisp inside a network namespace that has only loopback, over UDP and, unless the manifest\n\
+         marks it datagram-only, over TCP (a new connection per message), with a policy that relays every\n\
          request to a test carrier. *Expected* is the corpus MANIFEST.tsv's `expected` column (what a\n\
          stateful proxy does); the test asserts its first option. A forwarded request must reach the\n\
          carrier with its start line, body and every header wisp does not own (all but Via,\n\
@@ -393,8 +507,8 @@ fn write_report(table: &str, total: usize, failed: usize) {
          `bcast`, whose next Via is the broadcast address. After the corpus a normal call must still\n\
          complete.\n\n\
          Result of the last run: {ok} of {total} as expected.\n\n\
-         | message | section | expected | over UDP | verdict |\n\
-         | --- | --- | --- | --- | --- |\n{table}",
+         | message | section | expected | over UDP | over TCP | verdict |\n\
+         | --- | --- | --- | --- | --- | --- |\n{table}",
         ok = total - failed
     );
     std::fs::write(root().join("docs/conformance.md"), doc).unwrap();
