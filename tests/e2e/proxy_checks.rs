@@ -125,3 +125,27 @@ fn messages_beyond_the_limits_are_refused_and_wisp_keeps_serving() {
     assert_eq!(uac.recv(PROMPT).and_then(|m| m.status()), Some(200));
     assert_eq!(carrier.count(wisp::sip::Method::Options), 1, "nothing refused reached the carrier");
 }
+
+#[test]
+fn a_request_from_a_strict_router_gets_its_request_uri_back_from_the_route() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = Wisp::start(WispConfig::new(format!("1 {}\n", carrier.uri())));
+    let mut uac = Uac::new(wisp.addr);
+    // A strict router put wisp's Record-Route URI in the request-URI and the
+    // remote target at the end of the Route set (RFC 3261 §16.4, §12.2.1.1).
+    let target = "sip:callee@192.0.2.1".to_string();
+    let next = format!("<sip:{};lr>", carrier.addr);
+    let bye = format!(
+        "BYE sip:{w};lr SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-strict-1;rport\r\n\
+         From: <sip:caller@example.com>;tag=a\r\nTo: <sip:callee@example.com>;tag=b\r\nCall-ID: strict-1\r\n\
+         CSeq: 2 BYE\r\nRoute: {next}, <{target}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        w = wisp.addr,
+        me = uac.addr
+    );
+    uac.send(&bye);
+    assert_eq!(uac.recv(PROMPT).and_then(|m| m.status()), Some(200));
+    let got = carrier.received().into_iter().find(|r| r.method == wisp::sip::Method::Bye).expect("the BYE");
+    assert_eq!(got.msg.request_uri(), Some(target.as_bytes()));
+    let routes: Vec<_> = got.msg.values_named(b"Route").collect();
+    assert_eq!(routes, vec![next.as_bytes()], "the last Route value became the request-URI");
+}

@@ -105,7 +105,19 @@ impl<S: Sender> Worker<S> {
     }
 
     /// Loose routing (§16.4): Route entries naming this proxy are removed.
+    /// A request-URI naming this proxy (a Record-Route URI of ours, put
+    /// there by a strict router upstream) is replaced by the last Route
+    /// value first.
     fn pop_own_routes(&self, msg: &mut Message) {
+        let ruri_is_ours = msg
+            .request_uri()
+            .and_then(|r| Uri::parse(r).ok())
+            .is_some_and(|u| u.user.is_none() && self.is_local(u.host, u.port_or_default()));
+        if ruri_is_ours {
+            if let Some(uri) = msg.pop_last_route() {
+                msg.set_request_uri(&uri);
+            }
+        }
         while let Some(uri) = msg.top_route_uri() {
             let ours = Uri::parse(uri).is_ok_and(|u| self.is_local(u.host, u.port_or_default()));
             if !ours {

@@ -313,6 +313,24 @@ impl Message {
         self.pop_first_value(HeaderName::Route)
     }
 
+    /// Remove the last Route value and return its URI (strict-router
+    /// compatibility, RFC 3261 §16.4).
+    pub fn pop_last_route(&mut self) -> Option<Vec<u8>> {
+        let idx = self.headers.iter().rposition(|h| h.name == HeaderName::Route)?;
+        let h = self.headers[idx];
+        let v = self.bytes(h.value).to_vec();
+        let parts = super::scan::split_commas(&v)?;
+        let &(s, e) = parts.last()?;
+        let uri = split_name_addr(trim(&v[s..e]))?.0.to_vec();
+        if parts.len() == 1 {
+            self.headers.remove(idx);
+        } else {
+            let keep = trim(&v[..parts[parts.len() - 2].1]).to_vec();
+            self.headers[idx] = self.new_header(HeaderName::Route.as_str(), &keep);
+        }
+        Some(uri)
+    }
+
     /// Remove the first value of a list header: the whole line, or its first
     /// element when the line holds several.
     fn pop_first_value(&mut self, name: HeaderName) -> bool {
