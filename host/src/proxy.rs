@@ -254,6 +254,7 @@ impl<S: Sender> Worker<S> {
             self.branch_failed(id, crate::policy::bindings::BranchFailure::Transport, None);
             self.maybe_cleanup(id);
         }
+        self.fail_pings(proto, peer);
     }
 
     /// True when `host:port` is one of our listen addresses.

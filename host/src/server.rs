@@ -6,6 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -361,8 +362,15 @@ fn worker_thread(id: usize, workers: usize, shared: Arc<Shared>, io: WorkerIo, m
                             worker.borrow_mut().on_datagram(buf[..n].to_vec(), src, idx);
                             after_work();
                         }
-                        // ICMP errors from earlier sends surface here on some systems.
-                        Err(e) => tracing::debug!(worker = id, "recv: {e}"),
+                        // An ICMP error for an earlier send (IP_RECVERR): the
+                        // branches waiting on that destination fail now.
+                        Err(e) => {
+                            tracing::debug!(worker = id, "recv: {e}");
+                            for peer in udp::unreachable(sock.as_raw_fd()) {
+                                worker.borrow_mut().on_transport_failure(Proto::Udp, peer);
+                            }
+                            after_work();
+                        }
                     }
                 }
             });

@@ -85,3 +85,26 @@ fn callee_busy_is_not_failed_over() {
     assert_eq!(call.final_code(), Some(486));
     assert_eq!(a.count(Method::Invite) + b.count(Method::Invite), 1);
 }
+
+/// A carrier whose port is closed answers with ICMP port unreachable: wisp
+/// reads it (IP_RECVERR) and fails over at once instead of at fr_timer.
+#[test]
+fn a_closed_udp_port_fails_over_at_once_not_at_fr_timer() {
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let live = Uas::start(Behaviour::Answer);
+    // Serial: the dead carrier (priority 10) first.
+    let mut cfg = WispConfig::new(format!("1 sip:{dead} 0 10\n1 {} 0 0\n", live.uri()));
+    cfg.policy = policy_path("by_header");
+    cfg.fr_timer_ms = 5000;
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("icmp-1", "X-Alg: serial\r\n", std::time::Duration::from_secs(8));
+    assert_eq!(call.final_code(), Some(200), "{:?}", call.codes);
+    assert!(call.elapsed < std::time::Duration::from_millis(1500), "took {:?}", call.elapsed);
+    let metrics = wisp.metrics();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("wisp_destination_failed_over_total") && l.contains(&dead.to_string()))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(" 1"), "the dead carrier was tried first: {line}");
+}

@@ -94,6 +94,7 @@ impl<S: Sender> Worker<S> {
     pub(super) fn on_ping_timer(&mut self, t: TimerRef) {
         let Some(ping) = self.pings.get_mut(&t.tx).filter(|p| p.gens.is_current(&t)) else { return };
         match t.kind {
+            TimerKind::Retransmit if self.cfg.listen[ping.socket].proto.is_reliable() => {}
             TimerKind::Retransmit => {
                 let _ = self.sender.send(ping.socket, &ping.bytes, ping.dest.addr);
                 ping.interval = (ping.interval * 2).min(self.cfg.timers.t2);
@@ -115,6 +116,21 @@ impl<S: Sender> Worker<S> {
         if let Some(up) = prober::apply(cfg, dest, outcome) {
             let event = DestinationEvent { set_id: dest.set_id, uri: dest.uri.clone(), up };
             self.policy.destination_event(&event);
+        }
+    }
+
+    /// Keepalives to `peer` whose transport failed end now, as failures.
+    pub(super) fn fail_pings(&mut self, proto: Proto, peer: std::net::SocketAddr) {
+        let dead: Vec<u64> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| p.dest.addr == peer && self.cfg.listen[p.socket].proto == proto)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in dead {
+            let Some(ping) = self.pings.remove(&id) else { continue };
+            self.ping_index.remove(&ping.key);
+            self.ping_done(&ping.dest, ProbeOutcome { code: None, rtt: None });
         }
     }
 

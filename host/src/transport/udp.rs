@@ -1,8 +1,17 @@
 //! UDP sockets. Every worker binds its own socket to each listen address
 //! with SO_REUSEPORT, so the kernel spreads datagrams across workers and
 //! no socket is shared between threads.
+//!
+//! ICMP errors (port or host unreachable) are asked for with IP_RECVERR:
+//! an unconnected UDP socket hears nothing of them otherwise, and a
+//! carrier that died would cost every call sent to it fr_timer. The kernel
+//! queues each error with the destination of the datagram that caused it.
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -22,7 +31,46 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::
     let _ = socket.set_send_buffer_size(buffer_bytes);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    if addr.is_ipv6() {
+        setsockopt(&socket, sockopt::Ipv6RecvErr, &true)?;
+    } else {
+        setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?;
+    }
     Ok(socket.into())
+}
+
+/// Destinations the network reported unreachable (ICMP) since the last
+/// call: the socket's error queue, read without blocking.
+pub fn unreachable(fd: RawFd) -> Vec<SocketAddr> {
+    let mut found = Vec::new();
+    loop {
+        // The start of the datagram that failed comes back too; unused.
+        let mut data = [0u8; 512];
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let mut cmsg = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
+        let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
+        let Ok(msg) = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), flags) else { break };
+        let icmp = msg.cmsgs().into_iter().flatten().any(|c| match c {
+            ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                // Unreachable, not "message too big" (a path MTU matter).
+                let from_icmp = matches!(e.ee_origin, nix::libc::SO_EE_ORIGIN_ICMP | nix::libc::SO_EE_ORIGIN_ICMP6);
+                from_icmp && e.ee_errno != nix::libc::EMSGSIZE as u32
+            }
+            _ => false,
+        });
+        if let (true, Some(addr)) = (icmp, msg.address.as_ref().and_then(to_std)) {
+            found.push(addr);
+        }
+    }
+    found
+}
+
+fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::from((v4.ip(), v4.port())));
+    }
+    let v6 = a.as_sockaddr_in6()?;
+    Some(SocketAddr::from((v6.ip(), v6.port())))
 }
 
 /// A port on `addr`'s IP that no socket holds right now (a plain bind to
