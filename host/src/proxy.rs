@@ -71,7 +71,10 @@ pub struct Transaction {
     pub branches: Vec<ClientTx>,
     pub canceled: bool,
     /// Best final response so far (§16.7), already stripped of our Via.
-    pub best: Option<(u16, Vec<u8>)>,
+    pub best: Option<(u16, Message)>,
+    /// WWW-/Proxy-Authenticate values of every 401/407 received (§16.7
+    /// step 7), added to a 401/407 sent upstream.
+    pub challenges: Vec<(&'static str, Vec<u8>)>,
     pub to_tag: String,
     /// [`key::loop_hash`] of the request as received, carried in our branches.
     pub loop_hash: u32,

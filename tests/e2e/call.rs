@@ -60,3 +60,30 @@ fn round_robin_alternates_between_primaries() {
     assert_eq!(b.count(Method::Invite), 3);
     assert!(order.windows(2).all(|w| w[0] != w[1]), "alternates: {order:?}");
 }
+
+/// RFC 3261 §16.7 steps 6–7: forked to two carriers that challenge, the
+/// caller gets one 401/407 carrying both challenges.
+#[test]
+fn challenges_from_every_branch_are_aggregated() {
+    let a = Uas::start(Behaviour::Challenge(401));
+    let b = Uas::start(Behaviour::Challenge(407));
+    let c = Uas::start(Behaviour::Reject(404));
+    let mut cfg = WispConfig::new(format!("1 {}\n1 {}\n1 {}\n", a.uri(), b.uri(), c.uri()));
+    cfg.policy = policy_path("by_header");
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("challenge-1", "X-Alg: parallel\r\n", PROMPT);
+    let r = call.final_response.expect("a final response");
+    // 401/407 tell the caller how to retry: preferred over the 404.
+    assert!(matches!(r.status(), Some(401 | 407)), "{:?}", call.codes);
+    let www: Vec<_> = r.values_named(b"WWW-Authenticate").collect();
+    let proxy: Vec<_> = r.values_named(b"Proxy-Authenticate").collect();
+    assert_eq!(
+        www,
+        vec![format!("Digest realm=\"carrier{}\", nonce=\"n{}\"", a.addr.port(), a.addr.port()).as_bytes()]
+    );
+    assert_eq!(
+        proxy,
+        vec![format!("Digest realm=\"carrier{}\", nonce=\"n{}\"", b.addr.port(), b.addr.port()).as_bytes()]
+    );
+}

@@ -19,6 +19,9 @@ pub enum Behaviour {
     Silent,
     /// 180 and keep ringing until CANCEL (then 200 to CANCEL, 487).
     Ring,
+    /// 401 with a WWW-Authenticate, or 407 with a Proxy-Authenticate,
+    /// whose realm names the carrier's port.
+    Challenge(u16),
 }
 
 /// A received request.
@@ -166,6 +169,16 @@ fn serve(
                 Behaviour::Ring => {
                     respond(&sock, &msg, to, 180, "Ringing", &tag, addr);
                     ringing.push((msg.call_id().to_vec(), msg, to));
+                }
+                Behaviour::Challenge(code) => {
+                    let (name, reason) = if code == 407 {
+                        ("Proxy-Authenticate", "Proxy Authentication Required")
+                    } else {
+                        ("WWW-Authenticate", "Unauthorized")
+                    };
+                    let challenge = format!("Digest realm=\"carrier{}\", nonce=\"n{}\"", addr.port(), addr.port());
+                    let bytes = reply::response(&msg, code, reason, tag.as_bytes(), &[(name, &challenge)]);
+                    let _ = sock.send_to(&bytes, to);
                 }
                 Behaviour::Silent => {}
             },

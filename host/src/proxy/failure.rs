@@ -7,22 +7,31 @@ use crate::policy::bindings::{Action, BranchFailure};
 use crate::policy::{CallContext, Decision, Hook};
 use crate::sip::Message;
 
-/// Rank of a final response for §16.7 step 6: 6xx first, then the lowest
-/// class; within a class the first one kept wins.
-fn rank(code: u16) -> u16 {
-    match code / 100 {
+/// Rank of a final response for §16.7 step 6 (lower is better): 6xx first,
+/// then the lowest class; within 4xx the answers that tell the caller how
+/// to retry (401, 407, 415, 420, 484) first; otherwise the first kept wins.
+fn rank(code: u16) -> (u16, u16) {
+    let class = match code / 100 {
         6 => 0,
         c => c,
-    }
+    };
+    let informative = matches!(code, 401 | 407 | 415 | 420 | 484);
+    (class, u16::from(!informative))
 }
 
 impl<S: Sender> Worker<S> {
-    /// Keep a failure response (Via already ours on top) if it beats the best.
+    /// Keep a failure response (Via already ours on top) if it beats the
+    /// best, and collect its challenges.
     pub(super) fn keep_best(&mut self, id: u64, mut msg: Message, code: u16) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
+        if matches!(code, 401 | 407) {
+            for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
+                tx.challenges.extend(msg.values_named(name.as_bytes()).map(|v| (name, v.to_vec())));
+            }
+        }
         if tx.best.as_ref().is_none_or(|(best, _)| rank(code) < rank(*best)) {
             msg.pop_top_via();
-            tx.best = Some((code, msg.to_bytes()));
+            tx.best = Some((code, msg));
         }
     }
 
@@ -69,7 +78,18 @@ impl<S: Sender> Worker<S> {
             return;
         }
         match tx.best.take() {
-            Some((code, bytes)) => self.send_upstream(id, bytes, code),
+            Some((code, mut best)) => {
+                if matches!(code, 401 | 407) {
+                    // §16.7 step 7: every branch's challenge goes up, so the
+                    // caller can answer them all at once.
+                    for (name, value) in std::mem::take(&mut tx.challenges) {
+                        if !best.values_named(name.as_bytes()).any(|v| v == value.as_slice()) {
+                            best.append_header(name, &value);
+                        }
+                    }
+                }
+                self.send_upstream(id, best.to_bytes(), code)
+            }
             None => {
                 let code = match (tx.canceled, failure) {
                     (true, _) => 487,

@@ -61,6 +61,7 @@ impl<S: Sender> Worker<S> {
             branches: Vec::new(),
             canceled: false,
             best: None,
+            challenges: Vec::new(),
             to_tag: format!("wsp{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
             loop_hash,
             started: Instant::now(),
