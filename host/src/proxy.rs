@@ -108,6 +108,8 @@ pub struct Worker<S: Sender> {
     next_tx: u64,
     server_index: HashMap<Vec<u8>, u64>,
     client_index: HashMap<Vec<u8>, (u64, usize)>,
+    /// Branches whose CANCEL of ours awaits its answer, by branch id.
+    cancel_index: HashMap<String, (u64, usize)>,
     pings: HashMap<u64, ping::PingTx>,
     ping_index: HashMap<Vec<u8>, u64>,
     pub timers: Timers,
@@ -136,6 +138,7 @@ impl<S: Sender> Worker<S> {
             next_tx: 1,
             server_index: HashMap::new(),
             client_index: HashMap::new(),
+            cancel_index: HashMap::new(),
             pings: HashMap::new(),
             ping_index: HashMap::new(),
             timers: Timers::default(),
@@ -275,7 +278,11 @@ impl<S: Sender> Worker<S> {
             .get(&id)
             .is_some_and(|t| !t.server_live && t.branches.iter().all(|b| !self.client_index.contains_key(&b.key)));
         if done {
-            self.txs.remove(&id);
+            if let Some(tx) = self.txs.remove(&id) {
+                for b in tx.branches.iter().filter(|b| b.cancel_request.is_some()) {
+                    self.cancel_index.remove(&b.branch);
+                }
+            }
             self.metrics.transaction_ended();
         }
     }

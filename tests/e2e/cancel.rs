@@ -109,3 +109,49 @@ fn a_cancel_crossing_the_200_leaves_an_answered_call() {
     assert_eq!(uac.ack_and_bye(&ok, PROMPT), Some(200));
     assert_eq!(carrier_thread.join().unwrap(), vec![Method::Ack, Method::Bye]);
 }
+
+/// Our CANCEL is a non-INVITE request: over UDP it is retransmitted until
+/// answered (timer E), and its answer stays between wisp and the carrier.
+#[test]
+fn an_unanswered_cancel_is_retransmitted_until_answered() {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+    use wisp::sip::{parse, reply, Limits};
+    let carrier = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let wisp = Wisp::start(WispConfig::new(format!("1 sip:{}\n", carrier.local_addr().unwrap())));
+    let mut uac = Uac::new(wisp.addr);
+    let mut buf = vec![0u8; 65535];
+    let mut recv = |within: Duration| {
+        carrier.set_read_timeout(Some(within)).unwrap();
+        let (n, from) = carrier.recv_from(&mut buf).ok()?;
+        Some((parse(buf[..n].to_vec(), &Limits::default()).unwrap(), from))
+    };
+    uac.send(&uac.request("INVITE", "cancel-rt-1", 1, "z9hG4bK-cancel-rt-1", ""));
+    let (invite, from) = recv(PROMPT).expect("the INVITE");
+    carrier.send_to(&reply::response(&invite, 180, "Ringing", b"c", &[]), from).unwrap();
+    let cancel = uac.request("CANCEL", "cancel-rt-1", 1, "z9hG4bK-cancel-rt-1", "");
+    uac.send(&cancel.replace("Content-Type: application/sdp\r\n", ""));
+    let (first, _) = recv(PROMPT).expect("the CANCEL");
+    assert_eq!(first.method(), Method::Cancel);
+    // Not answered: it comes again (T1 = 500 ms), same transaction.
+    let started = Instant::now();
+    let (again, from) = recv(PROMPT).expect("the CANCEL retransmitted");
+    assert_eq!(again.method(), Method::Cancel);
+    assert_eq!(again.top_via().unwrap().branch(), first.top_via().unwrap().branch());
+    assert!(started.elapsed() >= Duration::from_millis(300), "after T1, not at once");
+    carrier.send_to(&reply::response(&again, 200, "OK", b"c", &[]), from).unwrap();
+    carrier.send_to(&reply::response(&invite, 487, "Request Terminated", b"c", &[]), from).unwrap();
+    // Answered: no more CANCELs (only the ACK for the 487).
+    let mut later = Vec::new();
+    while let Some((m, _)) = recv(Duration::from_millis(1500)) {
+        later.push(m.method());
+    }
+    assert_eq!(later, vec![Method::Ack], "the answered CANCEL is not sent again");
+    // The caller: 200 for its CANCEL (wisp's own, once) and 487.
+    let mut codes = Vec::new();
+    while let Some(m) = uac.recv(Duration::from_millis(300)) {
+        codes.push((m.status().unwrap(), m.core().cseq_method));
+    }
+    assert_eq!(codes.iter().filter(|c| **c == (200, Method::Cancel)).count(), 1, "{codes:?}");
+    assert!(codes.contains(&(487, Method::Invite)), "{codes:?}");
+}

@@ -204,9 +204,18 @@ impl<S: Sender> Worker<S> {
             client.cancel = CancelState::Pending;
             return;
         }
-        client.cancel = CancelState::Sent;
+        self.send_cancel(id, b);
+    }
+
+    /// Send our CANCEL of branch `b` (kept for retransmission over UDP).
+    pub(super) fn send_cancel(&mut self, id: u64, b: usize) {
+        let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) else { return };
         let cancel = hop::cancel(&client.request);
         let _ = self.sender.send(client.socket, &cancel, client.dest);
+        if let Some(arm) = client.cancel_sent(cancel, &self.cfg.timers) {
+            self.cancel_index.insert(client.branch.clone(), (id, b));
+            self.arm(id, b, [arm]);
+        }
     }
 
     /// A branch stops waiting (timeout or send failure): unindex it.

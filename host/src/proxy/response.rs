@@ -19,6 +19,10 @@ impl<S: Sender> Worker<S> {
         if let Some(&id) = self.ping_index.get(&key) {
             return self.on_ping_response(id, code);
         }
+        if msg.method() == Method::Cancel {
+            // The answer to our CANCEL of a branch: hop by hop, never forwarded.
+            return self.on_cancel_response(branch, code);
+        }
         let Some(&(id, b)) = self.client_index.get(&key) else {
             return self.forward_response_stateless(msg);
         };
@@ -79,6 +83,17 @@ impl<S: Sender> Worker<S> {
         }
         self.keep_best(id, msg, code);
         self.branch_failed(id, BranchFailure::Reply(code), Some(code));
+    }
+
+    /// Stop retransmitting the CANCEL its branch (same branch id) was sent.
+    fn on_cancel_response(&mut self, branch: &[u8], code: u16) {
+        if code < 200 {
+            return;
+        }
+        let Some((id, b)) = std::str::from_utf8(branch).ok().and_then(|b| self.cancel_index.remove(b)) else { return };
+        if let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) {
+            client.cancel_answered();
+        }
     }
 
     /// Run onreply-route; `None` when the policy dropped a provisional.

@@ -35,14 +35,30 @@ impl<S: Sender> Worker<S> {
                 if !client.is_pending() {
                     return;
                 }
-                if client.method == Method::Invite && client.state == ClientState::Proceeding {
-                    // It rang too long: CANCEL it before failing over (§16.8).
-                    let cancel = crate::sip::hop::cancel(&client.request);
-                    let _ = self.sender.send(client.socket, &cancel, client.dest);
-                }
+                let rang = client.method == Method::Invite && client.state == ClientState::Proceeding;
                 tracing::debug!(dest = %client.dest, "branch timed out");
+                if rang {
+                    // It rang too long: CANCEL it before failing over (§16.8).
+                    self.send_cancel(id, b);
+                }
                 self.end_branch(id, b);
                 self.branch_failed(id, BranchFailure::Timeout, None);
+            }
+            TimerKind::CancelRetransmit => {
+                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                match client.on_cancel_timer(&self.cfg.timers) {
+                    Some(arm) => {
+                        if let Some((bytes, _)) = &client.cancel_request {
+                            let _ = self.sender.send(client.socket, bytes, client.dest);
+                        }
+                        self.arm(id, b, [arm]);
+                    }
+                    None => {
+                        // Timer F of the CANCEL: given up.
+                        let branch = client.branch.clone();
+                        self.cancel_index.remove(&branch);
+                    }
+                }
             }
             TimerKind::ClientDone => {
                 let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };

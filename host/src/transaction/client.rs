@@ -46,6 +46,10 @@ pub struct ClientTx {
     pub cancel: CancelState,
     /// The ACK sent for a non-2xx final, re-sent if the final is.
     pub ack: Option<Vec<u8>>,
+    /// Our CANCEL of this branch while it is unanswered (retransmitted over
+    /// UDP like any non-INVITE request), with when it was first sent.
+    pub cancel_request: Option<(Vec<u8>, std::time::Instant)>,
+    cancel_interval: Duration,
     /// The dispatcher destination this branch went to, if any.
     pub destination: Option<std::sync::Arc<crate::dispatcher::Destination>>,
     /// This branch counts as a call in progress on `destination`.
@@ -76,6 +80,8 @@ impl ClientTx {
             state: ClientState::Calling,
             cancel: CancelState::None,
             ack: None,
+            cancel_request: None,
+            cancel_interval: Duration::ZERO,
             destination: None,
             counts_load: false,
             reliable: false,
@@ -149,6 +155,33 @@ impl ClientTx {
             _ => (self.interval * 2).min(cfg.t2),
         };
         Some((TimerKind::Retransmit, self.interval, self.gens.current(TimerKind::Retransmit)))
+    }
+
+    /// Our CANCEL went out: its first retransmission timer (None over TCP).
+    pub fn cancel_sent(&mut self, bytes: Vec<u8>, cfg: &TimerConfig) -> Option<Arm> {
+        self.cancel = CancelState::Sent;
+        self.cancel_request = Some((bytes, std::time::Instant::now()));
+        self.cancel_interval = cfg.t1;
+        let g = self.gens.bump(TimerKind::CancelRetransmit);
+        (!self.reliable).then_some((TimerKind::CancelRetransmit, cfg.t1, g))
+    }
+
+    /// The CANCEL was answered: no more retransmissions.
+    pub fn cancel_answered(&mut self) {
+        self.cancel_request = None;
+        self.gens.bump(TimerKind::CancelRetransmit);
+    }
+
+    /// Timer E of the CANCEL: the next interval, until 64·T1 after the
+    /// first send (timer F of the CANCEL).
+    pub fn on_cancel_timer(&mut self, cfg: &TimerConfig) -> Option<Arm> {
+        let (_, first) = self.cancel_request.as_ref()?;
+        if first.elapsed() >= cfg.t1x64() {
+            self.cancel_request = None;
+            return None;
+        }
+        self.cancel_interval = (self.cancel_interval * 2).min(cfg.t2);
+        Some((TimerKind::CancelRetransmit, self.cancel_interval, self.gens.current(TimerKind::CancelRetransmit)))
     }
 
     /// Still waiting for a final reply.

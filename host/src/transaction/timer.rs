@@ -18,6 +18,8 @@ pub enum TimerKind {
     ResponseRetransmit,
     /// H / I / J: the server transaction ends.
     ServerDone,
+    /// E for our CANCEL of a branch (UDP), until it is answered.
+    CancelRetransmit,
 }
 
 /// What a timer refers to.
@@ -91,7 +93,7 @@ mod tests {
 /// The current generation of each timer kind of one transaction: bumping a
 /// kind cancels whatever of that kind is on the heap.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Generations([u32; 5]);
+pub struct Generations([u32; 6]);
 
 impl Generations {
     fn idx(kind: TimerKind) -> usize {
