@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what wisp needs to build and test: the wasm32-wasip2 target (for
-# policies) and, as root on Debian/Ubuntu, sipp (package sip-tester).
+# policies) and, as root on Debian/Ubuntu, sipp (package sip-tester) and the
+# tools the torture-corpus replay uses to make a loopback-only network
+# namespace (`unshare` from util-linux, `ip` from iproute2).
 set -euo pipefail
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
@@ -8,13 +10,17 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-if ! command -v sipp >/dev/null 2>&1; then
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing sipp (apt package sip-tester)"
+    echo "setup: installing ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup: sipp is missing; install it with: sudo apt-get install sip-tester" >&2
+    echo "setup: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

@@ -120,6 +120,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for l in &listen {
         tracing::info!(workers, "listening on {l}");
     }
+    let snapshot = dispatcher.snapshot();
+    let tcp_destination = snapshot
+        .sets
+        .iter()
+        .flat_map(|s| s.destinations.iter())
+        .find(|d| d.transport == crate::dispatcher::Transport::Tcp);
+    if let (Some(d), false) = (tcp_destination, listen.iter().any(|l| l.proto == Proto::Tcp)) {
+        tracing::warn!(uri = %d.uri, "a TCP destination but no tcp: listen entry: requests to it will get 503");
+    }
     let shared = Arc::new(Shared {
         cfg: Arc::new(ProxyConfig {
             listen,
