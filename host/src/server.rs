@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -51,7 +52,12 @@ struct WorkerSender {
 impl Sender for WorkerSender {
     fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match (self.protos[socket], &self.udp[socket]) {
-            (Proto::Udp, Some(sock)) => sock.send_to(bytes, to).map(|_| ()),
+            (Proto::Udp, Some(sock)) => match sock.send_to(bytes, to) {
+                // With IP_RECVERR an ICMP error for an earlier send (to any
+                // destination) fails the next send once, unsent: send again.
+                Err(e) if udp::is_pending_icmp(&e) => sock.send_to(bytes, to).map(|_| ()),
+                r => r.map(|_| ()),
+            },
             _ => self.tcp.send(self.id, socket, to, bytes),
         }
     }
@@ -362,24 +368,44 @@ fn worker_thread(id: usize, workers: usize, shared: Arc<Shared>, io: WorkerIo, m
             });
         }
         for (idx, sock) in udp_in {
-            let (worker, after_work) = (worker.clone(), after_work.clone());
+            let (worker, after_work, pool) = (worker.clone(), after_work.clone(), pool.clone());
             tokio::task::spawn_local(async move {
                 let mut buf = vec![0u8; udp::MAX_DATAGRAM];
+                // ERROR too: an ICMP error queued for an earlier send
+                // (IP_RECVERR) wakes the socket without making it readable.
+                let interest = Interest::READABLE | Interest::ERROR;
                 loop {
-                    match sock.recv_from(&mut buf).await {
+                    let ready = match sock.ready(interest).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::debug!(worker = id, "udp socket: {e}");
+                            continue;
+                        }
+                    };
+                    if ready.is_error() {
+                        // The branches waiting on an unreachable destination
+                        // fail now, on whichever worker owns them.
+                        let mut dead = Vec::new();
+                        let _ = sock.try_io(Interest::ERROR, || {
+                            dead = udp::unreachable(sock.as_raw_fd());
+                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                        });
+                        for peer in dead {
+                            pool.announce_failure(Proto::Udp, peer);
+                        }
+                    }
+                    if !ready.is_readable() {
+                        continue;
+                    }
+                    match sock.try_recv_from(&mut buf) {
                         Ok((n, src)) => {
                             worker.borrow_mut().on_datagram(buf[..n].to_vec(), src, idx);
                             after_work();
                         }
-                        // An ICMP error for an earlier send (IP_RECVERR): the
-                        // branches waiting on that destination fail now.
-                        Err(e) => {
-                            tracing::debug!(worker = id, "recv: {e}");
-                            for peer in udp::unreachable(sock.as_raw_fd()) {
-                                worker.borrow_mut().on_transport_failure(Proto::Udp, peer);
-                            }
-                            after_work();
-                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // The pending error of an ICMP report; the report
+                        // itself is read from the error queue above.
+                        Err(e) => tracing::debug!(worker = id, "recv: {e}"),
                     }
                 }
             });

@@ -88,23 +88,35 @@ fn callee_busy_is_not_failed_over() {
 
 /// A carrier whose port is closed answers with ICMP port unreachable: wisp
 /// reads it (IP_RECVERR) and fails over at once instead of at fr_timer.
+/// Several dead ports: the kernel hands each ICMP report to one socket of
+/// the SO_REUSEPORT group, not always the worker that sent.
 #[test]
 fn a_closed_udp_port_fails_over_at_once_not_at_fr_timer() {
-    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead: Vec<_> =
+        (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()).collect();
     let live = Uas::start(Behaviour::Answer);
-    // Serial: the dead carrier (priority 10) first.
-    let mut cfg = WispConfig::new(format!("1 sip:{dead} 0 10\n1 {} 0 0\n", live.uri()));
+    // Serial: the dead carriers (priority 10) first, one per set.
+    let list: String = dead
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("{s} sip:{d} 0 10\n{s} {} 0 0\n", live.uri(), s = i + 1))
+        .collect();
+    let mut cfg = WispConfig::new(list);
     cfg.policy = policy_path("by_header");
     cfg.fr_timer_ms = 5000;
     let wisp = Wisp::start(cfg);
     let mut uac = Uac::new(wisp.addr);
-    let call = uac.invite("icmp-1", "X-Alg: serial\r\n", std::time::Duration::from_secs(8));
-    assert_eq!(call.final_code(), Some(200), "{:?}", call.codes);
-    assert!(call.elapsed < std::time::Duration::from_millis(1500), "took {:?}", call.elapsed);
-    let metrics = wisp.metrics();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("wisp_destination_failed_over_total") && l.contains(&dead.to_string()))
-        .unwrap_or_else(|| panic!("{metrics}"));
-    assert!(line.ends_with(" 1"), "the dead carrier was tried first: {line}");
+    for (i, d) in dead.iter().enumerate() {
+        let extra = format!("X-Alg: serial\r\nX-Set: {}\r\n", i + 1);
+        let call = uac.invite(&format!("icmp-{i}"), &extra, std::time::Duration::from_secs(8));
+        assert_eq!(call.final_code(), Some(200), "{:?}", call.codes);
+        assert!(call.elapsed < std::time::Duration::from_millis(1500), "call {i} took {:?}", call.elapsed);
+        let metrics = wisp.metrics();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("wisp_destination_failed_over_total") && l.contains(&d.to_string()))
+            .unwrap_or_else(|| panic!("{metrics}"));
+        assert!(line.ends_with(" 1"), "the dead carrier was tried first: {line}");
+    }
+    assert_eq!(live.count(wisp::sip::Method::Invite), 4);
 }

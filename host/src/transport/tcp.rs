@@ -237,6 +237,15 @@ impl Pool {
         }
     }
 
+    /// Tell every worker that `peer` cannot be reached over `proto` (also
+    /// used for UDP: an ICMP error lands on whichever socket of the
+    /// SO_REUSEPORT group the kernel picks, not always the sender's).
+    pub fn announce_failure(&self, proto: Proto, peer: SocketAddr) {
+        for events in &self.events {
+            let _ = events.send(Event::Failed { proto, peer });
+        }
+    }
+
     /// Forget a connection; tell every worker when it failed.
     fn closed(&self, peer: SocketAddr, id: u64, failed: bool) {
         {
@@ -247,9 +256,7 @@ impl Pool {
         }
         self.open.fetch_sub(1, Ordering::AcqRel);
         if failed {
-            for events in &self.events {
-                let _ = events.send(Event::Failed { proto: Proto::Tcp, peer });
-            }
+            self.announce_failure(Proto::Tcp, peer);
         }
     }
 }

@@ -39,6 +39,17 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::
     Ok(socket.into())
 }
 
+/// An error a send returns when an ICMP report for an earlier datagram is
+/// pending on the socket (the datagram was not sent).
+pub fn is_pending_icmp(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::HostUnreachable
+            | std::io::ErrorKind::NetworkUnreachable
+    )
+}
+
 /// Destinations the network reported unreachable (ICMP) since the last
 /// call: the socket's error queue, read without blocking.
 pub fn unreachable(fd: RawFd) -> Vec<SocketAddr> {
