@@ -164,6 +164,22 @@ fn sipp_calls_through_wisp_without_failures() {
 }
 
 #[test]
+fn a_cancel_crossing_the_200_is_held_and_the_200_goes_through() {
+    let port = free_port();
+    let trace = trace_file("cancel-race");
+    let uas = carrier("uas-answer-late.xml", port, false, Some(&trace));
+    let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n")));
+    std::thread::sleep(Duration::from_millis(300));
+    // The caller needs wisp's 200 for its CANCEL, then the callee's 200 for the INVITE.
+    caller("uac-cancel-race.xml", wisp.addr, false, 5, 10, &[]);
+    drop(uas);
+    assert_eq!(traced(&trace, "INVITE").len(), 5);
+    // Nothing rang: the CANCEL waited for a provisional (§9.1) that never came.
+    assert!(traced(&trace, "CANCEL").is_empty(), "no CANCEL before a provisional");
+    assert_eq!(traced(&trace, "BYE").len(), 5, "the answered calls ended with BYE");
+}
+
+#[test]
 fn a_re_invite_and_bye_follow_the_record_route() {
     let port = free_port();
     let trace = trace_file("reinvite");
