@@ -169,7 +169,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         event_txs.push(tx);
         event_rxs.push(rx);
     }
-    let pool = tcp::Pool::new(config.tcp(), event_txs);
+    let pool = tcp::Pool::new(config.tcp(), event_txs, shared.metrics.transport.clone());
     let mut threads = Vec::new();
     for (id, ((socks, inbox), events)) in per_worker.into_iter().zip(inboxes).zip(event_rxs).enumerate() {
         let shared = shared.clone();

@@ -119,4 +119,11 @@ fn a_closed_udp_port_fails_over_at_once_not_at_fr_timer() {
         assert!(line.ends_with(" 1"), "the dead carrier was tried first: {line}");
     }
     assert_eq!(live.count(wisp::sip::Method::Invite), 4);
+    let metrics = wisp.metrics();
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("wisp_transport_failures_total{transport=\"udp\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(failures >= 4.0, "ICMP reports counted: {failures}");
 }

@@ -108,6 +108,7 @@ fn connections_beyond_the_cap_are_refused_and_idle_ones_closed() {
     // The first two still serve.
     a.write_all(options("cap-a", 1, a.local_addr().unwrap(), "").as_bytes()).unwrap();
     assert_eq!(read_responses(&mut a, 1, PROMPT).0.len(), 1);
+    assert!(wisp.metrics().lines().any(|l| l == "wisp_tcp_connections 2"), "{}", wisp.metrics());
     // Idle for idle_timeout_s (1 s): closed by wisp.
     let start = Instant::now();
     let (_, closed) = read_responses(&mut b, 1, Duration::from_secs(4));
@@ -141,4 +142,68 @@ fn a_refused_tcp_destination_fails_over_at_once_not_at_fr_timer() {
         .find(|l| l.starts_with("wisp_destination_failed_over_total") && l.contains(&format!(":{dead_port};")))
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(line.ends_with(" 1"), "{line}");
+}
+
+/// Keepalives reach a `;transport=tcp` carrier over TCP; when it goes away
+/// (connection refused) it is down at the next keepalive.
+#[test]
+fn keepalives_over_tcp_keep_a_tcp_carrier_up_and_notice_it_die() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A carrier that answers every OPTIONS on its connections with 200.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let carrier = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((s, _)) = listener.accept() {
+                s.set_nonblocking(true).unwrap();
+                conns.push((s, Vec::new()));
+            }
+            for (s, buf) in conns.iter_mut() {
+                let mut chunk = [0u8; 4096];
+                if let Ok(n @ 1..) = s.read(&mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                while let wisp::sip::framing::Frame::Message { skip, len } = wisp::sip::framing::frame(buf, 65535) {
+                    let msg = wisp::sip::parse(buf[skip..skip + len].to_vec(), &Default::default()).unwrap();
+                    buf.drain(..skip + len);
+                    let _ = s.write_all(&wisp::sip::reply::response(&msg, 200, "OK", b"c", &[]));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let mut cfg = WispConfig::new(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
+    cfg.tcp = true;
+    cfg.dispatcher_extra = "ping_interval = 1\nprobing_threshold = 1\ninactive_threshold = 1\n".into();
+    let wisp = Wisp::start(cfg);
+    let state = |s: &str| {
+        wisp.metrics().lines().any(|l| {
+            l.starts_with("wisp_destination_state{")
+                && l.contains(&format!(":{port};"))
+                && l.contains(s)
+                && l.ends_with(" 1")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(state("state=\"active\""), "{}", wisp.metrics());
+    let sent = wisp.metrics();
+    let probes = |name: &str| {
+        sent.lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!(":{port};")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap()
+    };
+    assert!(probes("wisp_destination_probes_sent_total") >= 2.0);
+    assert_eq!(probes("wisp_destination_probes_failed_total"), 0.0);
+    // The carrier goes away: its connection closes, the next keepalive is refused.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    carrier.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while !state("state=\"inactive\"") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(state("state=\"inactive\""), "{}", wisp.metrics());
 }

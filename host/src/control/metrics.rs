@@ -52,6 +52,16 @@ pub struct Metrics {
     traps_by_version: Family<Labels, Counter>,
     pub policy_swaps: Counter,
     policy_duration: Vec<Histogram>,
+    /// What the transports count (handed to the TCP pool).
+    pub transport: TransportMetrics,
+}
+
+/// TCP connections open, and destinations found unreachable by transport.
+#[derive(Debug, Clone, Default)]
+pub struct TransportMetrics {
+    pub tcp_connections: Gauge<i64, AtomicI64>,
+    /// udp, tcp.
+    pub failures: [Counter; 2],
 }
 
 impl Metrics {
@@ -113,6 +123,21 @@ impl Metrics {
             .map(|w| duration_family.get_or_create(&vec![("worker".into(), w.to_string())]).clone())
             .collect();
         registry.register("policy_call_duration_seconds", "Duration of policy hook calls, per worker", duration_family);
+        let transport = TransportMetrics::default();
+        registry.register(
+            "tcp_connections",
+            "TCP connections open (accepted and opened)",
+            transport.tcp_connections.clone(),
+        );
+        let failures_family = Family::<Labels, Counter>::default();
+        let mut transport = transport;
+        transport.failures =
+            ["udp", "tcp"].map(|t| failures_family.get_or_create(&vec![("transport".into(), t.to_string())]).clone());
+        registry.register(
+            "transport_failures",
+            "Destinations found unreachable: ICMP unreachable on UDP, TCP connect/read/write failures",
+            failures_family,
+        );
         registry.register_collector(Box::new(DestinationCollector { dispatcher }));
         Metrics {
             registry: root,
@@ -127,6 +152,7 @@ impl Metrics {
             traps_by_version,
             policy_swaps,
             policy_duration,
+            transport,
         }
     }
 

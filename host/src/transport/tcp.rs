@@ -65,18 +65,24 @@ pub struct Pool {
     next_id: AtomicU64,
     /// Each worker's event inbox.
     events: Vec<mpsc::UnboundedSender<Event>>,
+    metrics: crate::control::metrics::TransportMetrics,
 }
 
 const SHARDS: usize = 16;
 
 impl Pool {
-    pub fn new(cfg: TcpConfig, events: Vec<mpsc::UnboundedSender<Event>>) -> Arc<Pool> {
+    pub fn new(
+        cfg: TcpConfig,
+        events: Vec<mpsc::UnboundedSender<Event>>,
+        metrics: crate::control::metrics::TransportMetrics,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             cfg,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             events,
+            metrics,
         })
     }
 
@@ -98,9 +104,14 @@ impl Pool {
     }
 
     fn reserve(&self) -> bool {
-        self.open
+        let ok = self
+            .open
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < self.cfg.max_connections).then_some(n + 1))
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.metrics.tcp_connections.inc();
+        }
+        ok
     }
 
     /// Queue `bytes` for `peer`: on the open connection to it, else on a new
@@ -241,6 +252,7 @@ impl Pool {
     /// used for UDP: an ICMP error lands on whichever socket of the
     /// SO_REUSEPORT group the kernel picks, not always the sender's).
     pub fn announce_failure(&self, proto: Proto, peer: SocketAddr) {
+        self.metrics.failures[usize::from(proto == Proto::Tcp)].inc();
         for events in &self.events {
             let _ = events.send(Event::Failed { proto, peer });
         }
@@ -255,6 +267,7 @@ impl Pool {
             }
         }
         self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.tcp_connections.dec();
         if failed {
             self.announce_failure(Proto::Tcp, peer);
         }
