@@ -501,7 +501,7 @@ fn mutation_storm(rows: &[Row], cfg: &WispConfig) -> String {
         rows.iter().map(|r| std::fs::read(corpus_dir(r.set).join(format!("{}.sip", r.name))).unwrap()).collect();
     let mut rng = fastrand::Rng::with_seed(4475);
     let spice = b"\r\n \t:;,<>\"\\=@[]?%0\x00\xff";
-    let mut mutate = |rng: &mut fastrand::Rng| {
+    let mutate = |rng: &mut fastrand::Rng| {
         let mut m = originals[rng.usize(..originals.len())].clone();
         for _ in 0..rng.usize(1..5) {
             if m.is_empty() {
