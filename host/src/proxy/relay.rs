@@ -154,7 +154,7 @@ impl<S: Sender> Worker<S> {
 
     /// Answer the transaction's request with a response of our own.
     pub(super) fn reply(&mut self, id: u64, code: u16, reason: &str) {
-        let Some(tx) = self.txs.get(&id) else { return };
+        let Some(tx) = self.txs.get(&id).filter(|t| !t.server.has_final()) else { return };
         let bytes = reply::response(&tx.request, code, reason, tx.to_tag.as_bytes(), &[]);
         self.send_upstream(id, bytes, code);
     }
@@ -175,6 +175,11 @@ impl<S: Sender> Worker<S> {
         }
         if code >= 200 {
             self.log_call(id, code);
+            // Done with the request unless a branch still needs it (parallel
+            // forking after a 2xx): the linger keeps only the response.
+            if let Some(tx) = self.txs.get_mut(&id).filter(|t| !t.branches.iter().any(|b| b.is_pending())) {
+                tx.request = crate::sip::Message::placeholder();
+            }
         }
     }
 

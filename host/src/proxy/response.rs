@@ -71,6 +71,9 @@ impl<S: Sender> Worker<S> {
             let key = client.key.clone();
             self.client_index.remove(&key);
         }
+        // Only the ACK (kept above) is needed again: free the copies now,
+        // not when the transaction's linger ends.
+        client.release_copies();
         self.arm(id, b, arms);
         let Some(msg) = self.onreply(id, msg, src) else { return };
         if code < 300 {

@@ -133,6 +133,13 @@ impl ClientTx {
         vec![(TimerKind::ClientDone, linger, self.gens.bump(TimerKind::ClientDone))]
     }
 
+    /// A final reply was handled (its ACK built): the request copies are
+    /// no longer needed while the transaction lingers.
+    pub fn release_copies(&mut self) {
+        self.bytes = Vec::new();
+        self.request = Message::placeholder();
+    }
+
     /// The branch gave up (timeout or send failure): no more timers.
     pub fn terminate(&mut self) {
         self.gens.bump(TimerKind::Retransmit);
