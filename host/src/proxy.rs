@@ -57,6 +57,11 @@ pub struct Handoff {
 pub trait Sender {
     fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()>;
     fn handoff(&self, worker: usize, h: Handoff);
+    /// False when `to` is reached over a connection (TCP) that is no longer
+    /// open; datagram transports are always "connected".
+    fn connected(&self, _socket: usize, _to: SocketAddr) -> bool {
+        true
+    }
 }
 
 /// A request being proxied: the server transaction, the request as the
@@ -239,6 +244,16 @@ impl<S: Sender> Worker<S> {
             src
         } else {
             response_addr(msg, src)
+        }
+    }
+
+    /// Where a transaction's responses go now: back on the request's
+    /// connection while it is open, else (§18.2.2) a new connection to the
+    /// source IP and the Via's sent-by port.
+    fn upstream_addr(&self, server: &ServerTx) -> SocketAddr {
+        match server.fallback_addr {
+            Some(fallback) if !self.sender.connected(server.socket, server.response_addr) => fallback,
+            _ => server.response_addr,
         }
     }
 

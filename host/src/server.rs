@@ -65,6 +65,10 @@ impl Sender for WorkerSender {
     fn handoff(&self, worker: usize, h: Handoff) {
         let _ = self.peers[worker].send(h);
     }
+
+    fn connected(&self, socket: usize, to: SocketAddr) -> bool {
+        self.protos[socket] == Proto::Udp || self.tcp.is_open(to)
+    }
 }
 
 /// A worker's bound sockets, by listen entry.

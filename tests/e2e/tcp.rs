@@ -207,3 +207,29 @@ fn keepalives_over_tcp_keep_a_tcp_carrier_up_and_notice_it_die() {
     }
     assert!(state("state=\"inactive\""), "{}", wisp.metrics());
 }
+
+/// RFC 3261 §18.2.2: when the request's connection has closed, the response
+/// goes over a new connection to the source IP and the Via's sent-by port.
+#[test]
+fn a_response_whose_connection_closed_goes_to_the_via_sent_by() {
+    let carrier = Uas::start(Behaviour::Answer);
+    carrier.set_delay(Duration::from_millis(300));
+    let wisp = tcp_wisp(&carrier.uri(), "");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sent_by = listener.local_addr().unwrap();
+    {
+        let mut s = TcpStream::connect(wisp.tcp.unwrap()).unwrap();
+        s.write_all(options("closed-1", 1, sent_by, "").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // The client goes away before the answer.
+    }
+    listener.set_nonblocking(false).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let _ = tx.send(s);
+    });
+    let mut s = rx.recv_timeout(PROMPT).expect("wisp connects to the Via sent-by");
+    let (got, _) = read_responses(&mut s, 1, PROMPT);
+    assert!(got.first().is_some_and(|r| r.starts_with("SIP/2.0 200")), "{got:?}");
+}

@@ -163,13 +163,15 @@ impl<S: Sender> Worker<S> {
     /// it for retransmissions and arms its timers. Nothing follows a final
     /// response, except a 2xx to INVITE, which always goes through.
     pub(super) fn send_upstream(&mut self, id: u64, bytes: Vec<u8>, code: u16) {
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get(&id) else { return };
         let invite_2xx = tx.server.method == Method::Invite && (200..300).contains(&code);
         if tx.server.has_final() && !invite_2xx {
             return;
         }
         self.metrics.reply_sent(code);
-        let _ = self.sender.send(tx.server.socket, &bytes, tx.server.response_addr);
+        let to = self.upstream_addr(&tx.server);
+        let _ = self.sender.send(tx.server.socket, &bytes, to);
+        let Some(tx) = self.txs.get_mut(&id) else { return };
         if let Some(arms) = tx.server.respond(bytes, code, &self.cfg.timers) {
             self.arm(id, 0, arms);
         }

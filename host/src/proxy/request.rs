@@ -24,7 +24,7 @@ impl<S: Sender> Worker<S> {
             self.stats.retransmissions_absorbed += 1;
             if let Some(tx) = self.txs.get(&id) {
                 if let Some(last) = &tx.server.last_response {
-                    let _ = self.sender.send(tx.server.socket, last, tx.server.response_addr);
+                    let _ = self.sender.send(tx.server.socket, last, self.upstream_addr(&tx.server));
                 }
             }
             return;
@@ -53,7 +53,13 @@ impl<S: Sender> Worker<S> {
         let id = self.next_tx;
         self.next_tx += 1;
         let mut tx = Transaction {
-            server: ServerTx::new(key.clone(), method, to, socket, self.proto(socket).is_reliable()),
+            server: {
+                let reliable = self.proto(socket).is_reliable();
+                let mut server = ServerTx::new(key.clone(), method, to, socket, reliable);
+                let sent_by_port = msg.top_via().map_or(5060, |v| v.port_or_default());
+                server.fallback_addr = reliable.then(|| SocketAddr::new(src.ip(), sent_by_port));
+                server
+            },
             server_live: true,
             request: msg,
             source: src,

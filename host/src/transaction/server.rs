@@ -38,6 +38,9 @@ pub struct ServerTx {
     pub socket: usize,
     /// Over TCP: responses are not retransmitted (no timer G).
     pub reliable: bool,
+    /// Over TCP: where responses go when the request's connection has
+    /// closed (source IP, Via sent-by port; RFC 3261 §18.2.2).
+    pub fallback_addr: Option<SocketAddr>,
     interval: Duration,
     pub gens: Generations,
 }
@@ -56,6 +59,7 @@ impl ServerTx {
             response_addr,
             socket,
             reliable,
+            fallback_addr: None,
             interval: Duration::ZERO,
             gens: Generations::default(),
         }

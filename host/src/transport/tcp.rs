@@ -86,6 +86,11 @@ impl Pool {
         })
     }
 
+    /// True while a connection to `peer` is open (or being opened).
+    pub fn is_open(&self, peer: SocketAddr) -> bool {
+        self.shard(&peer).contains_key(&peer)
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
