@@ -233,3 +233,39 @@ fn a_response_whose_connection_closed_goes_to_the_via_sent_by() {
     let (got, _) = read_responses(&mut s, 1, PROMPT);
     assert!(got.first().is_some_and(|r| r.starts_with("SIP/2.0 200")), "{got:?}");
 }
+
+/// A TCP carrier that stops reading cannot make wisp queue without bound:
+/// once 4 MiB wait for it, sends to it fail at once (503 for the caller).
+#[test]
+fn a_carrier_that_stops_reading_gets_sends_refused_not_unbounded_queues() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and never read.
+    let hold = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let mut cfg = WispConfig::new(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
+    cfg.tcp = true;
+    cfg.fr_timer_ms = 10_000;
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    let body = "x".repeat(50_000);
+    let mut refused = 0;
+    let start = Instant::now();
+    for i in 0..600 {
+        let req = uac.request("MESSAGE", &format!("fill-{i}"), 1, &format!("z9hG4bK-fill-{i}"), "");
+        let req = req.replace("Content-Length: 0\r\n\r\n", &format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        uac.send(&req);
+        while let Some(r) = uac.recv(Duration::from_millis(1)) {
+            refused += usize::from(r.status() == Some(503));
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    while let Some(r) = uac.recv(Duration::from_millis(200)) {
+        refused += usize::from(r.status() == Some(503));
+    }
+    assert!(refused > 0, "no send was refused after {:?}", start.elapsed());
+    // Well before fr_timer (10 s): refused at once, not timed out.
+    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+    drop(hold);
+}

@@ -54,6 +54,23 @@ type Outbox = mpsc::UnboundedSender<Vec<u8>>;
 struct Conn {
     id: u64,
     out: Outbox,
+    /// Octets queued and not yet written: a peer that stops reading is
+    /// not allowed to grow wisp's memory without bound.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Most octets queued for one connection; beyond, sends to it fail (the
+/// branch fails over) until the peer reads again.
+const MAX_QUEUED: usize = 4 << 20;
+
+impl Conn {
+    fn queue(&self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.queued.load(Ordering::Relaxed) + bytes.len() > MAX_QUEUED {
+            return Err(std::io::Error::other("tcp peer is not reading: send queue full"));
+        }
+        self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        self.out.send(bytes.to_vec()).map_err(|_| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
 }
 
 /// Every open TCP connection, by peer address (sharded: workers look up
@@ -125,24 +142,28 @@ impl Pool {
     /// as [`Event::Failed`].
     pub fn send(self: &Arc<Self>, worker: usize, listen: usize, peer: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
         if let Some(conn) = self.shard(&peer).get(&peer).cloned() {
-            if conn.out.send(bytes.to_vec()).is_ok() {
-                return Ok(());
+            match conn.queue(bytes) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotConnected => return Err(e),
+                Err(_) => {} // the connection just ended: open a new one
             }
         }
         if !self.reserve() {
             return Err(std::io::Error::other("tcp max_connections reached"));
         }
         let (out, rx) = mpsc::unbounded_channel();
-        let _ = out.send(bytes.to_vec());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shard(&peer).insert(peer, Conn { id, out });
+        let conn = Conn { id, out, queued: Arc::default() };
+        let _ = conn.queue(bytes);
+        let queued = conn.queued.clone();
+        self.shard(&peer).insert(peer, conn);
         let pool = self.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(pool.cfg.connect_timeout, TcpStream::connect(peer)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "tcp connected");
-                    pool.run(stream, peer, id, worker, listen, rx).await;
+                    pool.run(stream, Served { peer, id, worker, listen }, rx, queued).await;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "tcp connect failed");
@@ -166,9 +187,10 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shard(&peer).insert(peer, Conn { id, out });
+        let queued = Arc::<AtomicUsize>::default();
+        self.shard(&peer).insert(peer, Conn { id, out, queued: queued.clone() });
         let pool = self.clone();
-        tokio::spawn(async move { pool.run(stream, peer, id, worker, listen, rx).await });
+        tokio::spawn(async move { pool.run(stream, Served { peer, id, worker, listen }, rx, queued).await });
     }
 
     /// Read, frame and deliver; write what is queued; close when idle, on
@@ -176,12 +198,11 @@ impl Pool {
     async fn run(
         self: Arc<Self>,
         stream: TcpStream,
-        peer: SocketAddr,
-        id: u64,
-        worker: usize,
-        listen: usize,
+        served: Served,
         mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+        queued: Arc<AtomicUsize>,
     ) {
+        let Served { peer, id, worker, listen } = served;
         let (mut rd, mut wr) = stream.into_split();
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
@@ -212,7 +233,9 @@ impl Pool {
                 },
                 out = rx.recv() => match out {
                     Some(bytes) => {
-                        if let Err(e) = wr.write_all(&bytes).await {
+                        let written = wr.write_all(&bytes).await;
+                        queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+                        if let Err(e) = written {
                             tracing::debug!(%peer, error = %e, "tcp write failed");
                             break true;
                         }
@@ -277,6 +300,15 @@ impl Pool {
             self.announce_failure(Proto::Tcp, peer);
         }
     }
+}
+
+/// Who a connection task serves: the peer, the pool entry, the worker that
+/// gets its messages and the listen entry they arrived on.
+struct Served {
+    peer: SocketAddr,
+    id: u64,
+    worker: usize,
+    listen: usize,
 }
 
 enum Delivered {
