@@ -30,6 +30,7 @@ pub struct ControlState {
     /// `policy.reload` becomes the new one).
     pub policy_file: Mutex<PathBuf>,
     pub metrics: Arc<Metrics>,
+    pub tcp: Arc<crate::transport::tcp::Pool>,
     pub started: Instant,
     pub started_at: SystemTime,
     pub token: Option<String>,

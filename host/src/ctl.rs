@@ -44,6 +44,9 @@ pub fn render(method: &str, result: &Value) -> String {
     if method == "dispatcher.list" {
         return render_list(result);
     }
+    if method == "core.tcp_list" {
+        return render_tcp(result);
+    }
     let mut out = String::new();
     match result.as_object() {
         Some(map) => {
@@ -55,6 +58,23 @@ pub fn render(method: &str, result: &Value) -> String {
         None => {
             let _ = writeln!(out, "{result}");
         }
+    }
+    out
+}
+
+/// One line per connection, like `kamcmd core.tcp_list`.
+fn render_tcp(result: &Value) -> String {
+    let mut out = format!("{:>6}  {:<4} {:<40} {:>8} {:>10}\n", "ID", "DIR", "PEER", "AGE(s)", "QUEUED(B)");
+    for c in result["connections"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<4} {:<40} {:>8} {:>10}",
+            c["id"],
+            c["direction"].as_str().unwrap_or("-"),
+            c["peer"].as_str().unwrap_or("-"),
+            c["age_s"],
+            c["queued_bytes"]
+        );
     }
     out
 }

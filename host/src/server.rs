@@ -94,17 +94,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let policy = Arc::new(PolicyHandle::new(first));
     let workers = config.workers();
     let metrics = Arc::new(Metrics::new(dispatcher.clone(), workers, engine.metrics.clone()));
-    let control = Arc::new(ControlState {
-        dispatcher: dispatcher.clone(),
-        engine: engine.clone(),
-        policy: policy.clone(),
-        policy_file: std::sync::Mutex::new(policy_file),
-        metrics: metrics.clone(),
-        started: Instant::now(),
-        started_at: std::time::SystemTime::now(),
-        token: config.control.token.clone(),
-    });
-
+    let started = (Instant::now(), std::time::SystemTime::now());
     let mut listen: Vec<ListenAddr> = config.listen().map_err(anyhow::Error::msg)?;
     for l in listen.iter_mut().filter(|l| l.addr.port() == 0) {
         // Port 0: find a port nobody holds. (Binding port 0 with SO_REUSEPORT
@@ -174,6 +164,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         event_rxs.push(rx);
     }
     let pool = tcp::Pool::new(config.tcp(), event_txs, shared.metrics.transport.clone());
+    let control = Arc::new(ControlState {
+        dispatcher: dispatcher.clone(),
+        engine: engine.clone(),
+        policy: policy.clone(),
+        policy_file: std::sync::Mutex::new(policy_file),
+        metrics: shared.metrics.clone(),
+        tcp: pool.clone(),
+        started: started.0,
+        started_at: started.1,
+        token: config.control.token.clone(),
+    });
+
     let mut threads = Vec::new();
     for (id, ((socks, inbox), events)) in per_worker.into_iter().zip(inboxes).zip(event_rxs).enumerate() {
         let shared = shared.clone();

@@ -9,9 +9,7 @@ use crate::support::*;
 use wisp::sip::Method;
 
 fn rpc(control: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let params: Vec<Value> = params.as_array().cloned().unwrap_or_default();
-    rt.block_on(wisp::ctl::call(control, None, method, &params)).map_err(|e| e.to_string())
+    crate::support::process::rpc_at(control, method, params.as_array().map(Vec::as_slice).unwrap_or_default())
 }
 
 fn flags_of(list: &Value, uri: &str) -> String {

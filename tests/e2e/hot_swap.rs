@@ -11,8 +11,7 @@ use serde_json::json;
 use crate::support::*;
 
 fn rpc(wisp: &Wisp, method: &str, params: &[serde_json::Value]) -> Result<serde_json::Value, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(wisp::ctl::call(wisp.control, None, method, params)).map_err(|e| e.to_string())
+    wisp.rpc(method, params)
 }
 
 #[test]

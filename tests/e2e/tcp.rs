@@ -109,6 +109,13 @@ fn connections_beyond_the_cap_are_refused_and_idle_ones_closed() {
     a.write_all(options("cap-a", 1, a.local_addr().unwrap(), "").as_bytes()).unwrap();
     assert_eq!(read_responses(&mut a, 1, PROMPT).0.len(), 1);
     assert!(wisp.metrics().lines().any(|l| l == "wisp_tcp_connections 2"), "{}", wisp.metrics());
+    // Kamailio's core.tcp_list: both, accepted, peers as the kernel sees them.
+    let list = wisp.rpc("core.tcp_list", &[]).unwrap();
+    assert_eq!(list["open"], 2, "{list}");
+    let peers: Vec<String> =
+        list["connections"].as_array().unwrap().iter().map(|c| c["peer"].as_str().unwrap().into()).collect();
+    assert!(peers.contains(&a.local_addr().unwrap().to_string()), "{list}");
+    assert!(list["connections"].as_array().unwrap().iter().all(|c| c["direction"] == "in"), "{list}");
     // Idle for idle_timeout_s (1 s): closed by wisp.
     let start = Instant::now();
     let (_, closed) = read_responses(&mut b, 1, Duration::from_secs(4));

@@ -142,6 +142,11 @@ impl Wisp {
         Wisp { child, addr: addr.unwrap(), tcp, control: control.unwrap(), dir, log }
     }
 
+    /// A JSON-RPC call on the control address.
+    pub fn rpc(&self, method: &str, params: &[serde_json::Value]) -> Result<serde_json::Value, String> {
+        rpc_at(self.control, method, params)
+    }
+
     /// The Prometheus text of `/metrics`.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
@@ -199,4 +204,10 @@ impl Drop for Wisp {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A JSON-RPC call on a control address (no token).
+pub fn rpc_at(control: SocketAddr, method: &str, params: &[serde_json::Value]) -> Result<serde_json::Value, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(wisp::ctl::call(control, None, method, params)).map_err(|e| e.to_string())
 }

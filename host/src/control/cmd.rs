@@ -26,11 +26,12 @@ pub enum Command {
     CoreUptime,
     CoreVersion,
     TmStats,
+    TcpList,
     Unknown(String),
 }
 
 /// Every method name, for `system.listMethods`-style help in errors.
-pub const METHODS: [&str; 12] = [
+pub const METHODS: [&str; 13] = [
     "dispatcher.list",
     "dispatcher.reload",
     "dispatcher.set_state",
@@ -43,6 +44,7 @@ pub const METHODS: [&str; 12] = [
     "core.uptime",
     "core.version",
     "tm.stats",
+    "core.tcp_list",
 ];
 
 /// Positional parameter `i` as a string (numbers accepted too).
@@ -104,6 +106,7 @@ impl Command {
             "core.uptime" => Command::CoreUptime,
             "core.version" => Command::CoreVersion,
             "tm.stats" => Command::TmStats,
+            "core.tcp_list" => Command::TcpList,
             other => Command::Unknown(other.to_string()),
         })
     }
@@ -125,6 +128,7 @@ impl Command {
             Command::CoreUptime => Ok(core::uptime(state)),
             Command::CoreVersion => Ok(core::version()),
             Command::TmStats => Ok(core::tm_stats(state)),
+            Command::TcpList => Ok(core::tcp_list(state)),
             Command::Unknown(m) => Err(RpcError {
                 code: -32601,
                 message: format!("unknown method `{m}`; methods: {}", METHODS.join(", ")),

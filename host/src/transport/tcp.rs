@@ -57,6 +57,20 @@ struct Conn {
     /// Octets queued and not yet written: a peer that stops reading is
     /// not allowed to grow wisp's memory without bound.
     queued: Arc<AtomicUsize>,
+    /// Accepted (true) or opened by wisp.
+    inbound: bool,
+    opened: std::time::Instant,
+}
+
+/// One connection, as `core.tcp_list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub peer: String,
+    /// `in` (accepted) or `out` (opened by wisp).
+    pub direction: &'static str,
+    pub age_s: u64,
+    pub queued_bytes: usize,
 }
 
 /// Most octets queued for one connection; beyond, sends to it fail (the
@@ -108,6 +122,23 @@ impl Pool {
         self.shard(&peer).contains_key(&peer)
     }
 
+    /// Every open connection, oldest first.
+    pub fn list(&self) -> Vec<ConnInfo> {
+        let mut all: Vec<ConnInfo> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            all.extend(shard.iter().map(|(peer, c)| ConnInfo {
+                id: c.id,
+                peer: peer.to_string(),
+                direction: if c.inbound { "in" } else { "out" },
+                age_s: c.opened.elapsed().as_secs(),
+                queued_bytes: c.queued.load(Ordering::Relaxed),
+            }));
+        }
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
@@ -153,7 +184,7 @@ impl Pool {
         }
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Conn { id, out, queued: Arc::default() };
+        let conn = Conn { id, out, queued: Arc::default(), inbound: false, opened: std::time::Instant::now() };
         let _ = conn.queue(bytes);
         let queued = conn.queued.clone();
         self.shard(&peer).insert(peer, conn);
@@ -188,7 +219,8 @@ impl Pool {
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queued = Arc::<AtomicUsize>::default();
-        self.shard(&peer).insert(peer, Conn { id, out, queued: queued.clone() });
+        let opened = std::time::Instant::now();
+        self.shard(&peer).insert(peer, Conn { id, out, queued: queued.clone(), inbound: true, opened });
         let pool = self.clone();
         tokio::spawn(async move { pool.run(stream, Served { peer, id, worker, listen }, rx, queued).await });
     }

@@ -1,4 +1,4 @@
-//! `core.uptime`, `core.version`, `tm.stats`.
+//! `core.uptime`, `core.version`, `tm.stats`, `core.tcp_list`.
 
 use serde_json::{json, Value};
 
@@ -17,4 +17,10 @@ pub fn version() -> Value {
 pub fn tm_stats(state: &ControlState) -> Value {
     let (current, invite, non_invite) = state.metrics.transaction_counts();
     json!({"current": current, "total": invite + non_invite, "total_invite": invite, "total_non_invite": non_invite})
+}
+
+/// Open TCP connections (Kamailio's `core.tcp_list`).
+pub fn tcp_list(state: &ControlState) -> Value {
+    let conns = state.tcp.list();
+    json!({"open": conns.len(), "connections": conns})
 }
