@@ -203,17 +203,15 @@ impl<S: Sender> Worker<S> {
         if self.workers == 1 {
             return 0;
         }
-        let via = msg.top_via();
-        let branch = via.as_ref().and_then(|v| v.branch()).unwrap_or_default();
         if !msg.is_request() {
+            let via = msg.top_via();
+            let branch = via.as_ref().and_then(|v| v.branch()).unwrap_or_default();
             return key::branch_worker(branch).filter(|&w| w < self.workers).unwrap_or(self.id);
         }
-        let h = if crate::sip::via::is_rfc3261_branch(branch) {
-            crate::dispatcher::algorithm::hash(&[branch])
-        } else {
-            crate::dispatcher::algorithm::hash(&[msg.call_id()])
-        };
-        h as usize % self.workers
+        // By Call-ID: a request's retransmissions, CANCEL and ACK meet its
+        // transaction, and the requests of one dialog (ACK for the 2xx, then
+        // BYE) keep their arrival order, which two workers could swap.
+        crate::dispatcher::algorithm::hash(&[msg.call_id()]) as usize % self.workers
     }
 
     /// Arm transaction timers.
