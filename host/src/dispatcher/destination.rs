@@ -34,6 +34,14 @@ impl Transport {
             Transport::Tcp => "tcp",
         }
     }
+
+    /// The transport wisp sends over.
+    pub fn proto(self) -> crate::transport::Proto {
+        match self {
+            Transport::Udp => crate::transport::Proto::Udp,
+            Transport::Tcp => crate::transport::Proto::Tcp,
+        }
+    }
 }
 
 /// A state a policy (or the control API) sets, as Kamailio's letters.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Sender, Worker};
-use crate::dispatcher::{Destination, Transport};
+use crate::dispatcher::Destination;
 use crate::policy::DestinationEvent;
 use crate::prober::{self, ProbeOutcome};
 use crate::sip::Method;
@@ -30,10 +30,7 @@ impl<S: Sender> Worker<S> {
     /// Send one keepalive to `dest`.
     pub fn send_ping(&mut self, dest: Arc<Destination>) {
         let Some(cfg) = self.cfg.prober.clone() else { return };
-        let proto = match dest.transport {
-            Transport::Udp => Proto::Udp,
-            Transport::Tcp => Proto::Tcp,
-        };
+        let proto = dest.transport.proto();
         let Some(socket) = self.socket_for(proto, dest.addr) else {
             return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
         };

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::{Sender, Worker};
 use std::sync::Arc;
 
-use crate::dispatcher::{Destination, Transport};
+use crate::dispatcher::Destination;
 use crate::policy::bindings::BranchFailure;
 use crate::policy::RouteState;
 use crate::sip::{hop, reply, Message, Method, Scheme, Uri};
@@ -26,7 +26,7 @@ impl<S: Sender> Worker<S> {
     /// request-URI (IP literals only: wisp does no DNS on the hot path).
     fn next_hop(&self, msg: &Message, route: &RouteState) -> NextHop {
         if let Some(d) = route.target() {
-            return NextHop::Addr(proto_of(d.transport), d.addr);
+            return NextHop::Addr(d.transport.proto(), d.addr);
         }
         let uri = msg.top_route_uri().or_else(|| msg.request_uri()).unwrap_or_default();
         match Uri::parse(uri) {
@@ -92,7 +92,7 @@ impl<S: Sender> Worker<S> {
         let targets: Vec<(Proto, SocketAddr, Option<Arc<Destination>>)> = if tx.route.parallel {
             let from = tx.route.current.unwrap_or(0);
             let list = tx.route.failover.get(from..).unwrap_or_default();
-            list.iter().map(|d| (proto_of(d.transport), d.addr, Some(d.clone()))).collect()
+            list.iter().map(|d| (d.transport.proto(), d.addr, Some(d.clone()))).collect()
         } else {
             match self.next_hop(&tx.request, &tx.route) {
                 NextHop::Addr(p, a) => vec![(p, a, tx.route.target().cloned())],
@@ -244,14 +244,6 @@ impl<S: Sender> Worker<S> {
         for b in pending {
             self.cancel_branch(id, b);
         }
-    }
-}
-
-/// The transport of a dispatcher destination.
-fn proto_of(t: Transport) -> Proto {
-    match t {
-        Transport::Udp => Proto::Udp,
-        Transport::Tcp => Proto::Tcp,
     }
 }
 
