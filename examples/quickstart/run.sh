@@ -2,7 +2,8 @@
 # wisp quickstart: set up, build wisp and the primary-backup policy, then run
 #   - three simulated carriers (sipp UAS): set 1 = 127.0.0.1:5071, :5072,
 #     set 2 (backup) = 127.0.0.1:5073, answering OPTIONS and calls;
-#   - wisp on udp:127.0.0.1:5060 with examples/quickstart/wisp.toml;
+#   - wisp on udp:127.0.0.1:5060 and tcp:127.0.0.1:5060 with
+#     examples/quickstart/wisp.toml;
 #   - a caller (sipp UAC) placing 2 calls per second through wisp
 #     (at most 3600 calls / 30 minutes).
 # wisp prints one line per call: Call-ID, carrier, final code.
