@@ -6,6 +6,8 @@
 //! named in wisp's own branch. Everything here is synchronous; the worker's
 //! event loop ([`crate::server`]) feeds it datagrams and timer ticks.
 
+mod dns;
+pub use dns::lookup;
 mod failure;
 mod ping;
 mod relay;
@@ -62,6 +64,9 @@ pub trait Sender {
     fn connected(&self, _socket: usize, _to: SocketAddr) -> bool {
         true
     }
+    /// Look `host` up off the worker; the answer comes back through
+    /// [`Worker::on_resolved`].
+    fn resolve(&self, host: String);
 }
 
 /// A request being proxied: the server transaction, the request as the
@@ -118,6 +123,8 @@ pub struct Worker<S: Sender> {
     pings: HashMap<u64, ping::PingTx>,
     ping_index: HashMap<Vec<u8>, u64>,
     pub timers: Timers,
+    /// Host names looked up, and what waits for them.
+    names: dns::Names,
     pub stats: Stats,
     pub metrics: Arc<crate::control::metrics::Metrics>,
 }
@@ -147,6 +154,7 @@ impl<S: Sender> Worker<S> {
             pings: HashMap::new(),
             ping_index: HashMap::new(),
             timers: Timers::default(),
+            names: dns::Names::default(),
             stats: Stats::default(),
             metrics,
         }

@@ -69,6 +69,14 @@ impl Sender for WorkerSender {
     fn connected(&self, socket: usize, to: SocketAddr) -> bool {
         self.protos[socket] == Proto::Udp || self.tcp.is_open(to)
     }
+
+    fn resolve(&self, host: String) {
+        let (pool, id) = (self.tcp.clone(), self.id);
+        tokio::spawn(async move {
+            let answer = crate::proxy::lookup(host.clone()).await;
+            pool.notify(id, tcp::Event::Resolved { host, answer });
+        });
+    }
 }
 
 /// A worker's bound sockets, by listen entry.
@@ -368,6 +376,7 @@ fn worker_thread(id: usize, workers: usize, shared: Arc<Shared>, io: WorkerIo, m
                             worker.borrow_mut().on_datagram(bytes, src, listen)
                         }
                         tcp::Event::Failed { proto, peer } => worker.borrow_mut().on_transport_failure(proto, peer),
+                        tcp::Event::Resolved { host, answer } => worker.borrow_mut().on_resolved(host, answer),
                     }
                     after_work();
                 }

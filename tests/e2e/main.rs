@@ -10,6 +10,7 @@ mod algorithms;
 mod call;
 mod cancel;
 mod control;
+mod dns;
 mod examples;
 mod failover;
 mod hot_swap;

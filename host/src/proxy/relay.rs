@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Sender, Worker};
+use super::{dns, Sender, Worker};
 use std::sync::Arc;
 
 use crate::dispatcher::Destination;
@@ -17,13 +17,15 @@ use crate::transport::Proto;
 /// Where a relayed request goes.
 enum NextHop {
     Addr(Proto, SocketAddr),
+    /// A host name not resolved yet.
+    Name(String),
     /// Cannot be routed: answer with this status.
     Refuse(u16, &'static str),
 }
 
 impl<S: Sender> Worker<S> {
     /// The next hop: the policy's destination, else the top Route, else the
-    /// request-URI (IP literals only: wisp does no DNS on the hot path).
+    /// request-URI; a host name is looked up (A/AAAA, cached per worker).
     fn next_hop(&self, msg: &Message, route: &RouteState) -> NextHop {
         if let Some(d) = route.target() {
             return NextHop::Addr(d.transport.proto(), d.addr);
@@ -36,9 +38,24 @@ impl<S: Sender> Worker<S> {
                     None => Some(Proto::Udp),
                     Some(t) => Proto::from_name(t),
                 };
-                match (proto, u.socket_addr()) {
-                    (Some(proto), Some(addr)) => NextHop::Addr(proto, addr),
-                    _ => NextHop::Refuse(503, "Service Unavailable"),
+                let Some(proto) = proto else { return NextHop::Refuse(503, "Service Unavailable") };
+                if let Some(addr) = u.socket_addr() {
+                    return NextHop::Addr(proto, addr);
+                }
+                let host = String::from_utf8_lossy(u.host).to_ascii_lowercase();
+                match self.names.get(&host) {
+                    dns::Lookup::Found(ips) => {
+                        // The first address of a family wisp can send from.
+                        let can_send = |ip: &&std::net::IpAddr| {
+                            self.cfg.listen.iter().any(|l| l.proto == proto && l.addr.is_ipv4() == ip.is_ipv4())
+                        };
+                        match ips.iter().find(can_send) {
+                            Some(ip) => NextHop::Addr(proto, SocketAddr::new(*ip, u.port_or_default())),
+                            None => NextHop::Refuse(503, "Service Unavailable"),
+                        }
+                    }
+                    dns::Lookup::Failed => NextHop::Refuse(503, "Service Unavailable"),
+                    dns::Lookup::Unknown => NextHop::Name(host),
                 }
             }
             Ok(u) if u.scheme == Scheme::Sips => NextHop::Refuse(503, "Service Unavailable"),
@@ -88,7 +105,9 @@ impl<S: Sender> Worker<S> {
     /// Relay the transaction's request: on one new branch, or with parallel
     /// forking on one branch per destination left in the failover list.
     pub(super) fn relay(&mut self, id: u64) {
-        let Some(tx) = self.txs.get(&id) else { return };
+        // Answered or cancelled meanwhile (e.g. while its next hop's name
+        // was looked up): nothing more to send.
+        let Some(tx) = self.txs.get(&id).filter(|t| !t.server.has_final()) else { return };
         let targets: Vec<(Proto, SocketAddr, Option<Arc<Destination>>)> = if tx.route.parallel {
             let from = tx.route.current.unwrap_or(0);
             let list = tx.route.failover.get(from..).unwrap_or_default();
@@ -96,6 +115,13 @@ impl<S: Sender> Worker<S> {
         } else {
             match self.next_hop(&tx.request, &tx.route) {
                 NextHop::Addr(p, a) => vec![(p, a, tx.route.target().cloned())],
+                NextHop::Name(host) => {
+                    // Relayed again once the name is known.
+                    if !self.wait_for_name(&host, dns::Waiting::Relay(id)) {
+                        self.reply(id, 503, "Service Unavailable");
+                    }
+                    return;
+                }
                 NextHop::Refuse(code, reason) => return self.reply(id, code, reason),
             }
         };
@@ -190,6 +216,10 @@ impl<S: Sender> Worker<S> {
     pub(super) fn forward_stateless(&mut self, msg: Message, route: &RouteState, _socket: usize) {
         let (proto, dest) = match self.next_hop(&msg, route) {
             NextHop::Addr(p, a) => (p, a),
+            NextHop::Name(host) => {
+                let _ = self.wait_for_name(&host, dns::Waiting::Stateless(msg, route.clone()));
+                return;
+            }
             NextHop::Refuse(..) => return,
         };
         let Some(socket) = self.socket_for(proto, dest) else { return };

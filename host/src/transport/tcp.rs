@@ -32,6 +32,8 @@ pub enum Event {
     Message { bytes: Vec<u8>, src: SocketAddr, listen: usize },
     /// A connection to `peer` could not be opened or broke.
     Failed { proto: Proto, peer: SocketAddr },
+    /// A host name lookup finished (None: it failed).
+    Resolved { host: String, answer: Option<Vec<std::net::IpAddr>> },
 }
 
 /// `[tcp]` settings.
@@ -306,6 +308,11 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Hand `event` to `worker`.
+    pub fn notify(&self, worker: usize, event: Event) {
+        let _ = self.events[worker].send(event);
     }
 
     /// Tell every worker that `peer` cannot be reached over `proto` (also

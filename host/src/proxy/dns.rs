@@ -1,0 +1,117 @@
+//! Host names in request-URIs and Routes (in-dialog requests to a Contact
+//! or Record-Route that names a host): A/AAAA lookups through the system
+//! resolver, off the worker (a blocking task), with a small per-worker
+//! cache. The request waits in its transaction meanwhile; no SRV/NAPTR yet
+//! (RFC 3263), so the URI's port or 5060 is used.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::{Sender, Worker};
+use crate::policy::RouteState;
+use crate::sip::Message;
+
+/// How long an answer is reused.
+const TTL: Duration = Duration::from_secs(60);
+/// How long a failed lookup is remembered (its requests get 503 at once).
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Most names remembered per worker, and lookups in flight per worker.
+const MAX_NAMES: usize = 4096;
+const MAX_LOOKUPS: usize = 64;
+/// A lookup slower than this fails.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What waits for a name.
+#[derive(Debug)]
+pub enum Waiting {
+    /// A transaction's relay.
+    Relay(u64),
+    /// A request forwarded without a transaction (ACK for a 2xx).
+    Stateless(Message, RouteState),
+}
+
+/// One worker's names: answers, and what waits for the ones being looked up.
+#[derive(Debug, Default)]
+pub struct Names {
+    cache: HashMap<String, (Option<Vec<IpAddr>>, Instant)>,
+    pending: HashMap<String, Vec<Waiting>>,
+}
+
+/// What the cache says about a name.
+pub enum Lookup<'a> {
+    Found(&'a [IpAddr]),
+    Failed,
+    Unknown,
+}
+
+impl Names {
+    pub fn get(&self, host: &str) -> Lookup<'_> {
+        match self.cache.get(host) {
+            Some((answer, until)) if *until > Instant::now() => match answer {
+                Some(addrs) => Lookup::Found(addrs),
+                None => Lookup::Failed,
+            },
+            _ => Lookup::Unknown,
+        }
+    }
+
+    fn store(&mut self, host: &str, answer: Option<Vec<IpAddr>>) {
+        if self.cache.len() >= MAX_NAMES {
+            let now = Instant::now();
+            self.cache.retain(|_, (_, until)| *until > now);
+            if self.cache.len() >= MAX_NAMES {
+                self.cache.clear();
+            }
+        }
+        let ttl = if answer.is_some() { TTL } else { NEGATIVE_TTL };
+        self.cache.insert(host.to_string(), (answer, Instant::now() + ttl));
+    }
+}
+
+impl<S: Sender> Worker<S> {
+    /// Park `waiting` until `host` is resolved; false when too many lookups
+    /// are in flight already (the caller answers 503).
+    pub(super) fn wait_for_name(&mut self, host: &str, waiting: Waiting) -> bool {
+        if let Some(list) = self.names.pending.get_mut(host) {
+            list.push(waiting);
+            return true;
+        }
+        if self.names.pending.len() >= MAX_LOOKUPS {
+            tracing::warn!(host, "too many DNS lookups in flight: request refused");
+            return false;
+        }
+        self.names.pending.insert(host.to_string(), vec![waiting]);
+        self.sender.resolve(host.to_string());
+        true
+    }
+
+    /// A lookup finished: remember it and resume what waited for it (the
+    /// relay now finds the name in the cache, or refuses it).
+    pub fn on_resolved(&mut self, host: String, answer: Option<Vec<IpAddr>>) {
+        match &answer {
+            Some(addrs) => tracing::debug!(%host, ?addrs, "resolved"),
+            None => tracing::info!(%host, "cannot resolve host name: its requests get 503"),
+        }
+        self.names.store(&host, answer);
+        for waiting in self.names.pending.remove(&host).unwrap_or_default() {
+            match waiting {
+                Waiting::Relay(id) => self.relay(id),
+                Waiting::Stateless(msg, route) => self.forward_stateless(msg, &route, 0),
+            }
+        }
+    }
+}
+
+/// Resolve `host` (A and AAAA) with the system resolver, on a blocking
+/// thread of the current runtime, bounded by [`LOOKUP_TIMEOUT`].
+pub async fn lookup(host: String) -> Option<Vec<IpAddr>> {
+    let blocking = tokio::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs;
+        (host.as_str(), 0).to_socket_addrs().map(|it| it.map(|a| a.ip()).collect::<Vec<_>>())
+    });
+    match tokio::time::timeout(LOOKUP_TIMEOUT, blocking).await {
+        Ok(Ok(Ok(addrs))) if !addrs.is_empty() => Some(addrs),
+        _ => None,
+    }
+}
