@@ -51,6 +51,11 @@ pub struct SipConfig {
     /// 8192); a longer one gets 400.
     #[serde(default = "default_max_header_line")]
     pub max_header_line: usize,
+    /// New calls (initial INVITEs) get 503 with Retry-After while this many
+    /// transactions are in progress (default 0: no limit); in-dialog
+    /// requests are always served.
+    #[serde(default)]
+    pub max_transactions: usize,
     /// Socket receive/send buffer in bytes (default 4 MiB).
     #[serde(default = "default_socket_buffer")]
     pub socket_buffer: usize,

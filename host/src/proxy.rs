@@ -37,6 +37,9 @@ pub struct ProxyConfig {
     pub timers: TimerConfig,
     pub limits: sip::Limits,
     pub max_branches: usize,
+    /// New calls get 503 + Retry-After beyond this many transactions in
+    /// progress (0: no limit).
+    pub max_transactions: usize,
     /// Status for a request whose policy call failed.
     pub on_error: u16,
     /// Or relay it round-robin over this set.

@@ -147,6 +147,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 max_header_line: config.sip.max_header_line,
             },
             max_branches: config.transaction.max_branches,
+            max_transactions: config.sip.max_transactions,
             on_error: config.policy.on_error,
             on_error_set: config.policy.on_error_set,
             log_calls: config.log.calls,

@@ -102,3 +102,40 @@ fn on_error_set_relays_when_the_policy_traps() {
     assert_eq!(fallback.count(Method::Invite), 1);
     assert_eq!(a.count(Method::Invite), 0);
 }
+
+/// `sip.max_transactions`: beyond it new calls get 503 with Retry-After at
+/// once; requests inside calls are still served.
+#[test]
+fn new_calls_are_shed_beyond_max_transactions() {
+    let carrier = Uas::start(Behaviour::Ring);
+    let mut cfg = WispConfig::new(format!("1 {}\n", carrier.uri()));
+    cfg.sip_extra = "max_transactions = 2\n".into();
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    for i in 0..2 {
+        uac.send(&uac.request("INVITE", &format!("ring-{i}"), 1, &format!("z9hG4bK-ring-{i}"), ""));
+    }
+    assert!(carrier.wait_for(wisp::sip::Method::Invite, 2, PROMPT), "two calls ringing");
+    let shed = uac.invite("shed-1", "", PROMPT);
+    let r = shed.final_response.expect("an answer");
+    assert_eq!(r.status(), Some(503), "{:?}", shed.codes);
+    assert_eq!(r.values_named(b"Retry-After").collect::<Vec<_>>(), vec![&b"5"[..]]);
+    assert_eq!(carrier.count(wisp::sip::Method::Invite), 2, "the shed call never reached the carrier");
+    // A request inside a call is served even now.
+    let bye = uac.request("BYE", "ring-0", 2, "z9hG4bK-ring-0-bye", "");
+    // To the carrier, with its tag: a request of an established dialog.
+    let bye = bye.replacen(&format!("BYE sip:callee@{}", wisp.addr), &format!("BYE {}", carrier.uri()), 1);
+    let bye = bye.replacen("\r\nCall-ID:", ";tag=carrier\r\nCall-ID:", 1);
+    uac.send(&bye);
+    let deadline = Instant::now() + PROMPT;
+    let mut bye_code = None;
+    while bye_code.is_none() && Instant::now() < deadline {
+        if let Some(m) = uac.recv(Duration::from_millis(100)) {
+            if m.core().cseq_method == wisp::sip::Method::Bye {
+                bye_code = m.status();
+            }
+        }
+    }
+    assert_eq!(bye_code, Some(200));
+    assert!(wisp.metrics().lines().any(|l| l == "wisp_calls_shed_total 1"), "{}", wisp.metrics());
+}

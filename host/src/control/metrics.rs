@@ -47,6 +47,8 @@ pub struct Metrics {
     pub transactions_active: Gauge<i64, AtomicI64>,
     transactions_total: [Counter; 2],
     pub failovers: Counter,
+    /// New calls refused by `sip.max_transactions`.
+    pub shed: Counter,
     policy_calls: Vec<Counter>,
     policy_traps: Vec<Counter>,
     traps_by_version: Family<Labels, Counter>,
@@ -98,6 +100,12 @@ impl Metrics {
         registry.register("transactions", "Server transactions created, by type", tx_family);
         let failovers = Counter::default();
         registry.register("failovers", "Requests relayed again from failure-route", failovers.clone());
+        let shed = Counter::default();
+        registry.register(
+            "calls_shed",
+            "New calls answered 503 because sip.max_transactions was reached",
+            shed.clone(),
+        );
         let calls_family = Family::<Labels, Counter>::default();
         let policy_calls =
             HOOKS.iter().map(|h| calls_family.get_or_create(&vec![("hook".into(), h.to_string())]).clone()).collect();
@@ -147,6 +155,7 @@ impl Metrics {
             transactions_active,
             transactions_total,
             failovers,
+            shed,
             policy_calls,
             policy_traps,
             traps_by_version,

@@ -36,6 +36,12 @@ impl<S: Sender> Worker<S> {
         if msg.core().max_forwards == Some(0) {
             return self.reply_stateless(&msg, src, socket, 483, "Too Many Hops", &[]);
         }
+        if method == Method::Invite && !msg.has_to_tag() && self.overloaded() {
+            // Shed new calls early and cheaply; calls in progress (in-dialog
+            // requests) keep being served.
+            self.metrics.shed.inc();
+            return self.reply_stateless(&msg, src, socket, 503, "Service Unavailable", &[("Retry-After", "5")]);
+        }
         if let Err((code, reason)) = check_request_uri(&msg) {
             return self.reply_stateless(&msg, src, socket, code, reason, &[]);
         }
@@ -85,6 +91,11 @@ impl<S: Sender> Worker<S> {
         self.txs.insert(id, tx);
         self.metrics.transaction_started(method == Method::Invite);
         self.run_request_route(id);
+    }
+
+    /// More transactions in progress than `sip.max_transactions` allows.
+    fn overloaded(&self) -> bool {
+        self.cfg.max_transactions > 0 && self.metrics.transactions_active.get() >= self.cfg.max_transactions as i64
     }
 
     /// Answer a request without a transaction (it is refused before one exists).
