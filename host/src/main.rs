@@ -143,6 +143,10 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let snap = ds.snapshot();
     let dests: usize = snap.sets.iter().map(|s| s.destinations.len()).sum();
     println!("{}: ok ({} sets, {} destinations, policy ok)", path.display(), snap.sets.len(), dests);
+    let listen = cfg.listen().map_err(anyhow::Error::msg)?;
+    if let Some(uri) = wisp::server::tcp_destination_without_listener(&ds, &listen) {
+        println!("warning: {uri} is reached over TCP but [sip] listen has no tcp: entry; its requests will get 503");
+    }
     Ok(())
 }
 

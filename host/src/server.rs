@@ -128,14 +128,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for l in &listen {
         tracing::info!(workers, "listening on {l}");
     }
-    let snapshot = dispatcher.snapshot();
-    let tcp_destination = snapshot
-        .sets
-        .iter()
-        .flat_map(|s| s.destinations.iter())
-        .find(|d| d.transport == crate::dispatcher::Transport::Tcp);
-    if let (Some(d), false) = (tcp_destination, listen.iter().any(|l| l.proto == Proto::Tcp)) {
-        tracing::warn!(uri = %d.uri, "a TCP destination but no tcp: listen entry: requests to it will get 503");
+    if let Some(uri) = tcp_destination_without_listener(&dispatcher, &listen) {
+        tracing::warn!(%uri, "a TCP destination but no tcp: listen entry: requests to it will get 503");
     }
     let shared = Arc::new(Shared {
         cfg: Arc::new(ProxyConfig {
@@ -206,6 +200,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     result
+}
+
+/// A `;transport=tcp` destination when wisp has no `tcp:` listen entry to
+/// send from (its requests would get 503).
+pub fn tcp_destination_without_listener(dispatcher: &Dispatcher, listen: &[ListenAddr]) -> Option<String> {
+    if listen.iter().any(|l| l.proto == Proto::Tcp) {
+        return None;
+    }
+    let snapshot = dispatcher.snapshot();
+    let mut dests = snapshot.sets.iter().flat_map(|s| s.destinations.iter());
+    dests.find(|d| d.transport == crate::dispatcher::Transport::Tcp).map(|d| d.uri.clone())
 }
 
 /// The control plane, and signals: SIGINT/SIGTERM stop, SIGHUP reloads the

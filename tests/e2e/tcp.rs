@@ -276,3 +276,29 @@ fn a_carrier_that_stops_reading_gets_sends_refused_not_unbounded_queues() {
     assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
     drop(hold);
 }
+
+/// `wisp config check` says when a TCP destination has no TCP listener.
+#[test]
+fn config_check_warns_of_a_tcp_destination_without_a_tcp_listener() {
+    let dir = std::env::temp_dir().join(format!("wisp-check-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("dispatcher.list"), "1 sip:127.0.0.1:5999;transport=tcp\n").unwrap();
+    let check = |listen: &str| {
+        let toml = format!(
+            "[sip]\nlisten = [{listen}]\n[dispatcher]\nlist_file = \"dispatcher.list\"\n[policy]\nfile = \"{}\"\n",
+            policy_path("primary_backup").display()
+        );
+        std::fs::write(dir.join("wisp.toml"), toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .args(["config", "check", "-c"])
+            .arg(dir.join("wisp.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let udp_only = check("\"udp:127.0.0.1:5060\"");
+    assert!(udp_only.contains("warning: sip:127.0.0.1:5999;transport=tcp is reached over TCP"), "{udp_only}");
+    let both = check("\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"");
+    assert!(both.contains(": ok (") && !both.contains("warning"), "{both}");
+}
