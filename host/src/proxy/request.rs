@@ -239,10 +239,7 @@ impl<S: Sender> Worker<S> {
         let to = self.reply_addr(&msg, src, socket);
         let key = server_key(&msg, Method::Invite);
         let Some(&id) = self.server_index.get(&key) else {
-            let r = reply::response(&msg, 481, "Call/Transaction Does Not Exist", b"", &[]);
-            self.metrics.reply_sent(481);
-            let _ = self.sender.send(socket, &r, to);
-            return;
+            return self.reply_stateless(&msg, src, socket, 481, "Call/Transaction Does Not Exist", &[]);
         };
         let Some(tx) = self.txs.get_mut(&id) else { return };
         let ok = reply::response(&msg, 200, "OK", tx.to_tag.as_bytes(), &[]);
