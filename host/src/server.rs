@@ -23,7 +23,7 @@ use crate::control::ControlState;
 use crate::dispatcher::Dispatcher;
 use crate::policy::{PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker};
 use crate::proxy::{Handoff, ProxyConfig, Sender, Worker};
-use crate::transport::{tcp, udp, ListenAddr, Proto};
+use crate::transport::{tcp, udp, Event, ListenAddr, Proto};
 
 /// What every worker shares.
 struct Shared {
@@ -74,7 +74,7 @@ impl Sender for WorkerSender {
         let (pool, id) = (self.tcp.clone(), self.id);
         tokio::spawn(async move {
             let answer = crate::proxy::lookup(host.clone()).await;
-            pool.notify(id, tcp::Event::Resolved { host, answer });
+            pool.notify(id, Event::Resolved { host, answer });
         });
     }
 }
@@ -293,7 +293,7 @@ struct WorkerIo {
     socks: Vec<Bound>,
     peers: Vec<mpsc::UnboundedSender<Handoff>>,
     inbox: mpsc::UnboundedReceiver<Handoff>,
-    events: mpsc::UnboundedReceiver<tcp::Event>,
+    events: mpsc::UnboundedReceiver<Event>,
     pool: Arc<tcp::Pool>,
 }
 
@@ -378,11 +378,9 @@ fn worker_thread(id: usize, workers: usize, shared: Arc<Shared>, io: WorkerIo, m
             tokio::task::spawn_local(async move {
                 while let Some(event) = events.recv().await {
                     match event {
-                        tcp::Event::Message { bytes, src, listen } => {
-                            worker.borrow_mut().on_datagram(bytes, src, listen)
-                        }
-                        tcp::Event::Failed { proto, peer } => worker.borrow_mut().on_transport_failure(proto, peer),
-                        tcp::Event::Resolved { host, answer } => worker.borrow_mut().on_resolved(host, answer),
+                        Event::Message { bytes, src, listen } => worker.borrow_mut().on_datagram(bytes, src, listen),
+                        Event::Failed { proto, peer } => worker.borrow_mut().on_transport_failure(proto, peer),
+                        Event::Resolved { host, answer } => worker.borrow_mut().on_resolved(host, answer),
                     }
                     after_work();
                 }

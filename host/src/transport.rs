@@ -7,6 +7,18 @@ pub mod udp;
 
 use std::net::SocketAddr;
 
+/// What reaches a worker besides its own sockets: messages read by its TCP
+/// connections, transport failures (from any worker), name lookups.
+#[derive(Debug)]
+pub enum Event {
+    /// A whole message read from `src` on a connection of listen entry `listen`.
+    Message { bytes: Vec<u8>, src: SocketAddr, listen: usize },
+    /// A connection to `peer` could not be opened or broke.
+    Failed { proto: Proto, peer: SocketAddr },
+    /// A host name lookup finished (None: it failed).
+    Resolved { host: String, answer: Option<Vec<std::net::IpAddr>> },
+}
+
 /// A `listen` entry of wisp.toml: `udp:127.0.0.1:5060`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenAddr {

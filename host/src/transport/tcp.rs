@@ -22,19 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::Proto;
+use super::{Event, Proto};
 use crate::sip::framing::{frame, Frame};
-
-/// What the transport tells a worker.
-#[derive(Debug)]
-pub enum Event {
-    /// A whole message read from `src` on a connection of listen entry `listen`.
-    Message { bytes: Vec<u8>, src: SocketAddr, listen: usize },
-    /// A connection to `peer` could not be opened or broke.
-    Failed { proto: Proto, peer: SocketAddr },
-    /// A host name lookup finished (None: it failed).
-    Resolved { host: String, answer: Option<Vec<std::net::IpAddr>> },
-}
 
 /// `[tcp]` settings.
 #[derive(Debug, Clone, Copy)]
