@@ -130,11 +130,6 @@ impl Pool {
         all
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
     fn shard(&self, peer: &SocketAddr) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Conn>> {
         let ip = match peer.ip() {
             std::net::IpAddr::V4(v4) => u32::from(v4),
