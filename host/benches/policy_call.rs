@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wisp::control::metrics::Metrics;
 use wisp::dispatcher::Dispatcher;
+use wisp::policy::metrics::HookMetrics;
 use wisp::policy::{CallContext, Hook, PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker, RouteState};
 
 const INVITE: &str = "INVITE sip:bob@127.0.0.1:5060 SIP/2.0\r\n\
@@ -22,13 +22,11 @@ fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let policy = root.join("target/wasm32-wasip2/policy/by_header.wasm");
     anyhow::ensure!(policy.exists(), "{} is missing: run scripts/build-policies.sh", policy.display());
-    let list = std::env::temp_dir().join(format!("wisp-bench-{}.list", std::process::id()));
-    std::fs::write(&list, "1 sip:127.0.0.1:5071 0 10\n1 sip:127.0.0.1:5072 0 10\n2 sip:127.0.0.1:5073\n")?;
-    let dispatcher = Arc::new(Dispatcher::load(&list, 1)?);
-    std::fs::remove_file(&list)?;
+    let list = "1 sip:127.0.0.1:5071 0 10\n1 sip:127.0.0.1:5072 0 10\n2 sip:127.0.0.1:5073\n";
+    let dispatcher = Arc::new(Dispatcher::from_list(list, "bench.list", 1)?);
     let engine = PolicyEngine::new(PolicyLimits { max_call_ms: 10, max_memory_bytes: 16 << 20 }, None)?;
     let handle = Arc::new(PolicyHandle::new(engine.load(&policy, &dispatcher)?));
-    let metrics = Arc::new(Metrics::new(dispatcher.clone(), 1, engine.metrics.clone()));
+    let metrics = Arc::new(HookMetrics::new(1));
     let mut worker = PolicyWorker::new(0, engine, handle, dispatcher, metrics);
 
     let msg = wisp::sip::parse(INVITE.as_bytes().to_vec(), &wisp::sip::Limits::default())?;

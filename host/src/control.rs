@@ -18,8 +18,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::dispatcher::Dispatcher;
+use crate::policy::metrics::HookMetrics;
 use crate::policy::{PolicyEngine, PolicyHandle};
-use metrics::Metrics;
+use crate::proxy::metrics::ProxyMetrics;
+use metrics::Exposition;
 
 /// What the control plane reads and commands.
 pub struct ControlState {
@@ -29,7 +31,9 @@ pub struct ControlState {
     /// The policy file SIGHUP and `policy.reload` load (a path given to
     /// `policy.reload` becomes the new one).
     pub policy_file: Mutex<PathBuf>,
-    pub metrics: Arc<Metrics>,
+    pub exposition: Exposition,
+    pub proxy_metrics: Arc<ProxyMetrics>,
+    pub hook_metrics: Arc<HookMetrics>,
     pub tcp: Arc<crate::transport::tcp::Pool>,
     pub started: Instant,
     pub started_at: SystemTime,
@@ -99,7 +103,7 @@ async fn handle(
     }
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/metrics") => {
-            Ok(respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.metrics.encode()))
+            Ok(respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.exposition.encode()))
         }
         ("POST", "/") | ("POST", "/rpc") => {
             let body = match req.into_body().collect().await {

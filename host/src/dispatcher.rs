@@ -10,16 +10,18 @@ pub mod call_load;
 pub mod destination;
 pub mod latency;
 pub mod list_file;
+pub mod metrics;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::transport::Proto;
 pub use algorithm::{Algorithm, HashInput, Selection};
-pub use destination::{Destination, Mark, ProbingMode, Transport};
+pub use destination::{Destination, Mark, ProbingMode};
 pub use list_file::{Entry, ListError};
 
 /// One destination set, in Kamailio's order: priority highest first.
@@ -66,41 +68,61 @@ impl Snapshot {
 
 /// Why a list could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum ListLoadError {
     #[error(transparent)]
     List(#[from] ListError),
     #[error("{file}:{line}: destination `{uri}` does not resolve: {reason}")]
     Resolve { file: String, line: usize, uri: String, reason: String },
+    #[error("destination `{uri}` does not resolve: {reason}")]
+    ResolveAdded { uri: String, reason: String },
+    #[error("no dispatcher.list file to reload")]
+    NoFile,
 }
 
 /// The dispatcher: the current snapshot and what it was loaded from.
 #[derive(Debug)]
 pub struct Dispatcher {
     current: ArcSwap<Snapshot>,
-    list_file: PathBuf,
+    list_file: Option<PathBuf>,
     /// `probing_threshold`: consecutive failures before INACTIVE.
     pub probing_threshold: u32,
     /// Reload resets all runtime state (Kamailio) instead of keeping it for
     /// unchanged destinations.
     pub reset_state_on_reload: bool,
     /// Keepalives on/off at runtime (Kamailio's `dispatcher.ping_active`).
-    pub ping_active: crate::prober::PingSwitch,
+    pub ping_active: PingSwitch,
     /// Answered calls per destination (algorithm 10, calls in progress).
     pub calls: call_load::CallLoad,
 }
 
 impl Dispatcher {
     /// Load `list_file`; errors name the file and line.
-    pub fn load(list_file: &Path, probing_threshold: u32) -> Result<Dispatcher, LoadError> {
-        let snapshot = build(list_file, None)?;
-        Ok(Dispatcher {
+    pub fn load(list_file: &Path, probing_threshold: u32) -> Result<Dispatcher, ListLoadError> {
+        let (snapshot, _) = build(&list_file::load(list_file)?, &list_file.display().to_string(), None)?;
+        Ok(Dispatcher { list_file: Some(list_file.to_path_buf()), ..Dispatcher::with(snapshot, probing_threshold) })
+    }
+
+    /// No sets and no list file (a policy checked or tested on its own).
+    pub fn empty() -> Dispatcher {
+        Dispatcher::with(Snapshot::default(), 1)
+    }
+
+    /// Sets from the text of a list (`origin` names it in errors); a reload
+    /// has no file to read.
+    pub fn from_list(text: &str, origin: &str, probing_threshold: u32) -> Result<Dispatcher, ListLoadError> {
+        let (snapshot, _) = build(&list_file::parse(text, origin)?, origin, None)?;
+        Ok(Dispatcher::with(snapshot, probing_threshold))
+    }
+
+    fn with(snapshot: Snapshot, probing_threshold: u32) -> Dispatcher {
+        Dispatcher {
             current: ArcSwap::from_pointee(snapshot),
-            list_file: list_file.to_path_buf(),
+            list_file: None,
             probing_threshold,
             reset_state_on_reload: false,
-            ping_active: crate::prober::PingSwitch::new(true),
+            ping_active: PingSwitch::new(true),
             calls: call_load::CallLoad::default(),
-        })
+        }
     }
 
     /// The current sets.
@@ -108,12 +130,22 @@ impl Dispatcher {
         self.current.load()
     }
 
-    /// Re-read the list file and swap it in atomically. Destinations whose set,
-    /// URI, flags, priority and attrs are unchanged keep their runtime state
-    /// and counters. On error the running sets stay.
-    pub fn reload(&self) -> Result<usize, LoadError> {
+    /// Re-read the list file and swap it in atomically. A destination whose
+    /// set, URI, priority and attrs are unchanged is the same destination:
+    /// it keeps its counters, calls in progress and latency statistics, and
+    /// its runtime state unless its flags column was edited, in which case
+    /// the new flags apply (an edited line is the operator's intent). On
+    /// error the running sets stay, untouched.
+    pub fn reload(&self) -> Result<usize, ListLoadError> {
+        let path = self.list_file.as_deref().ok_or(ListLoadError::NoFile)?;
+        let entries = list_file::load(path)?;
         let old = self.current.load_full();
-        let snapshot = build(&self.list_file, (!self.reset_state_on_reload).then_some(&*old))?;
+        let previous = (!self.reset_state_on_reload).then_some(&*old);
+        let (snapshot, edited) = build(&entries, &path.display().to_string(), previous)?;
+        for (d, flags) in edited {
+            tracing::info!(set = d.set_id, uri = %d.uri, from = d.listed_flags(), to = flags, "flags edited in the list: applied");
+            d.apply_listed_flags(flags);
+        }
         let n = snapshot.sets.iter().map(|s| s.destinations.len()).sum();
         self.current.store(Arc::new(snapshot));
         Ok(n)
@@ -131,13 +163,9 @@ impl Dispatcher {
 
     /// Add a destination in memory (lost on reload), as Kamailio's
     /// `dispatcher.add`; everyone else keeps state and counters.
-    pub fn add(&self, e: Entry) -> Result<(), LoadError> {
-        let (addr, transport) = resolve(&e.uri).map_err(|reason| LoadError::Resolve {
-            file: "dispatcher.add".into(),
-            line: 0,
-            uri: e.uri.clone(),
-            reason,
-        })?;
+    pub fn add(&self, e: Entry) -> Result<(), ListLoadError> {
+        let (addr, transport) =
+            resolve(&e.uri).map_err(|reason| ListLoadError::ResolveAdded { uri: e.uri.clone(), reason })?;
         let dest = Arc::new(Destination::new(e.set_id, e.uri, addr, transport, e.flags, e.priority, e.attrs));
         self.rebuild(|sets| match sets.iter_mut().find(|(id, _)| *id == dest.set_id) {
             Some((_, dests)) => {
@@ -179,22 +207,18 @@ impl Dispatcher {
     pub fn set_exists(&self, set_id: u32) -> bool {
         self.current.load().set(set_id).is_some()
     }
-
-    pub fn list_file(&self) -> &Path {
-        &self.list_file
-    }
 }
 
 /// Resolve a destination URI at load time (Kamailio resolves at load too):
 /// an IP literal directly, a name through the system resolver.
-fn resolve(uri: &str) -> Result<(SocketAddr, Transport), String> {
+fn resolve(uri: &str) -> Result<(SocketAddr, Proto), String> {
     let parsed = crate::sip::Uri::parse(uri.as_bytes()).map_err(|e| e.to_string())?;
     let transport = match parsed.transport() {
-        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
+        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Proto::Tcp,
         Some(t) if !t.eq_ignore_ascii_case(b"udp") => {
             return Err(format!("transport `{}` is not supported", String::from_utf8_lossy(t)))
         }
-        _ => Transport::Udp,
+        _ => Proto::Udp,
     };
     if let Some(addr) = parsed.socket_addr() {
         return Ok((addr, transport));
@@ -208,24 +232,35 @@ fn resolve(uri: &str) -> Result<(SocketAddr, Transport), String> {
     Ok((addr, transport))
 }
 
-fn build(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError> {
-    let entries = list_file::load(path)?;
-    let file = path.display().to_string();
+/// Sets from list entries. With `previous`, a destination of the same
+/// set, URI, priority and attrs is reused; those whose flags column
+/// changed are returned with their new flags, to apply once the whole
+/// list is known to be good.
+type Edited = Vec<(Arc<Destination>, u32)>;
+
+fn build(entries: &[Entry], file: &str, previous: Option<&Snapshot>) -> Result<(Snapshot, Edited), ListLoadError> {
     let mut lists: Vec<(u32, Vec<Arc<Destination>>)> = Vec::new();
+    let mut edited = Vec::new();
     for e in entries {
         let reused = previous.and_then(|p| p.set(e.set_id)).and_then(|s| {
             s.destinations.iter().find(|d| d.uri == e.uri && d.priority == e.priority && d.attrs == e.attrs).cloned()
         });
         let dest = match reused {
-            Some(d) => d,
+            Some(d) => {
+                if d.listed_flags() != e.flags {
+                    edited.push((d.clone(), e.flags));
+                }
+                d
+            }
             None => {
-                let (addr, transport) = resolve(&e.uri).map_err(|reason| LoadError::Resolve {
-                    file: file.clone(),
+                let (addr, transport) = resolve(&e.uri).map_err(|reason| ListLoadError::Resolve {
+                    file: file.to_string(),
                     line: e.line,
                     uri: e.uri.clone(),
                     reason,
                 })?;
-                Arc::new(Destination::new(e.set_id, e.uri, addr, transport, e.flags, e.priority, e.attrs))
+                let (uri, attrs) = (e.uri.clone(), e.attrs.clone());
+                Arc::new(Destination::new(e.set_id, uri, addr, transport, e.flags, e.priority, attrs))
             }
         };
         match lists.iter_mut().find(|(id, _)| *id == dest.set_id) {
@@ -244,7 +279,25 @@ fn build(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError
         })
         .collect();
     sets.sort_by_key(|s| s.id);
-    Ok(Snapshot { sets })
+    Ok((Snapshot { sets }, edited))
+}
+
+/// Global keepalive switch (Kamailio's `ds_ping_active`, the
+/// `dispatcher.ping_active` RPC): a dispatcher variable the prober reads.
+#[derive(Debug)]
+pub struct PingSwitch(AtomicBool);
+
+impl PingSwitch {
+    pub fn new(on: bool) -> Self {
+        PingSwitch(AtomicBool::new(on))
+    }
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Set; returns the previous value.
+    pub fn set(&self, on: bool) -> bool {
+        self.0.swap(on, Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]

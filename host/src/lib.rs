@@ -2,12 +2,15 @@
 //!
 //! Follow one INVITE through the modules, in the order they are declared:
 //!
-//! 1. [`transport`] receives a UDP datagram on one worker's socket.
+//! 1. [`transport`] receives a UDP datagram on one worker's socket (a
+//!    message that belongs to another worker travels on the [`transport::Bus`]).
 //! 2. [`sip`] parses it (zero-copy, RFC 3261/4475) or answers 400.
 //! 3. [`transaction`] matches it: a retransmission is absorbed, an ACK for a
 //!    failed INVITE ends its server transaction, a CANCEL finds its INVITE.
-//! 4. [`proxy`] (RFC 3261 §16) creates the server transaction, sends 100
-//!    Trying, checks Max-Forwards, pops its own Route, and asks the policy.
+//! 4. [`proxy`] (RFC 3261 §16) checks it statelessly (Max-Forwards 483,
+//!    overload 503, scheme 416, loop 482, Proxy-Require 420), then creates
+//!    the server transaction, sends 100 Trying, pops its own Route, and
+//!    asks the policy.
 //! 5. [`policy`] runs the WebAssembly policy's request-route in a warm,
 //!    sandboxed instance; the policy calls the [`dispatcher`] to select a
 //!    destination set member and returns relay / reply / drop.
@@ -19,10 +22,16 @@
 //!    keepalives from every worker, Kamailio's probing modes and thresholds.
 //! 8. [`control`] answers operators: JSON-RPC with Kamailio's method names
 //!    and Prometheus `/metrics`.
-//! 9. [`server`] ties it together: config, worker threads, signals, reload.
+//! 9. [`worker`] runs one thread's loops (UDP, TCP accept, inbox, timers,
+//!    keepalives) around its proxy core; [`server`] ties it together:
+//!    config, worker threads, signals, reload. [`clock`] and [`hash`] are
+//!    leaves every layer may use; docs/ARCHITECTURE.md gives the layer order
+//!    that `host/tests/layers.rs` enforces.
 // The one unsafe use is reading wisp's own compiled-policy cache (policy/cache.rs).
 #![deny(unsafe_code)]
 
+pub mod clock;
+pub mod hash;
 pub mod transport;
 pub mod sip;
 pub mod transaction;
@@ -34,3 +43,4 @@ pub mod control;
 pub mod ctl;
 pub mod config;
 pub mod server;
+pub mod worker;

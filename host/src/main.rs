@@ -151,19 +151,14 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn check_policy(file: &std::path::Path) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir();
-    let empty = dir.join(format!("wisp-policy-check-{}.list", std::process::id()));
-    std::fs::write(&empty, "")?;
-    let ds = wisp::dispatcher::Dispatcher::load(&empty, 1);
-    let _ = std::fs::remove_file(&empty);
-    let ds = std::sync::Arc::new(ds?);
+    let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::empty());
     let engine = wisp::policy::PolicyEngine::new(
         wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 },
         None,
     )?;
     let p = engine.load(file, &ds)?;
     println!("{}: ok", file.display());
-    println!("world:   wisp:policy/router@0.1.0");
+    println!("world:   {}", wisp::policy::bindings::WIT_WORLD);
     println!("sha256:  {}", p.hash);
     println!("exports: {}", p.exports.join(", "));
     println!("imports: {}", p.imports.join(", "));
@@ -209,18 +204,10 @@ fn test_policy(
 ) -> anyhow::Result<()> {
     use wisp::policy::bindings::{Action, BranchFailure};
     use wisp::policy::{CallContext, Decision, Hook, RouteState};
-    let list_path = match list {
-        Some(l) => l.to_path_buf(),
-        None => {
-            let empty = std::env::temp_dir().join(format!("wisp-policy-test-{}.list", std::process::id()));
-            std::fs::write(&empty, "")?;
-            empty
-        }
-    };
-    let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::load(&list_path, 1)?);
-    if list.is_none() {
-        let _ = std::fs::remove_file(&list_path);
-    }
+    let ds = std::sync::Arc::new(match list {
+        Some(l) => wisp::dispatcher::Dispatcher::load(l, 1)?,
+        None => wisp::dispatcher::Dispatcher::empty(),
+    });
     let engine = wisp::policy::PolicyEngine::new(
         wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 },
         None,

@@ -20,6 +20,7 @@ mod host_log;
 mod host_message;
 mod host_metrics;
 pub mod kv;
+pub mod metrics;
 mod host_transaction;
 mod wasi;
 
@@ -35,10 +36,11 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
 use crate::dispatcher::Dispatcher;
 use bindings::{Action, ReplyAction, Router, RouterPre};
 pub use context::{CallContext, DestinationEvent, Hook, HostState, RouteState};
+use metrics::TrapReason;
 
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum PolicyLoadError {
     #[error("{path}: cannot read: {source}")]
     Read {
         path: String,
@@ -47,7 +49,7 @@ pub enum LoadError {
     },
     #[error("{path}: not a valid WebAssembly component: {reason}")]
     Compile { path: String, reason: String },
-    #[error("{path}: does not fit wisp's policy world wisp:policy/router@0.1.0: {reason}")]
+    #[error("{path}: does not fit wisp's policy world {world}: {reason}", world = bindings::WIT_WORLD)]
     Link { path: String, reason: String },
     #[error("{path}: failed its load check (instantiation): {reason}")]
     Instantiate { path: String, reason: String },
@@ -89,7 +91,7 @@ pub struct PolicyEngine {
     cache: Option<cache::Cache>,
     /// Shared by every policy version: state and metrics survive a swap.
     pub kv: Arc<kv::Kv>,
-    pub metrics: Arc<crate::control::metrics::PolicyMetrics>,
+    pub metrics: Arc<metrics::PolicyMetrics>,
     epoch: Instant,
     next_version: AtomicU64,
 }
@@ -127,14 +129,17 @@ impl PolicyEngine {
     }
 
     /// Compile, link and test-instantiate a policy file.
-    pub fn load(&self, path: &Path, dispatcher: &Arc<Dispatcher>) -> Result<LoadedPolicy, LoadError> {
+    pub fn load(&self, path: &Path, dispatcher: &Arc<Dispatcher>) -> Result<LoadedPolicy, PolicyLoadError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: p.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| PolicyLoadError::Read { path: p.clone(), source })?;
         if !bytes.starts_with(b"\0asm") {
-            return Err(LoadError::Compile { path: p, reason: "not a WebAssembly file (no \\0asm header)".into() });
+            return Err(PolicyLoadError::Compile {
+                path: p,
+                reason: "not a WebAssembly file (no \\0asm header)".into(),
+            });
         }
         if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-            return Err(LoadError::Compile {
+            return Err(PolicyLoadError::Compile {
                 path: p,
                 reason: "a core wasm module, not a component: build the policy with --target wasm32-wasip2".into(),
             });
@@ -145,11 +150,11 @@ impl PolicyEngine {
             None => Component::new(&self.engine, &bytes).map(|c| (c, false)),
         };
         let (component, cached) =
-            compiled.map_err(|e| LoadError::Compile { path: p.clone(), reason: format!("{e:#}") })?;
+            compiled.map_err(|e| PolicyLoadError::Compile { path: p.clone(), reason: format!("{e:#}") })?;
         let ty = component.component_type();
         let exports = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let link_err = |e: wasmtime::Error| LoadError::Link { path: p.clone(), reason: format!("{e:#}") };
+        let link_err = |e: wasmtime::Error| PolicyLoadError::Link { path: p.clone(), reason: format!("{e:#}") };
         let mut linker = Linker::<HostState>::new(&self.engine);
         Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link_err)?;
         wasi::add_inert(&mut linker, &self.engine, &component).map_err(link_err)?;
@@ -171,12 +176,12 @@ impl PolicyEngine {
         // export must accept.
         let (mut store, router) = self
             .instantiate(&policy, dispatcher)
-            .map_err(|e| LoadError::Instantiate { path: p.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| PolicyLoadError::Instantiate { path: p.clone(), reason: format!("{e:#}") })?;
         store.set_epoch_deadline(self.limits.max_call_ms);
         match router.call_init(&mut store) {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(LoadError::Init { path: p, reason }),
-            Err(e) => return Err(LoadError::Instantiate { path: p, reason: format!("init: {e:#}") }),
+            Ok(Err(reason)) => return Err(PolicyLoadError::Init { path: p, reason }),
+            Err(e) => return Err(PolicyLoadError::Instantiate { path: p, reason: format!("init: {e:#}") }),
         }
         Ok(LoadedPolicy { version: self.next_version.fetch_add(1, Ordering::Relaxed), ..policy })
     }
@@ -186,20 +191,16 @@ impl PolicyEngine {
         policy: &LoadedPolicy,
         dispatcher: &Arc<Dispatcher>,
     ) -> wasmtime::Result<(Store<HostState>, Router)> {
-        let state = HostState {
-            call: None,
-            dispatcher: dispatcher.clone(),
-            policy: policy.name.clone(),
-            events: Vec::new(),
-            kv: self.kv.clone(),
-            metrics: self.metrics.clone(),
-            epoch: self.epoch,
-            trace: None,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-        };
+        let limits =
+            StoreLimitsBuilder::new().memory_size(self.limits.max_memory_bytes).trap_on_grow_failure(true).build();
+        let state = HostState::new(
+            dispatcher.clone(),
+            policy.name.clone(),
+            limits,
+            self.kv.clone(),
+            self.metrics.clone(),
+            self.epoch,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // Instantiation runs guest code too: bound it like a call.
@@ -231,10 +232,10 @@ impl PolicyEngine {
             Err(e) => return (Err(format!("{e:#}")), call, Vec::new()),
         };
         store.data_mut().trace = Some(Vec::new());
-        store.data_mut().call = Some(call);
+        store.data_mut().begin_call(call);
         store.set_epoch_deadline(self.limits.max_call_ms);
         let result = call_hook(&router, &mut store, hook);
-        let call = store.data_mut().call.take().expect("call context survives the call");
+        let call = store.data_mut().end_call();
         let trace = store.data_mut().trace.take().unwrap_or_default();
         (result.map_err(|e| format!("{e:#}")), call, trace)
     }
@@ -298,7 +299,7 @@ struct Warm {
 /// transactions that started on them still run their hooks.
 pub struct PolicyWorker {
     worker: usize,
-    metrics: Arc<crate::control::metrics::Metrics>,
+    metrics: Arc<metrics::HookMetrics>,
     engine: Arc<PolicyEngine>,
     handle: Arc<PolicyHandle>,
     dispatcher: Arc<Dispatcher>,
@@ -316,7 +317,7 @@ impl PolicyWorker {
         engine: Arc<PolicyEngine>,
         handle: Arc<PolicyHandle>,
         dispatcher: Arc<Dispatcher>,
-        metrics: Arc<crate::control::metrics::Metrics>,
+        metrics: Arc<metrics::HookMetrics>,
     ) -> PolicyWorker {
         PolicyWorker {
             worker,
@@ -356,12 +357,12 @@ impl PolicyWorker {
             Err(e) => return (Err(e), call),
         };
         let Warm { store, router, .. } = &mut self.warm[i];
-        store.data_mut().call = Some(call);
+        store.data_mut().begin_call(call);
         store.set_epoch_deadline(self.engine.limits.max_call_ms);
         let started = Instant::now();
         let result = call_hook(router, &mut *store, hook);
-        let call = store.data_mut().call.take().expect("call context survives the call");
-        self.metrics.policy_call(self.worker, hook as usize, started.elapsed().as_secs_f64());
+        let call = store.data_mut().end_call();
+        self.metrics.call(self.worker, hook, started.elapsed().as_secs_f64());
         let events = std::mem::take(&mut store.data_mut().events);
         match result {
             Ok(d) => {
@@ -410,7 +411,7 @@ impl PolicyWorker {
                 self.warm.push(Warm { policy: policy.clone(), store, router });
                 Ok(self.warm.len() - 1)
             }
-            Err(e) => Err(self.failed_as(policy, hook, &e, Some(2))),
+            Err(e) => Err(self.failed_as(policy, hook, &e, Some(TrapReason::Instantiate))),
         }
     }
 
@@ -432,24 +433,24 @@ impl PolicyWorker {
         self.failed_as(policy, hook, e, None)
     }
 
-    /// `forced` overrides the reason index of metrics::TRAP_REASONS (2 for a
-    /// failed instantiation).
+    /// `forced` overrides the reason read from the error (a failed
+    /// instantiation is not a trap of the call).
     fn failed_as(
         &mut self,
         policy: &LoadedPolicy,
         hook: Hook,
         e: &wasmtime::Error,
-        forced: Option<usize>,
+        forced: Option<TrapReason>,
     ) -> CallError {
         let (reason, kind) = match e.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => {
-                (format!("exceeded max_call_ms ({} ms)", self.engine.limits.max_call_ms), 1)
+                (format!("exceeded max_call_ms ({} ms)", self.engine.limits.max_call_ms), TrapReason::Timeout)
             }
-            Some(trap) => (format!("trap: {trap}"), 0),
-            None => (format!("{e:#}"), 0),
+            Some(trap) => (format!("trap: {trap}"), TrapReason::Trap),
+            None => (format!("{e:#}"), TrapReason::Trap),
         };
         let kind = forced.unwrap_or(kind);
-        self.metrics.policy_trap(kind, policy.version);
+        self.metrics.trap(kind, policy.version);
         self.traps += 1;
         let err = CallError { policy: policy.name.clone(), version: policy.version, hook: hook.name(), reason };
         // One line per second at most: a policy that traps on every call

@@ -4,12 +4,12 @@
 //! transaction timer, so a dead carrier is found in seconds, not 30 s.
 //!
 //! Every worker probes its share of the destinations (entry i goes to worker
-//! i mod workers), spread evenly across `ping_interval`; a ping is a client
-//! non-INVITE transaction of that worker (`proxy/ping.rs`).
+//! i mod workers), spread evenly across `ping_interval` ([`run_rounds`]); a
+//! ping is a client non-INVITE transaction of that worker (`proxy/ping.rs`),
+//! whose outcome comes back here ([`apply`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::dispatcher::{Destination, Dispatcher, ProbingMode};
 
@@ -59,23 +59,6 @@ impl ReplyCodes {
     }
 }
 
-/// Global keepalive switch (Kamailio's `dispatcher.ping_active`).
-#[derive(Debug)]
-pub struct PingSwitch(AtomicBool);
-
-impl PingSwitch {
-    pub fn new(on: bool) -> Self {
-        PingSwitch(AtomicBool::new(on))
-    }
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// Set; returns the previous value.
-    pub fn set(&self, on: bool) -> bool {
-        self.0.swap(on, Ordering::Relaxed)
-    }
-}
-
 /// The destinations worker `id` of `workers` probes, in list order.
 pub fn share(dispatcher: &Dispatcher, id: usize, workers: usize) -> Vec<Arc<Destination>> {
     let snap = dispatcher.snapshot();
@@ -86,6 +69,34 @@ pub fn share(dispatcher: &Dispatcher, id: usize, workers: usize) -> Vec<Arc<Dest
         .filter(|(i, _)| i % workers == id)
         .map(|(_, d)| d.clone())
         .collect()
+}
+
+/// One worker's keepalive rounds: every `interval`, its share of the
+/// destinations, spread evenly over the interval; `ping` sends one.
+/// Destinations are re-read each round (a reload changes the share), and
+/// the global switch and the probing mode are checked per destination.
+/// Runs until its task is dropped.
+pub async fn run_rounds(
+    cfg: ProberConfig,
+    dispatcher: Arc<Dispatcher>,
+    id: usize,
+    workers: usize,
+    mut ping: impl FnMut(Arc<Destination>),
+) {
+    // Stagger workers so their rounds do not start together.
+    tokio::time::sleep(cfg.interval.mul_f64(id as f64 / workers as f64 / 2.0)).await;
+    loop {
+        let round = Instant::now();
+        let share = share(&dispatcher, id, workers);
+        let gap = cfg.interval / share.len().max(1) as u32;
+        for (k, d) in share.into_iter().enumerate() {
+            if dispatcher.ping_active.is_on() && d.wants_probe(cfg.mode) {
+                ping(d);
+            }
+            tokio::time::sleep_until((round + gap * (k as u32 + 1)).into()).await;
+        }
+        tokio::time::sleep_until((round + cfg.interval).into()).await;
+    }
 }
 
 /// A keepalive outcome to apply: the reply code, or `None` for no reply in

@@ -1,34 +1,42 @@
 //! The stateful proxy core (RFC 3261 §16) of one worker: requests in,
 //! policy decisions, branches out, responses back, failover.
 //!
-//! A worker owns its transactions outright (no locks): requests are handed
-//! to the worker chosen by their top Via branch, responses to the worker
-//! named in wisp's own branch. Everything here is synchronous; the worker's
-//! event loop ([`crate::server`]) feeds it datagrams and timer ticks.
+//! [`Worker`] is the §16 core of one worker thread. It owns its
+//! transactions outright (no locks): requests are handed to the worker
+//! chosen by a hash of their Call-ID, responses to the worker named in
+//! wisp's own branch. Everything here is synchronous and reads time from a
+//! [`Clock`]; the worker's loops ([`crate::worker`]) feed it datagrams,
+//! inbox events and timer ticks, and it talks to the world only through a
+//! [`Sender`], so the unit tests drive it with a fake one and a manual clock.
 
 mod dns;
 pub use dns::lookup;
 mod failure;
+pub mod metrics;
 mod ping;
 mod relay;
 mod request;
 mod response;
-mod timers;
+pub mod timers;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::dispatcher::Dispatcher;
+use crate::clock::Clock;
+use crate::dispatcher::{Destination, Dispatcher};
 use crate::policy::{PolicyWorker, RouteState};
 use crate::sip::{self, Message};
 use crate::transaction::client::ClientTx;
 use crate::transaction::key;
 use crate::transaction::server::{Arm, ServerTx};
-use crate::transaction::timer::{TimerRef, Timers};
+use crate::transaction::timer::{TimerOwner, TimerRef, Timers};
 use crate::transaction::TimerConfig;
-use crate::transport::{ListenAddr, Proto};
+use crate::transport::{Event, ListenAddr, Proto};
+use metrics::ProxyMetrics;
 
 /// Settings every worker shares.
 #[derive(Debug, Clone)]
@@ -50,18 +58,11 @@ pub struct ProxyConfig {
     pub prober: Option<crate::prober::ProberConfig>,
 }
 
-/// A message passed to the worker that owns its transaction.
-#[derive(Debug)]
-pub struct Handoff {
-    pub msg: Message,
-    pub src: SocketAddr,
-    pub socket: usize,
-}
-
-/// Where bytes go out: one worker's sockets.
+/// Where bytes go out: one worker's sockets, the other workers, the resolver.
 pub trait Sender {
     fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()>;
-    fn handoff(&self, worker: usize, h: Handoff);
+    /// Pass a message to the worker that owns its transaction.
+    fn handoff(&self, worker: usize, msg: Message, src: SocketAddr, socket: usize);
     /// False when `to` is reached over a connection (TCP) that is no longer
     /// open; datagram transports are always "connected".
     fn connected(&self, _socket: usize, _to: SocketAddr) -> bool {
@@ -81,7 +82,7 @@ pub struct Transaction {
     pub request: Message,
     pub source: SocketAddr,
     pub route: RouteState,
-    pub branches: Vec<ClientTx>,
+    pub branches: Vec<Branch>,
     pub canceled: bool,
     /// Best final response so far (§16.7), already stripped of our Via.
     pub best: Option<(u16, Message)>,
@@ -97,19 +98,52 @@ pub struct Transaction {
     pub policy: Arc<crate::policy::LoadedPolicy>,
 }
 
-/// Counters a worker keeps (exported later by the metrics endpoint).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
-    pub received: u64,
-    pub parse_errors: u64,
-    pub retransmissions_absorbed: u64,
-    pub policy_errors: u64,
-    pub failovers: u64,
-    pub stateless_forwards: u64,
-    pub dropped: u64,
+impl Transaction {
+    /// Some branch still waits for its final response.
+    fn any_pending(&self) -> bool {
+        self.branches.iter().any(|b| b.client.is_pending())
+    }
+
+    fn client_mut(&mut self, b: usize) -> Option<&mut ClientTx> {
+        self.branches.get_mut(b).map(|b| &mut b.client)
+    }
 }
 
-/// One worker's proxy state.
+/// One branch of a transaction: its client transaction (RFC 3261 §17.1)
+/// and what the proxy knows of where it went. Call load (algorithm 10) is
+/// a dispatcher matter, so it lives here, not in the transaction layer.
+#[derive(Debug)]
+pub struct Branch {
+    pub client: ClientTx,
+    /// The dispatcher destination it went to, if any.
+    pub destination: Option<Arc<Destination>>,
+    /// Counted as a call in progress on `destination` (an initial INVITE,
+    /// from relay until it fails or is answered).
+    pub counts_load: bool,
+}
+
+impl Branch {
+    /// The branch failed: it no longer counts on its destination.
+    fn release_load(&mut self, dispatcher: &Dispatcher) {
+        if std::mem::take(&mut self.counts_load) {
+            if let Some(d) = &self.destination {
+                dispatcher.calls.failed(d);
+            }
+        }
+    }
+
+    /// The branch was answered (2xx): the call counts on its destination
+    /// until its BYE, by Call-ID.
+    fn answered(&mut self, dispatcher: &Dispatcher, call_id: &[u8]) {
+        if std::mem::take(&mut self.counts_load) {
+            if let Some(d) = &self.destination {
+                dispatcher.calls.answered(call_id, d.clone());
+            }
+        }
+    }
+}
+
+/// The §16 core of one worker thread.
 pub struct Worker<S: Sender> {
     pub id: usize,
     pub workers: usize,
@@ -119,6 +153,7 @@ pub struct Worker<S: Sender> {
     pub dispatcher: Arc<Dispatcher>,
     txs: HashMap<u64, Transaction>,
     next_tx: u64,
+    next_ping: u64,
     server_index: HashMap<Vec<u8>, u64>,
     client_index: HashMap<Vec<u8>, (u64, usize)>,
     /// Branches whose CANCEL of ours awaits its answer, by branch id.
@@ -128,8 +163,8 @@ pub struct Worker<S: Sender> {
     pub timers: Timers,
     /// Host names looked up, and what waits for them.
     names: dns::Names,
-    pub stats: Stats,
-    pub metrics: Arc<crate::control::metrics::Metrics>,
+    pub metrics: Arc<ProxyMetrics>,
+    pub clock: Clock,
 }
 
 impl<S: Sender> Worker<S> {
@@ -140,7 +175,7 @@ impl<S: Sender> Worker<S> {
         sender: S,
         policy: PolicyWorker,
         dispatcher: Arc<Dispatcher>,
-        metrics: Arc<crate::control::metrics::Metrics>,
+        metrics: Arc<ProxyMetrics>,
     ) -> Self {
         Worker {
             id,
@@ -151,6 +186,7 @@ impl<S: Sender> Worker<S> {
             dispatcher,
             txs: HashMap::new(),
             next_tx: 1,
+            next_ping: 1,
             server_index: HashMap::new(),
             client_index: HashMap::new(),
             cancel_index: HashMap::new(),
@@ -158,9 +194,14 @@ impl<S: Sender> Worker<S> {
             ping_index: HashMap::new(),
             timers: Timers::default(),
             names: dns::Names::default(),
-            stats: Stats::default(),
             metrics,
+            clock: Clock::system(),
         }
+    }
+
+    /// Read time from `clock` instead of the system's (the unit tests' manual one).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Worker { clock, ..self }
     }
 
     /// Transactions in progress on this worker.
@@ -168,14 +209,22 @@ impl<S: Sender> Worker<S> {
         self.txs.len()
     }
 
-    /// A datagram arrived on `socket` from `src`.
+    /// Something arrived in the worker's inbox.
+    pub fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message { bytes, src, listen } => self.on_datagram(bytes, src, listen),
+            Event::Handoff { msg, src, listen } => self.on_message(msg, src, listen),
+            Event::Failed { proto, peer } => self.on_transport_failure(proto, peer),
+            Event::Resolved { host, answer } => self.on_resolved(host, answer),
+        }
+    }
+
+    /// A datagram (or a message framed from a stream) arrived on `socket` from `src`.
     pub fn on_datagram(&mut self, bytes: Vec<u8>, src: SocketAddr, socket: usize) {
-        self.stats.received += 1;
         let msg = match sip::parse_datagram(bytes, &self.cfg.limits) {
             Ok(msg) => msg,
             Err((sip::ParseError::Empty, _)) => return,
             Err((e, raw)) => {
-                self.stats.parse_errors += 1;
                 self.metrics.malformed.inc();
                 let (code, reason) = e.status();
                 match sip::reply::stateless_error(&raw, code, reason) {
@@ -194,7 +243,7 @@ impl<S: Sender> Worker<S> {
         }
         let owner = self.owner(&msg);
         if owner != self.id {
-            self.sender.handoff(owner, Handoff { msg, src, socket });
+            self.sender.handoff(owner, msg, src, socket);
             return;
         }
         self.on_message(msg, src, socket);
@@ -222,14 +271,16 @@ impl<S: Sender> Worker<S> {
         // By Call-ID: a request's retransmissions, CANCEL and ACK meet its
         // transaction, and the requests of one dialog (ACK for the 2xx, then
         // BYE) keep their arrival order, which two workers could swap.
-        crate::dispatcher::algorithm::hash(&[msg.call_id()]) as usize % self.workers
+        crate::hash::fnv1a(&[msg.call_id()]) as usize % self.workers
     }
 
-    /// Arm transaction timers.
+    /// Arm transaction timers (a branch index fits u16: `max_branches` is
+    /// at most 1000).
     fn arm(&mut self, tx: u64, branch: usize, arms: impl IntoIterator<Item = Arm>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for (kind, after, generation) in arms {
-            self.timers.schedule(now + after, TimerRef { tx, branch: branch as u16, kind, generation });
+            let t = TimerRef { owner: TimerOwner::Tx(tx), branch: branch as u16, kind, generation };
+            self.timers.schedule(now + after, t);
         }
     }
 
@@ -272,7 +323,7 @@ impl<S: Sender> Worker<S> {
     pub fn on_transport_failure(&mut self, proto: Proto, peer: SocketAddr) {
         let mut failed = Vec::new();
         for (&id, tx) in &self.txs {
-            for (b, client) in tx.branches.iter().enumerate() {
+            for (b, Branch { client, .. }) in tx.branches.iter().enumerate() {
                 if client.dest == peer && self.proto(client.socket) == proto && client.is_pending() {
                     failed.push((id, b));
                 }
@@ -280,9 +331,7 @@ impl<S: Sender> Worker<S> {
         }
         for (id, b) in failed {
             tracing::debug!(%peer, proto = proto.as_str(), "branch failed: transport error");
-            self.end_branch(id, b);
-            self.branch_failed(id, crate::policy::bindings::BranchFailure::Transport, None);
-            self.maybe_cleanup(id);
+            self.branch_gave_up(id, b, crate::policy::bindings::BranchFailure::Transport);
         }
         self.fail_pings(proto, peer);
     }
@@ -297,14 +346,13 @@ impl<S: Sender> Worker<S> {
 
     /// Remove a transaction once nothing refers to it any more.
     fn maybe_cleanup(&mut self, id: u64) {
-        let done = self
-            .txs
-            .get(&id)
-            .is_some_and(|t| !t.server_live && t.branches.iter().all(|b| !self.client_index.contains_key(&b.key)));
+        let done = self.txs.get(&id).is_some_and(|t| {
+            !t.server_live && t.branches.iter().all(|b| !self.client_index.contains_key(&b.client.key))
+        });
         if done {
             if let Some(tx) = self.txs.remove(&id) {
-                for b in tx.branches.iter().filter(|b| b.cancel_request.is_some()) {
-                    self.cancel_index.remove(&b.branch);
+                for b in tx.branches.iter().filter(|b| b.client.cancel_request.is_some()) {
+                    self.cancel_index.remove(&b.client.branch);
                 }
             }
             self.metrics.transaction_ended();

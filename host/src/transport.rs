@@ -2,21 +2,57 @@
 //! worker and listen address) and TCP (a connection pool shared by the
 //! workers); TLS is the next one. Nothing here knows SIP beyond framing.
 
+pub mod bus;
 pub mod tcp;
 pub mod udp;
 
-use std::net::SocketAddr;
+pub use bus::{Bus, Event};
 
-/// What reaches a worker besides its own sockets: messages read by its TCP
-/// connections, transport failures (from any worker), name lookups.
-#[derive(Debug)]
-pub enum Event {
-    /// A whole message read from `src` on a connection of listen entry `listen`.
-    Message { bytes: Vec<u8>, src: SocketAddr, listen: usize },
-    /// A connection to `peer` could not be opened or broke.
-    Failed { proto: Proto, peer: SocketAddr },
-    /// A host name lookup finished (None: it failed).
-    Resolved { host: String, answer: Option<Vec<std::net::IpAddr>> },
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// What the transports count: TCP connections open, and destinations
+/// found unreachable by transport.
+#[derive(Debug, Clone)]
+pub struct TransportMetrics {
+    pub tcp_connections: Gauge<i64, AtomicI64>,
+    failures_family: Family<Vec<(String, String)>, Counter>,
+    failures: [Counter; 2],
+}
+
+impl Default for TransportMetrics {
+    fn default() -> Self {
+        let failures_family = Family::<Vec<(String, String)>, Counter>::default();
+        let failures =
+            ["udp", "tcp"].map(|t| failures_family.get_or_create(&vec![("transport".into(), t.into())]).clone());
+        TransportMetrics { tcp_connections: Gauge::default(), failures_family, failures }
+    }
+}
+
+impl TransportMetrics {
+    /// Add the series to `registry` (prefixed `wisp_` by the caller).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tcp_connections",
+            "TCP connections open (accepted and opened)",
+            self.tcp_connections.clone(),
+        );
+        registry.register(
+            "transport_failures",
+            "Destinations found unreachable: ICMP unreachable on UDP, TCP connect/read/write failures",
+            self.failures_family.clone(),
+        );
+    }
+
+    /// A peer found unreachable over `proto`.
+    pub fn failure(&self, proto: Proto) {
+        self.failures[usize::from(proto == Proto::Tcp)].inc();
+    }
 }
 
 /// A `listen` entry of wisp.toml: `udp:127.0.0.1:5060`.

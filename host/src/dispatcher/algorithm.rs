@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::destination::Destination;
 use super::Set;
+use crate::hash::{fnv1a, fnv1a_64};
 
 /// Supported algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,40 +71,14 @@ pub struct Selection {
     pub parallel: bool,
 }
 
-/// FNV-1a: stable across builds and platforms, cheap for short keys.
-pub fn hash(parts: &[&[u8]]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for part in parts {
-        for &b in *part {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    }
-    h
-}
-
-/// 64-bit FNV-1a with a splitmix64 finaliser, for rendezvous scores.
-fn hash64(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
 /// Kamailio's URI hash key: user + host, plus `:port` when not the default.
 fn uri_hash(raw: &[u8]) -> u32 {
     let Ok(uri) = crate::sip::Uri::parse(raw) else {
-        return hash(&[raw]);
+        return fnv1a(&[raw]);
     };
     let port = uri.port.filter(|&p| p != uri.port_or_default_for_scheme());
     let port_str = port.map(|p| format!(":{p}")).unwrap_or_default();
-    hash(&[uri.user.unwrap_or(b""), uri.host, port_str.as_bytes()])
+    fnv1a(&[uri.user.unwrap_or(b""), uri.host, port_str.as_bytes()])
 }
 
 /// Kamailio's alg 9 table: 100 slots filled in list order by `weight`
@@ -133,12 +108,12 @@ fn pick(set: &Set, alg: Algorithm, input: &HashInput<'_>) -> usize {
     let n = set.destinations.len();
     let rr = |c: &AtomicUsize| c.fetch_add(1, Ordering::Relaxed) % n;
     match alg {
-        Algorithm::HashCallId => hash(&[crate::sip::scan::trim(input.call_id)]) as usize % n,
+        Algorithm::HashCallId => fnv1a(&[crate::sip::scan::trim(input.call_id)]) as usize % n,
         Algorithm::HashFromUri => uri_hash(input.from_uri) as usize % n,
         Algorithm::HashToUri => uri_hash(input.to_uri) as usize % n,
         Algorithm::HashRequestUri => uri_hash(input.request_uri) as usize % n,
-        Algorithm::HashAuthUser if !input.auth_user.is_empty() => hash(&[input.auth_user]) as usize % n,
-        Algorithm::HashKey => hash(&[input.key]) as usize % n,
+        Algorithm::HashAuthUser if !input.auth_user.is_empty() => fnv1a(&[input.auth_user]) as usize % n,
+        Algorithm::HashKey => fnv1a(&[input.key]) as usize % n,
         Algorithm::RoundRobin | Algorithm::HashAuthUser => rr(&set.rr),
         Algorithm::Random => fastrand::usize(..n),
         Algorithm::Weight => match set.weights.is_empty() {
@@ -248,7 +223,7 @@ fn by_rendezvous(dests: &[Arc<Destination>], key: &[u8]) -> Vec<Arc<Destination>
         .iter()
         .filter(|d| d.is_usable())
         .map(|d| {
-            let h = hash64(&[key, b"\0", d.uri.as_bytes()]);
+            let h = fnv1a_64(&[key, b"\0", d.uri.as_bytes()]);
             let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
             let w = f64::from(d.weight.max(1));
             (-w / u.ln(), d.clone())

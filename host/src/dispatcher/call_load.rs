@@ -2,6 +2,10 @@
 //! algorithm 10, done by the host instead of `ds_load_update` in a script):
 //! an INVITE relayed to a destination counts until its branch fails, or,
 //! once answered, until a BYE for the Call-ID passes or the entry expires.
+//!
+//! The proxy reports the four events of a call ([`CallLoad::started`],
+//! [`CallLoad::failed`], [`CallLoad::answered`], [`CallLoad::ended`]); the
+//! counting itself stays here.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,12 +27,23 @@ pub struct CallLoad {
 
 impl CallLoad {
     fn shard(&self, call_id: &[u8]) -> std::sync::MutexGuard<'_, Calls> {
-        let i = super::algorithm::hash(&[call_id]) as usize % SHARDS;
+        let i = crate::hash::fnv1a(&[call_id]) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A counted INVITE was answered: keep counting until BYE.
-    pub fn established(&self, call_id: &[u8], dest: Arc<Destination>) {
+    /// An initial INVITE was relayed to `dest`: one call more there.
+    pub fn started(&self, dest: &Destination) {
+        dest.active_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A started call's branch failed (error reply, timeout, transport):
+    /// one call less on `dest`.
+    pub fn failed(&self, dest: &Destination) {
+        release(dest);
+    }
+
+    /// A started call was answered: it keeps counting until its BYE.
+    pub fn answered(&self, call_id: &[u8], dest: Arc<Destination>) {
         if let Some((old, _)) = self.shard(call_id).insert(call_id.to_vec(), (dest, Instant::now())) {
             // The same Call-ID answered twice (forked 2xx): count it once.
             release(&old);
@@ -60,6 +75,6 @@ impl CallLoad {
 }
 
 /// One call less on `d`.
-pub fn release(d: &Destination) {
+fn release(d: &Destination) {
     let _ = d.active_calls.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
 }

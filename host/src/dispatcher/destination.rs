@@ -1,5 +1,5 @@
 //! A destination of a set and its runtime state: Kamailio's flag bits,
-//! the failure counter shared by `mark-dst` and (later) the prober, and
+//! the failure counter shared by `mark-dst` and the prober, and
 //! per-destination counters. All atomics: read lock-free on the hot path.
 
 use std::net::SocketAddr;
@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::latency::LatencyStats;
+use crate::transport::Proto;
 
 /// Kamailio's flag bits (`dispatcher.list` column 3, RPC `FLAGS`).
 pub mod flags {
@@ -18,30 +19,6 @@ pub mod flags {
     pub const NOPING: u32 = 32;
     /// The state bits (everything but PROBING and the load-time options).
     pub const STATE: u32 = INACTIVE | TRYING | DISABLED;
-}
-
-/// Transport to reach a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
-    }
-
-    /// The transport wisp sends over.
-    pub fn proto(self) -> crate::transport::Proto {
-        match self {
-            Transport::Udp => crate::transport::Proto::Udp,
-            Transport::Tcp => crate::transport::Proto::Tcp,
-        }
-    }
 }
 
 /// A state a policy (or the control API) sets, as Kamailio's letters.
@@ -121,7 +98,7 @@ pub struct Destination {
     pub set_id: u32,
     pub uri: String,
     pub addr: SocketAddr,
-    pub transport: Transport,
+    pub transport: Proto,
     pub priority: i32,
     pub attrs: String,
     /// `weight` attr: alg 9 percent (1–100, else 0); consistent-hash weight.
@@ -134,6 +111,9 @@ pub struct Destination {
     /// yet failed or ended by BYE).
     pub active_calls: AtomicU32,
     flags: AtomicU32,
+    /// The flags column of its `dispatcher.list` line, as last loaded: a
+    /// reload that finds it edited applies it.
+    listed_flags: AtomicU32,
     /// Consecutive failures (TRYING count), shared by marks and probes.
     failures: AtomicU32,
     /// Consecutive successful probes while INACTIVE.
@@ -154,7 +134,7 @@ impl Destination {
         set_id: u32,
         uri: String,
         addr: SocketAddr,
-        transport: Transport,
+        transport: Proto,
         flags: u32,
         priority: i32,
         attrs: String,
@@ -182,6 +162,7 @@ impl Destination {
             active_calls: AtomicU32::new(0),
             attrs,
             flags: AtomicU32::new(flags),
+            listed_flags: AtomicU32::new(flags),
             failures: AtomicU32::new(0),
             successes: AtomicU32::new(0),
             latency,
@@ -192,7 +173,7 @@ impl Destination {
         }
     }
 
-    /// The `ping_from` attribute, if any.
+    /// An attribute's value (`name=value` in attrs), if any.
     pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs.split(';').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
     }
@@ -283,6 +264,21 @@ impl Destination {
         self.flags.load(Ordering::Relaxed)
     }
 
+    /// The flags column of its list line, as last loaded.
+    pub fn listed_flags(&self) -> u32 {
+        self.listed_flags.load(Ordering::Relaxed)
+    }
+
+    /// A reload found its line's flags edited: the operator's new flags
+    /// replace the runtime state (thresholds start over); counters, calls
+    /// in progress and latency statistics stay.
+    pub fn apply_listed_flags(&self, flags: u32) {
+        self.listed_flags.store(flags, Ordering::Relaxed);
+        self.flags.store(flags, Ordering::Release);
+        self.failures.store(0, Ordering::Relaxed);
+        self.successes.store(0, Ordering::Relaxed);
+    }
+
     /// Usable = neither INACTIVE nor DISABLED (TRYING still takes traffic).
     pub fn is_usable(&self) -> bool {
         self.flags() & (flags::INACTIVE | flags::DISABLED) == 0
@@ -370,15 +366,7 @@ mod tests {
     use super::*;
 
     fn dest(f: u32) -> Destination {
-        Destination::new(
-            1,
-            "sip:127.0.0.1".into(),
-            "127.0.0.1:5060".parse().unwrap(),
-            Transport::Udp,
-            f,
-            0,
-            String::new(),
-        )
+        Destination::new(1, "sip:127.0.0.1".into(), "127.0.0.1:5060".parse().unwrap(), Proto::Udp, f, 0, String::new())
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn uri_hash_ignores_default_port() {
     let pick = |i: &HashInput| d.select(1, Algorithm::HashFromUri, i, None).list[0].uri.clone();
     assert_eq!(pick(&a), pick(&b));
     // Hash values, not picks, differ with a non-default port.
-    let h = |u: &str| algorithm::hash(&[b"alice", b"example.com", u.as_bytes()]);
+    let h = |u: &str| crate::hash::fnv1a(&[b"alice", b"example.com", u.as_bytes()]);
     assert_ne!(h(""), h(":5080"));
     let _ = pick(&c);
 }
@@ -266,13 +266,19 @@ fn call_load_picks_the_least_loaded_below_maxload() {
     // Not an INVITE: the first usable entry, load ignored.
     let other = HashInput { is_invite: false, ..Default::default() };
     assert_eq!(d.select(1, Algorithm::CallLoad, &other, None).list.len(), 2);
-    // Calls end: the tracker releases them.
-    d.calls.established(b"call-1", by("sip:10.0.0.1"));
+    // The four events of a call, as the proxy reports them.
+    let load = |u: &str| by(u).active_calls.load(std::sync::atomic::Ordering::Relaxed);
+    d.calls.answered(b"call-1", by("sip:10.0.0.1"));
     d.calls.ended(b"call-1");
-    assert_eq!(by("sip:10.0.0.1").active_calls.load(std::sync::atomic::Ordering::Relaxed), 1);
-    d.calls.established(b"call-2", by("sip:10.0.0.1"));
+    assert_eq!(load("sip:10.0.0.1"), 1, "BYE releases an answered call");
+    d.calls.answered(b"call-2", by("sip:10.0.0.1"));
     assert_eq!(d.calls.expire(std::time::Duration::ZERO), 1);
-    assert_eq!(by("sip:10.0.0.1").active_calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(load("sip:10.0.0.1"), 0, "expiry releases a call without BYE");
+    d.calls.started(&by("sip:10.0.0.1"));
+    assert_eq!(load("sip:10.0.0.1"), 1);
+    d.calls.failed(&by("sip:10.0.0.1"));
+    d.calls.failed(&by("sip:10.0.0.1"));
+    assert_eq!(load("sip:10.0.0.1"), 0, "a failed branch releases its call, never below 0");
 }
 
 #[test]

@@ -8,3 +8,18 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::wisp::policy::types::{Algorithm, BranchFailure, Destination, DstState, Level, Peer, ReplyInfo};
+
+/// The world policies are built against, as `wit/policy.wit` names it
+/// (checked by a test below).
+pub const WIT_WORLD: &str = "wisp:policy/router@0.1.0";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wit_world_matches_the_wit_file() {
+        let wit = include_str!("../../../wit/policy.wit");
+        let (package, version) = super::WIT_WORLD.split_once("/router@").unwrap();
+        assert!(wit.contains(&format!("package {package}@{version};")), "wit/policy.wit declares another package");
+        assert!(wit.contains("world router"), "wit/policy.wit has no world `router`");
+    }
+}

@@ -41,6 +41,13 @@ pub enum Hook {
 }
 
 impl Hook {
+    pub const ALL: [Hook; 4] = [Hook::Request, Hook::Reply, Hook::Failure, Hook::Event];
+
+    /// Position in [`Hook::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Hook::Request => "request-route",
@@ -65,8 +72,10 @@ pub struct CallContext {
 
 /// The data of a policy's wasmtime `Store`.
 pub struct HostState {
-    /// Set for the duration of one hook call.
-    pub call: Option<CallContext>,
+    /// Set for the duration of one hook call. Private: host functions
+    /// borrow it through [`HostState::call`] and cannot take it away, so
+    /// [`HostState::end_call`] always finds it.
+    call: Option<CallContext>,
     pub dispatcher: Arc<Dispatcher>,
     /// The policy's name (file stem), for logs.
     pub policy: Arc<str>,
@@ -76,7 +85,7 @@ pub struct HostState {
     pub events: Vec<DestinationEvent>,
     /// The shared key-value store, policy metrics and the clock's origin.
     pub kv: Arc<super::kv::Kv>,
-    pub metrics: Arc<crate::control::metrics::PolicyMetrics>,
+    pub metrics: Arc<super::metrics::PolicyMetrics>,
     pub epoch: std::time::Instant,
     /// Host calls made, when tracing (`wisp policy test`).
     pub trace: Option<Vec<String>>,
@@ -96,6 +105,30 @@ impl HostState {
         if let Some(t) = &mut self.trace {
             t.push(call());
         }
+    }
+
+    /// A state for a fresh instance: no call in progress.
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        policy: Arc<str>,
+        limits: wasmtime::StoreLimits,
+        kv: Arc<super::kv::Kv>,
+        metrics: Arc<super::metrics::PolicyMetrics>,
+        epoch: std::time::Instant,
+    ) -> HostState {
+        HostState { call: None, dispatcher, policy, limits, events: Vec::new(), kv, metrics, epoch, trace: None }
+    }
+
+    /// Hand the host functions a call context for one hook call.
+    pub fn begin_call(&mut self, call: CallContext) {
+        self.call = Some(call);
+    }
+
+    /// Take the call context back after the hook returned (or trapped).
+    pub fn end_call(&mut self) -> CallContext {
+        // Only begin_call sets the field and only this takes it: a host
+        // function can borrow the context but never remove it.
+        self.call.take().expect("begin_call before end_call")
     }
 
     /// The call in progress; host functions called outside one (e.g. from

@@ -36,7 +36,7 @@ pub struct Kv {
 
 impl Kv {
     fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        let i = crate::dispatcher::algorithm::hash(&[key.as_bytes()]) as usize % SHARDS;
+        let i = crate::hash::fnv1a(&[key.as_bytes()]) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -46,9 +46,10 @@ pub enum Lookup<'a> {
 }
 
 impl Names {
-    pub fn get(&self, host: &str) -> Lookup<'_> {
+    /// What is known of `host` at `now`.
+    pub fn get(&self, host: &str, now: Instant) -> Lookup<'_> {
         match self.cache.get(host) {
-            Some((answer, until)) if *until > Instant::now() => match answer {
+            Some((answer, until)) if *until > now => match answer {
                 Some(addrs) => Lookup::Found(addrs),
                 None => Lookup::Failed,
             },
@@ -56,16 +57,15 @@ impl Names {
         }
     }
 
-    fn store(&mut self, host: &str, answer: Option<Vec<IpAddr>>) {
+    fn store(&mut self, host: &str, answer: Option<Vec<IpAddr>>, now: Instant) {
         if self.cache.len() >= MAX_NAMES {
-            let now = Instant::now();
             self.cache.retain(|_, (_, until)| *until > now);
             if self.cache.len() >= MAX_NAMES {
                 self.cache.clear();
             }
         }
         let ttl = if answer.is_some() { TTL } else { NEGATIVE_TTL };
-        self.cache.insert(host.to_string(), (answer, Instant::now() + ttl));
+        self.cache.insert(host.to_string(), (answer, now + ttl));
     }
 }
 
@@ -93,11 +93,12 @@ impl<S: Sender> Worker<S> {
             Some(addrs) => tracing::debug!(%host, ?addrs, "resolved"),
             None => tracing::info!(%host, "cannot resolve host name: its requests get 503"),
         }
-        self.names.store(&host, answer);
+        let now = self.clock.now();
+        self.names.store(&host, answer, now);
         for waiting in self.names.pending.remove(&host).unwrap_or_default() {
             match waiting {
                 Waiting::Relay(id) => self.relay(id),
-                Waiting::Stateless(msg, route) => self.forward_stateless(msg, &route, 0),
+                Waiting::Stateless(msg, route) => self.forward_stateless(msg, &route),
             }
         }
     }

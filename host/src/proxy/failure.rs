@@ -1,7 +1,6 @@
 //! When a branch fails (RFC 3261 §16.7, Kamailio's failure_route): keep
 //! the best response, let the policy fail over, else answer upstream.
 
-use super::request::reason_phrase;
 use super::{Sender, Worker};
 use crate::policy::bindings::{Action, BranchFailure};
 use crate::policy::{CallContext, Decision, Hook};
@@ -35,10 +34,20 @@ impl<S: Sender> Worker<S> {
         }
     }
 
-    /// A branch ended without a 2xx: run failure-route.
-    pub(super) fn branch_failed(&mut self, id: u64, failure: BranchFailure, _code: Option<u16>) {
+    /// A branch gave up without a final response (fr_timer, a transport
+    /// error): stop it, then fail over or answer once no branch is pending,
+    /// and forget the transaction if nothing needs it any more.
+    pub(super) fn branch_gave_up(&mut self, id: u64, b: usize, failure: BranchFailure) {
+        self.end_branch(id, b);
+        self.branch_failed(id, failure);
+        self.maybe_cleanup(id);
+    }
+
+    /// A branch ended without a 2xx: once no branch is pending, run
+    /// failure-route.
+    pub(super) fn branch_failed(&mut self, id: u64, failure: BranchFailure) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
-        if tx.server.has_final() || tx.branches.iter().any(|b| b.is_pending()) {
+        if tx.server.has_final() || tx.any_pending() {
             return;
         }
         let ctx = CallContext {
@@ -57,15 +66,10 @@ impl<S: Sender> Worker<S> {
         match decision {
             Ok(Decision::Action(Action::Relay)) if !canceled => {
                 tx.request = ctx.msg;
-                self.stats.failovers += 1;
                 self.metrics.failovers.inc();
                 self.relay(id);
             }
-            Ok(Decision::Action(Action::Reply(r))) => self.reply(id, r.code, &r.reason),
-            Err(_) => {
-                self.stats.policy_errors += 1;
-                self.finish(id, failure);
-            }
+            Ok(Decision::Action(Action::Reply(r))) => self.reply_with(id, r.code, &r.reason),
             _ => self.finish(id, failure),
         }
     }
@@ -97,7 +101,7 @@ impl<S: Sender> Worker<S> {
                     (false, BranchFailure::Reply(c)) => c,
                     (false, BranchFailure::Transport) => 503,
                 };
-                self.reply(id, code, reason_phrase(code));
+                self.reply(id, code);
             }
         }
     }
@@ -111,7 +115,7 @@ impl<S: Sender> Worker<S> {
         if tx.request.method() != crate::sip::Method::Invite {
             return;
         }
-        let dst = tx.branches.last().map(|b| b.dest.to_string()).unwrap_or_else(|| "-".into());
+        let dst = tx.branches.last().map(|b| b.client.dest.to_string()).unwrap_or_else(|| "-".into());
         tracing::info!(
             target: "wisp::call",
             method = "INVITE",
@@ -119,7 +123,7 @@ impl<S: Sender> Worker<S> {
             dst = %dst,
             branches = tx.branches.len(),
             code,
-            ms = tx.started.elapsed().as_millis() as u64,
+            ms = self.clock.now().saturating_duration_since(tx.started).as_millis() as u64,
             "call"
         );
     }

@@ -11,7 +11,7 @@ use crate::policy::DestinationEvent;
 use crate::prober::{self, ProbeOutcome};
 use crate::sip::Method;
 use crate::transaction::key::{client_key, new_branch};
-use crate::transaction::timer::{Generations, TimerKind, TimerRef};
+use crate::transaction::timer::{Generations, TimerKind, TimerOwner, TimerRef};
 use crate::transport::Proto;
 
 /// A keepalive in flight.
@@ -30,7 +30,7 @@ impl<S: Sender> Worker<S> {
     /// Send one keepalive to `dest`.
     pub fn send_ping(&mut self, dest: Arc<Destination>) {
         let Some(cfg) = self.cfg.prober.clone() else { return };
-        let proto = dest.transport.proto();
+        let proto = dest.transport;
         let Some(socket) = self.socket_for(proto, dest.addr) else {
             return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
         };
@@ -52,26 +52,27 @@ impl<S: Sender> Worker<S> {
         if self.sender.send(socket, &bytes, dest.addr).is_err() {
             return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
         }
-        let id = self.next_tx;
-        self.next_tx += 1;
+        let id = self.next_ping;
+        self.next_ping += 1;
         let key = client_key(branch.as_bytes(), Method::Options);
+        let now = self.clock.now();
         let mut ping = PingTx {
             dest,
             key: key.clone(),
             bytes,
             socket,
-            sent: Instant::now(),
+            sent: now,
             interval: self.cfg.timers.t1,
             gens: Generations::default(),
         };
-        let now = Instant::now();
+        let owner = TimerOwner::Ping(id);
         let retransmit = ping.gens.bump(TimerKind::Retransmit);
         let fr = ping.gens.bump(TimerKind::Fr);
         self.timers.schedule(
             now + ping.interval,
-            TimerRef { tx: id, branch: 0, kind: TimerKind::Retransmit, generation: retransmit },
+            TimerRef { owner, branch: 0, kind: TimerKind::Retransmit, generation: retransmit },
         );
-        self.timers.schedule(now + cfg.timeout, TimerRef { tx: id, branch: 0, kind: TimerKind::Fr, generation: fr });
+        self.timers.schedule(now + cfg.timeout, TimerRef { owner, branch: 0, kind: TimerKind::Fr, generation: fr });
         self.ping_index.insert(key, id);
         self.pings.insert(id, ping);
     }
@@ -83,24 +84,24 @@ impl<S: Sender> Worker<S> {
         }
         let Some(ping) = self.pings.remove(&id) else { return };
         self.ping_index.remove(&ping.key);
-        let rtt = ping.sent.elapsed();
+        let rtt = self.clock.now().saturating_duration_since(ping.sent);
         self.ping_done(&ping.dest, ProbeOutcome { code: Some(code), rtt: Some(rtt) });
     }
 
-    /// A keepalive timer fired (`id` is not a transaction).
-    pub(super) fn on_ping_timer(&mut self, t: TimerRef) {
-        let Some(ping) = self.pings.get_mut(&t.tx).filter(|p| p.gens.is_current(&t)) else { return };
+    /// A timer of keepalive `id` fired.
+    pub(super) fn on_ping_timer(&mut self, id: u64, t: TimerRef) {
+        let Some(ping) = self.pings.get_mut(&id).filter(|p| p.gens.is_current(&t)) else { return };
         match t.kind {
             TimerKind::Retransmit if self.cfg.listen[ping.socket].proto.is_reliable() => {}
             TimerKind::Retransmit => {
                 let _ = self.sender.send(ping.socket, &ping.bytes, ping.dest.addr);
                 ping.interval = (ping.interval * 2).min(self.cfg.timers.t2);
-                let at = Instant::now() + ping.interval;
+                let at = self.clock.now() + ping.interval;
                 let generation = ping.gens.current(TimerKind::Retransmit);
                 self.timers.schedule(at, TimerRef { generation, ..t });
             }
             TimerKind::Fr => {
-                let Some(ping) = self.pings.remove(&t.tx) else { return };
+                let Some(ping) = self.pings.remove(&id) else { return };
                 self.ping_index.remove(&ping.key);
                 self.ping_done(&ping.dest, ProbeOutcome { code: None, rtt: None });
             }
@@ -129,10 +130,5 @@ impl<S: Sender> Worker<S> {
             self.ping_index.remove(&ping.key);
             self.ping_done(&ping.dest, ProbeOutcome { code: None, rtt: None });
         }
-    }
-
-    /// Keepalives in flight on this worker.
-    pub fn pings_in_flight(&self) -> usize {
-        self.pings.len()
     }
 }

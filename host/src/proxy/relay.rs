@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::dispatcher::Destination;
 use crate::policy::bindings::BranchFailure;
 use crate::policy::RouteState;
-use crate::sip::{hop, reply, Message, Method, Scheme, Uri};
+use crate::sip::reply::{self, reason_phrase};
+use crate::sip::{hop, Message, Method, Scheme, Uri};
 use crate::transaction::client::{CancelState, ClientTx};
 use crate::transaction::key::{client_key, new_branch};
 use crate::transport::Proto;
@@ -20,7 +21,7 @@ enum NextHop {
     /// A host name not resolved yet.
     Name(String),
     /// Cannot be routed: answer with this status.
-    Refuse(u16, &'static str),
+    Refuse(u16),
 }
 
 impl<S: Sender> Worker<S> {
@@ -28,7 +29,7 @@ impl<S: Sender> Worker<S> {
     /// request-URI; a host name is looked up (A/AAAA, cached per worker).
     fn next_hop(&self, msg: &Message, route: &RouteState) -> NextHop {
         if let Some(d) = route.target() {
-            return NextHop::Addr(d.transport.proto(), d.addr);
+            return NextHop::Addr(d.transport, d.addr);
         }
         let uri = msg.top_route_uri().or_else(|| msg.request_uri()).unwrap_or_default();
         match Uri::parse(uri) {
@@ -38,12 +39,12 @@ impl<S: Sender> Worker<S> {
                     None => Some(Proto::Udp),
                     Some(t) => Proto::from_name(t),
                 };
-                let Some(proto) = proto else { return NextHop::Refuse(503, "Service Unavailable") };
+                let Some(proto) = proto else { return NextHop::Refuse(503) };
                 if let Some(addr) = u.socket_addr() {
                     return NextHop::Addr(proto, addr);
                 }
                 let host = String::from_utf8_lossy(u.host).to_ascii_lowercase();
-                match self.names.get(&host) {
+                match self.names.get(&host, self.clock.now()) {
                     dns::Lookup::Found(ips) => {
                         // The first address of a family wisp can send from.
                         let can_send = |ip: &&std::net::IpAddr| {
@@ -51,16 +52,16 @@ impl<S: Sender> Worker<S> {
                         };
                         match ips.iter().find(can_send) {
                             Some(ip) => NextHop::Addr(proto, SocketAddr::new(*ip, u.port_or_default())),
-                            None => NextHop::Refuse(503, "Service Unavailable"),
+                            None => NextHop::Refuse(503),
                         }
                     }
-                    dns::Lookup::Failed => NextHop::Refuse(503, "Service Unavailable"),
+                    dns::Lookup::Failed => NextHop::Refuse(503),
                     dns::Lookup::Unknown => NextHop::Name(host),
                 }
             }
-            Ok(u) if u.scheme == Scheme::Sips => NextHop::Refuse(503, "Service Unavailable"),
-            Ok(_) => NextHop::Refuse(416, "Unsupported URI Scheme"),
-            Err(_) => NextHop::Refuse(400, "Bad Request"),
+            Ok(u) if u.scheme == Scheme::Sips => NextHop::Refuse(503),
+            Ok(_) => NextHop::Refuse(416),
+            Err(_) => NextHop::Refuse(400),
         }
     }
 
@@ -111,22 +112,22 @@ impl<S: Sender> Worker<S> {
         let targets: Vec<(Proto, SocketAddr, Option<Arc<Destination>>)> = if tx.route.parallel {
             let from = tx.route.current.unwrap_or(0);
             let list = tx.route.failover.get(from..).unwrap_or_default();
-            list.iter().map(|d| (d.transport.proto(), d.addr, Some(d.clone()))).collect()
+            list.iter().map(|d| (d.transport, d.addr, Some(d.clone()))).collect()
         } else {
             match self.next_hop(&tx.request, &tx.route) {
                 NextHop::Addr(p, a) => vec![(p, a, tx.route.target().cloned())],
                 NextHop::Name(host) => {
                     // Relayed again once the name is known.
                     if !self.wait_for_name(&host, dns::Waiting::Relay(id)) {
-                        self.reply(id, 503, "Service Unavailable");
+                        self.reply(id, 503);
                     }
                     return;
                 }
-                NextHop::Refuse(code, reason) => return self.reply(id, code, reason),
+                NextHop::Refuse(code) => return self.reply(id, code),
             }
         };
         if targets.is_empty() {
-            return self.reply(id, 503, "Service Unavailable");
+            return self.reply(id, 503);
         }
         if tx.branches.len() + targets.len() > self.cfg.max_branches {
             tracing::warn!(call_id = %String::from_utf8_lossy(tx.request.call_id()), "max_branches reached");
@@ -137,7 +138,7 @@ impl<S: Sender> Worker<S> {
             all_sent &= self.start_branch(id, proto, addr, destination);
         }
         if !all_sent {
-            self.branch_failed(id, BranchFailure::Transport, None);
+            self.branch_failed(id, BranchFailure::Transport);
         }
     }
 
@@ -158,14 +159,12 @@ impl<S: Sender> Worker<S> {
         let mut client = ClientTx::new(key.clone(), branch, fwd, bytes, addr, socket);
         client.reliable = proto.is_reliable();
         if let (true, Some(d)) = (counts_load, &destination) {
-            d.active_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            client.counts_load = true;
+            self.dispatcher.calls.started(d);
         }
-        client.destination = destination;
         let sent = self.sender.send(socket, &client.bytes, addr);
         let arms = client.start(&self.cfg.timers);
         let Some(tx) = self.txs.get_mut(&id) else { return true };
-        tx.branches.push(client);
+        tx.branches.push(super::Branch { client, destination, counts_load });
         let b = tx.branches.len() - 1;
         self.client_index.insert(key, (id, b));
         if let Err(e) = sent {
@@ -179,7 +178,12 @@ impl<S: Sender> Worker<S> {
     }
 
     /// Answer the transaction's request with a response of our own.
-    pub(super) fn reply(&mut self, id: u64, code: u16, reason: &str) {
+    pub(super) fn reply(&mut self, id: u64, code: u16) {
+        self.reply_with(id, code, reason_phrase(code));
+    }
+
+    /// Answer with a reason phrase of the policy's.
+    pub(super) fn reply_with(&mut self, id: u64, code: u16, reason: &str) {
         let Some(tx) = self.txs.get(&id).filter(|t| !t.server.has_final()) else { return };
         let bytes = reply::response(&tx.request, code, reason, tx.to_tag.as_bytes(), &[]);
         self.send_upstream(id, bytes, code);
@@ -205,7 +209,7 @@ impl<S: Sender> Worker<S> {
             self.log_call(id, code);
             // Done with the request unless a branch still needs it (parallel
             // forking after a 2xx): the linger keeps only the response.
-            if let Some(tx) = self.txs.get_mut(&id).filter(|t| !t.branches.iter().any(|b| b.is_pending())) {
+            if let Some(tx) = self.txs.get_mut(&id).filter(|t| !t.any_pending()) {
                 tx.request = crate::sip::Message::placeholder();
             }
         }
@@ -213,7 +217,7 @@ impl<S: Sender> Worker<S> {
 
     /// Forward a request without a transaction (ACK for a 2xx): same edits,
     /// a branch derived from the incoming one so retransmissions match.
-    pub(super) fn forward_stateless(&mut self, msg: Message, route: &RouteState, _socket: usize) {
+    pub(super) fn forward_stateless(&mut self, msg: Message, route: &RouteState) {
         let (proto, dest) = match self.next_hop(&msg, route) {
             NextHop::Addr(p, a) => (p, a),
             NextHop::Name(host) => {
@@ -224,16 +228,14 @@ impl<S: Sender> Worker<S> {
         };
         let Some(socket) = self.socket_for(proto, dest) else { return };
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
-        let branch =
-            format!("z9hG4bKwsp{:x}.s{:08x}", self.id, crate::dispatcher::algorithm::hash(&[incoming, msg.call_id()]));
+        let branch = format!("z9hG4bKwsp{:x}.s{:08x}", self.id, crate::hash::fnv1a(&[incoming, msg.call_id()]));
         let fwd = self.outgoing(&msg, socket, &branch, None);
-        self.stats.stateless_forwards += 1;
         let _ = self.sender.send(socket, &fwd.to_bytes(), dest);
     }
 
     /// CANCEL an INVITE branch: now if it rang, else once it does (§9.1).
     pub(super) fn cancel_branch(&mut self, id: u64, b: usize) {
-        let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) else { return };
+        let Some(client) = self.txs.get_mut(&id).and_then(|t| t.client_mut(b)) else { return };
         if client.method != Method::Invite || client.cancel == CancelState::Sent {
             return;
         }
@@ -246,10 +248,11 @@ impl<S: Sender> Worker<S> {
 
     /// Send our CANCEL of branch `b` (kept for retransmission over UDP).
     pub(super) fn send_cancel(&mut self, id: u64, b: usize) {
-        let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) else { return };
+        let now = self.clock.now();
+        let Some(client) = self.txs.get_mut(&id).and_then(|t| t.client_mut(b)) else { return };
         let cancel = hop::cancel(&client.request);
         let _ = self.sender.send(client.socket, &cancel, client.dest);
-        if let Some(arm) = client.cancel_sent(cancel, &self.cfg.timers) {
+        if let Some(arm) = client.cancel_sent(cancel, &self.cfg.timers, now) {
             self.cancel_index.insert(client.branch.clone(), (id, b));
             self.arm(id, b, [arm]);
         }
@@ -257,10 +260,10 @@ impl<S: Sender> Worker<S> {
 
     /// A branch stops waiting (timeout or send failure): unindex it.
     pub(super) fn end_branch(&mut self, id: u64, b: usize) {
-        if let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) {
-            client.terminate();
-            release_load(client);
-            let key = client.key.clone();
+        if let Some(branch) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) {
+            branch.client.terminate();
+            branch.release_load(&self.dispatcher);
+            let key = branch.client.key.clone();
             self.client_index.remove(&key);
         }
     }
@@ -268,21 +271,11 @@ impl<S: Sender> Worker<S> {
     /// CANCEL every INVITE branch still waiting (after a 2xx, or the caller's CANCEL).
     pub(super) fn cancel_pending(&mut self, id: u64) {
         let pending: Vec<usize> = match self.txs.get(&id) {
-            Some(tx) => tx.branches.iter().enumerate().filter(|(_, b)| b.is_pending()).map(|(i, _)| i).collect(),
+            Some(tx) => tx.branches.iter().enumerate().filter(|(_, b)| b.client.is_pending()).map(|(i, _)| i).collect(),
             None => return,
         };
         for b in pending {
             self.cancel_branch(id, b);
-        }
-    }
-}
-
-/// A branch that counted as a call in progress no longer does.
-pub(super) fn release_load(client: &mut ClientTx) {
-    if client.counts_load {
-        client.counts_load = false;
-        if let Some(d) = &client.destination {
-            crate::dispatcher::call_load::release(d);
         }
     }
 }

@@ -2,11 +2,11 @@
 //! ACK, CANCEL, then request-route for everything new.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use super::{Sender, Transaction, Worker};
 use crate::policy::{CallContext, Decision, Hook, RouteState};
-use crate::sip::{reply, Message, Method, Uri};
+use crate::sip::reply::{self, reason_phrase};
+use crate::sip::{Message, Method, Uri};
 use crate::transaction::key::server_key;
 use crate::transaction::server::ServerTx;
 
@@ -21,7 +21,6 @@ impl<S: Sender> Worker<S> {
         let key = server_key(&msg, method);
         if let Some(&id) = self.server_index.get(&key) {
             // A retransmission: answer with the last response, if any.
-            self.stats.retransmissions_absorbed += 1;
             if let Some(tx) = self.txs.get(&id) {
                 if let Some(last) = &tx.server.last_response {
                     let _ = self.sender.send(tx.server.socket, last, self.upstream_addr(&tx.server));
@@ -34,25 +33,25 @@ impl<S: Sender> Worker<S> {
             self.dispatcher.calls.ended(msg.call_id());
         }
         if msg.core().max_forwards == Some(0) {
-            return self.reply_stateless(&msg, src, socket, 483, "Too Many Hops", &[]);
+            return self.reply_stateless(&msg, src, socket, 483, &[]);
         }
         if method == Method::Invite && !msg.has_to_tag() && self.overloaded() {
             // Shed new calls early and cheaply; calls in progress (in-dialog
             // requests) keep being served.
             self.metrics.shed.inc();
-            return self.reply_stateless(&msg, src, socket, 503, "Service Unavailable", &[("Retry-After", "5")]);
+            return self.reply_stateless(&msg, src, socket, 503, &[("Retry-After", "5")]);
         }
-        if let Err((code, reason)) = check_request_uri(&msg) {
-            return self.reply_stateless(&msg, src, socket, code, reason, &[]);
+        if let Err(code) = check_request_uri(&msg) {
+            return self.reply_stateless(&msg, src, socket, code, &[]);
         }
         let loop_hash = crate::transaction::key::loop_hash(&msg);
         if self.is_loop(&msg, loop_hash) {
-            return self.reply_stateless(&msg, src, socket, 482, "Loop Detected", &[]);
+            return self.reply_stateless(&msg, src, socket, 482, &[]);
         }
         let unsupported = proxy_require(&msg);
         if !unsupported.is_empty() {
             // §16.3 step 5: wisp implements no extension a proxy could be required to.
-            return self.reply_stateless(&msg, src, socket, 420, "Bad Extension", &[("Unsupported", &unsupported)]);
+            return self.reply_stateless(&msg, src, socket, 420, &[("Unsupported", &unsupported)]);
         }
         msg.stamp_received(src);
         let to = self.reply_addr(&msg, src, socket);
@@ -76,12 +75,12 @@ impl<S: Sender> Worker<S> {
             challenges: Vec::new(),
             to_tag: format!("wsp{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
             loop_hash,
-            started: Instant::now(),
+            started: self.clock.now(),
             policy: self.policy.current(),
         };
         if method == Method::Invite {
             // 100 Trying at once: the caller stops retransmitting (§16.2).
-            let trying = reply::response(&tx.request, 100, "Trying", b"", &[]);
+            let trying = reply::response(&tx.request, 100, reason_phrase(100), b"", &[]);
             self.metrics.reply_sent(100);
             let _ = self.sender.send(socket, &trying, to);
             tx.server.respond(trying, 100, &self.cfg.timers);
@@ -99,16 +98,8 @@ impl<S: Sender> Worker<S> {
     }
 
     /// Answer a request without a transaction (it is refused before one exists).
-    fn reply_stateless(
-        &mut self,
-        msg: &Message,
-        src: SocketAddr,
-        socket: usize,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &str)],
-    ) {
-        let r = reply::response(msg, code, reason, b"", extra);
+    fn reply_stateless(&mut self, msg: &Message, src: SocketAddr, socket: usize, code: u16, extra: &[(&str, &str)]) {
+        let r = reply::response(msg, code, reason_phrase(code), b"", extra);
         self.metrics.reply_sent(code);
         let _ = self.sender.send(socket, &r, self.reply_addr(msg, src, socket));
     }
@@ -166,14 +157,11 @@ impl<S: Sender> Worker<S> {
         tx.route = ctx.route;
         match decision {
             Ok(Decision::Action(crate::policy::bindings::Action::Relay)) => self.relay(id),
-            Ok(Decision::Action(crate::policy::bindings::Action::Reply(r))) => self.reply(id, r.code, &r.reason),
+            Ok(Decision::Action(crate::policy::bindings::Action::Reply(r))) => self.reply_with(id, r.code, &r.reason),
             Ok(Decision::Action(crate::policy::bindings::Action::Drop)) | Ok(Decision::Reply(_)) => {
                 self.drop_request(id)
             }
-            Err(_) => {
-                self.stats.policy_errors += 1;
-                self.on_policy_error(id);
-            }
+            Err(_) => self.on_policy_error(id),
         }
     }
 
@@ -188,8 +176,7 @@ impl<S: Sender> Worker<S> {
                 return self.relay(id);
             }
         }
-        let code = self.cfg.on_error;
-        self.reply(id, code, reason_phrase(code));
+        self.reply(id, self.cfg.on_error);
     }
 
     /// The policy dropped the request: answer nothing, keep absorbing its
@@ -228,7 +215,7 @@ impl<S: Sender> Worker<S> {
         };
         let (decision, ctx) = self.policy.call(Hook::Request, ctx);
         if let Ok(Decision::Action(crate::policy::bindings::Action::Relay)) = decision {
-            self.forward_stateless(ctx.msg, &ctx.route, socket);
+            self.forward_stateless(ctx.msg, &ctx.route);
         }
     }
 
@@ -239,20 +226,20 @@ impl<S: Sender> Worker<S> {
         let to = self.reply_addr(&msg, src, socket);
         let key = server_key(&msg, Method::Invite);
         let Some(&id) = self.server_index.get(&key) else {
-            return self.reply_stateless(&msg, src, socket, 481, "Call/Transaction Does Not Exist", &[]);
+            return self.reply_stateless(&msg, src, socket, 481, &[]);
         };
         let Some(tx) = self.txs.get_mut(&id) else { return };
-        let ok = reply::response(&msg, 200, "OK", tx.to_tag.as_bytes(), &[]);
+        let ok = reply::response(&msg, 200, reason_phrase(200), tx.to_tag.as_bytes(), &[]);
         self.metrics.reply_sent(200);
         let _ = self.sender.send(socket, &ok, to);
         if tx.server.has_final() || tx.canceled {
             return;
         }
         tx.canceled = true;
-        if tx.branches.iter().any(|b| b.is_pending()) {
+        if tx.any_pending() {
             self.cancel_pending(id);
         } else {
-            self.reply(id, 487, "Request Terminated");
+            self.reply(id, 487);
         }
     }
 }
@@ -266,34 +253,14 @@ fn proxy_require(msg: &Message) -> String {
     tags.iter().map(|t| String::from_utf8_lossy(t)).collect::<Vec<_>>().join(", ")
 }
 
-/// Reason phrases for the statuses wisp generates itself.
-pub fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        400 => "Bad Request",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        416 => "Unsupported URI Scheme",
-        420 => "Bad Extension",
-        480 => "Temporarily Unavailable",
-        482 => "Loop Detected",
-        483 => "Too Many Hops",
-        487 => "Request Terminated",
-        500 => "Server Internal Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Server Time-out",
-        _ => "Error",
-    }
-}
-
 /// A request-URI wisp can route on (§16.3 step 2: 416 for other schemes).
-fn check_request_uri(msg: &Message) -> Result<(), (u16, &'static str)> {
+fn check_request_uri(msg: &Message) -> Result<(), u16> {
     let uri = msg.request_uri().unwrap_or_default();
     match Uri::parse(uri) {
         Ok(u) if matches!(u.scheme, crate::sip::Scheme::Sip | crate::sip::Scheme::Sips | crate::sip::Scheme::Tel) => {
             Ok(())
         }
-        Ok(_) => Err((416, "Unsupported URI Scheme")),
-        Err(_) => Err((400, "Bad Request")),
+        Ok(_) => Err(416),
+        Err(_) => Err(400),
     }
 }

@@ -26,13 +26,16 @@ impl<S: Sender> Worker<S> {
         let Some(&(id, b)) = self.client_index.get(&key) else {
             return self.forward_response_stateless(msg);
         };
-        let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) else { return };
+        let Some(branch) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) else {
+            tracing::warn!(id, b, "bug: client_index names a missing branch");
+            return;
+        };
+        let client = &mut branch.client;
         if !client.is_pending() {
             // A retransmitted final: answer it with our ACK again.
             if let Some(ack) = &client.ack {
                 let _ = self.sender.send(client.socket, ack, client.dest);
             }
-            self.stats.retransmissions_absorbed += 1;
             return;
         }
         if code < 200 {
@@ -57,15 +60,12 @@ impl<S: Sender> Worker<S> {
             let ack = hop::ack(&client.request, &msg);
             let _ = self.sender.send(client.socket, &ack, client.dest);
             client.ack = Some(ack);
-            super::relay::release_load(client);
-        }
-        if invite && code < 300 && client.counts_load {
+            branch.release_load(&self.dispatcher);
+        } else if invite {
             // Answered: the call counts on its destination until BYE.
-            client.counts_load = false;
-            if let Some(d) = client.destination.clone() {
-                self.dispatcher.calls.established(msg.call_id(), d);
-            }
+            branch.answered(&self.dispatcher, msg.call_id());
         }
+        let client = &mut branch.client;
         if client.state == ClientState::Terminated {
             // INVITE 2xx: retransmissions of it are forwarded statelessly.
             let key = client.key.clone();
@@ -85,7 +85,7 @@ impl<S: Sender> Worker<S> {
             return;
         }
         self.keep_best(id, msg, code);
-        self.branch_failed(id, BranchFailure::Reply(code), Some(code));
+        self.branch_failed(id, BranchFailure::Reply(code));
     }
 
     /// Stop retransmitting the CANCEL its branch (same branch id) was sent.
@@ -94,7 +94,7 @@ impl<S: Sender> Worker<S> {
             return;
         }
         let Some((id, b)) = std::str::from_utf8(branch).ok().and_then(|b| self.cancel_index.remove(b)) else { return };
-        if let Some(client) = self.txs.get_mut(&id).and_then(|t| t.branches.get_mut(b)) {
+        if let Some(client) = self.txs.get_mut(&id).and_then(|t| t.client_mut(b)) {
             client.cancel_answered();
         }
     }
@@ -120,10 +120,6 @@ impl<S: Sender> Worker<S> {
         match decision {
             // Only provisional replies can be dropped: a final one decides the transaction.
             Ok(Decision::Reply(ReplyAction::Drop)) if code < 200 => None,
-            Err(_) => {
-                self.stats.policy_errors += 1;
-                Some(ctx.msg)
-            }
             _ => Some(ctx.msg),
         }
     }
@@ -139,17 +135,14 @@ impl<S: Sender> Worker<S> {
     fn forward_response_stateless(&mut self, mut msg: Message) {
         let ours = msg.top_via().is_some_and(|v| self.is_local(v.host, v.port_or_default()));
         if !ours {
-            self.stats.dropped += 1;
             return;
         }
         msg.pop_top_via();
         let Some((to, socket)) =
             via_next_hop(&msg).and_then(|to| Some((to, self.socket_for(via_transport(&msg), to)?)))
         else {
-            self.stats.dropped += 1;
             return;
         };
-        self.stats.stateless_forwards += 1;
         let _ = self.sender.send(socket, &msg.to_bytes(), to);
     }
 }

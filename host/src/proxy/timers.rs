@@ -1,37 +1,67 @@
-//! Transaction timers firing (RFC 3261 §17 timers A–K, fr_timer).
+//! Transaction timers firing (RFC 3261 §17 timers A–K, fr_timer), and the
+//! worker's timer task that sleeps until the earliest one.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Instant;
 
 use super::{Sender, Worker};
 use crate::policy::bindings::BranchFailure;
 use crate::sip::Method;
 use crate::transaction::client::ClientState;
-use crate::transaction::timer::{TimerKind, TimerRef};
+use crate::transaction::timer::{TimerKind, TimerOwner, TimerRef};
+
+/// The worker's timer task: sleep until the earliest deadline (or until a
+/// new earlier one is scheduled: [`crate::transaction::timer::Timers`]
+/// wakes it), fire what is due, repeat. Runs until its task is dropped.
+pub async fn run<S: Sender>(worker: Rc<RefCell<Worker<S>>>) {
+    let wake = worker.borrow().timers.wake();
+    loop {
+        let next = worker.borrow().timers.next_deadline();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = wake.notified() => continue,
+                }
+            }
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        let mut w = worker.borrow_mut();
+        let now = w.clock.now();
+        w.fire_timers(now);
+    }
+}
 
 impl<S: Sender> Worker<S> {
     /// Fire every timer due at `now`.
     pub fn fire_timers(&mut self, now: Instant) {
         while let Some(t) = self.timers.pop_due(now) {
-            self.on_timer(t);
+            match t.owner {
+                TimerOwner::Tx(id) => self.on_tx_timer(id, t, now),
+                TimerOwner::Ping(id) => self.on_ping_timer(id, t),
+            }
         }
     }
 
-    fn on_timer(&mut self, t: TimerRef) {
-        let id = t.tx;
+    fn on_tx_timer(&mut self, id: u64, t: TimerRef, now: Instant) {
         let Some(tx) = self.txs.get_mut(&id) else {
-            return self.on_ping_timer(t);
+            return; // ended meanwhile: its timers are stale
         };
         let b = t.branch as usize;
         match t.kind {
             TimerKind::Retransmit => {
-                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                let Some(client) = tx.client_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
                 if let Some(arm) = client.on_retransmit_timer(&self.cfg.timers) {
                     let _ = self.sender.send(client.socket, &client.bytes, client.dest);
                     self.arm(id, b, [arm]);
                 }
             }
             TimerKind::Fr => {
-                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                let Some(client) = tx.client_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
                 if !client.is_pending() {
                     return;
                 }
@@ -41,12 +71,11 @@ impl<S: Sender> Worker<S> {
                     // It rang too long: CANCEL it before failing over (§16.8).
                     self.send_cancel(id, b);
                 }
-                self.end_branch(id, b);
-                self.branch_failed(id, BranchFailure::Timeout, None);
+                return self.branch_gave_up(id, b, BranchFailure::Timeout);
             }
             TimerKind::CancelRetransmit => {
-                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
-                match client.on_cancel_timer(&self.cfg.timers) {
+                let Some(client) = tx.client_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                match client.on_cancel_timer(&self.cfg.timers, now) {
                     Some(arm) => {
                         if let Some((bytes, _)) = &client.cancel_request {
                             let _ = self.sender.send(client.socket, bytes, client.dest);
@@ -61,7 +90,7 @@ impl<S: Sender> Worker<S> {
                 }
             }
             TimerKind::ClientDone => {
-                let Some(client) = tx.branches.get_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
+                let Some(client) = tx.client_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
                 client.state = ClientState::Terminated;
                 let key = client.key.clone();
                 self.client_index.remove(&key);

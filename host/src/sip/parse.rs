@@ -64,14 +64,16 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    /// The status to answer a request with (RFC 3261 §8.2, §16.3).
+    /// The status to answer a request with (RFC 3261 §8.2, §16.3); a 400
+    /// for a limit says which one in its reason phrase.
     pub fn status(&self) -> (u16, &'static str) {
+        use super::reply::reason_phrase;
         match self {
-            ParseError::Version => (505, "Version Not Supported"),
+            ParseError::Version => (505, reason_phrase(505)),
             ParseError::TooManyHeaders(_) => (400, "Too Many Headers"),
-            ParseError::TooLarge(_) => (513, "Message Too Large"),
+            ParseError::TooLarge(_) => (513, reason_phrase(513)),
             ParseError::LineTooLong(_) => (400, "Header Line Too Long"),
-            _ => (400, "Bad Request"),
+            _ => (400, reason_phrase(400)),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! completed transaction (timers D/K).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::server::Arm;
 use super::timer::{Generations, TimerKind};
@@ -48,12 +48,8 @@ pub struct ClientTx {
     pub ack: Option<Vec<u8>>,
     /// Our CANCEL of this branch while it is unanswered (retransmitted over
     /// UDP like any non-INVITE request), with when it was first sent.
-    pub cancel_request: Option<(Vec<u8>, std::time::Instant)>,
+    pub cancel_request: Option<(Vec<u8>, Instant)>,
     cancel_interval: Duration,
-    /// The dispatcher destination this branch went to, if any.
-    pub destination: Option<std::sync::Arc<crate::dispatcher::Destination>>,
-    /// This branch counts as a call in progress on `destination`.
-    pub counts_load: bool,
     /// Over TCP: no retransmissions, no linger after the final response.
     pub reliable: bool,
     interval: Duration,
@@ -82,8 +78,6 @@ impl ClientTx {
             ack: None,
             cancel_request: None,
             cancel_interval: Duration::ZERO,
-            destination: None,
-            counts_load: false,
             reliable: false,
             interval: Duration::ZERO,
             gens: Generations::default(),
@@ -164,10 +158,11 @@ impl ClientTx {
         Some((TimerKind::Retransmit, self.interval, self.gens.current(TimerKind::Retransmit)))
     }
 
-    /// Our CANCEL went out: its first retransmission timer (None over TCP).
-    pub fn cancel_sent(&mut self, bytes: Vec<u8>, cfg: &TimerConfig) -> Option<Arm> {
+    /// Our CANCEL went out at `now`: its first retransmission timer (None
+    /// over TCP).
+    pub fn cancel_sent(&mut self, bytes: Vec<u8>, cfg: &TimerConfig, now: Instant) -> Option<Arm> {
         self.cancel = CancelState::Sent;
-        self.cancel_request = Some((bytes, std::time::Instant::now()));
+        self.cancel_request = Some((bytes, now));
         self.cancel_interval = cfg.t1;
         let g = self.gens.bump(TimerKind::CancelRetransmit);
         (!self.reliable).then_some((TimerKind::CancelRetransmit, cfg.t1, g))
@@ -179,11 +174,11 @@ impl ClientTx {
         self.gens.bump(TimerKind::CancelRetransmit);
     }
 
-    /// Timer E of the CANCEL: the next interval, until 64·T1 after the
-    /// first send (timer F of the CANCEL).
-    pub fn on_cancel_timer(&mut self, cfg: &TimerConfig) -> Option<Arm> {
+    /// Timer E of the CANCEL firing at `now`: the next interval, until
+    /// 64·T1 after the first send (timer F of the CANCEL).
+    pub fn on_cancel_timer(&mut self, cfg: &TimerConfig, now: Instant) -> Option<Arm> {
         let (_, first) = self.cancel_request.as_ref()?;
-        if first.elapsed() >= cfg.t1x64() {
+        if now.duration_since(*first) >= cfg.t1x64() {
             self.cancel_request = None;
             return None;
         }

@@ -92,7 +92,7 @@ pub fn loop_hash(msg: &Message) -> u32 {
     parts.push(&cseq);
     parts.extend(msg.values_named(b"Route"));
     parts.extend(msg.values_named(b"Proxy-Require"));
-    crate::dispatcher::algorithm::hash(&parts)
+    crate::hash::fnv1a(&parts)
 }
 
 #[cfg(test)]

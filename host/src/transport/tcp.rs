@@ -8,7 +8,7 @@
 //! frames what it reads (Content-Length, [`crate::sip::framing`]) and hands
 //! whole messages to that worker as [`Event::Message`]; it writes what any
 //! worker queues for it. A connection that cannot be opened, or breaks,
-//! is reported to every worker ([`Event::Failed`]) so branches waiting on
+//! is announced to every worker through the [`Bus`] ([`Event::Failed`]) so branches waiting on
 //! it fail at once instead of at fr_timer.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{Event, Proto};
+use super::{Bus, Event, Proto};
 use crate::sip::framing::{frame, Frame};
 
 /// `[tcp]` settings.
@@ -85,25 +85,21 @@ pub struct Pool {
     shards: Vec<Mutex<HashMap<SocketAddr, Conn>>>,
     open: AtomicUsize,
     next_id: AtomicU64,
-    /// Each worker's event inbox.
-    events: Vec<mpsc::UnboundedSender<Event>>,
-    metrics: crate::control::metrics::TransportMetrics,
+    /// Where framed messages and failures go.
+    bus: Arc<Bus>,
+    metrics: super::TransportMetrics,
 }
 
 const SHARDS: usize = 16;
 
 impl Pool {
-    pub fn new(
-        cfg: TcpConfig,
-        events: Vec<mpsc::UnboundedSender<Event>>,
-        metrics: crate::control::metrics::TransportMetrics,
-    ) -> Arc<Pool> {
+    pub fn new(cfg: TcpConfig, bus: Arc<Bus>, metrics: super::TransportMetrics) -> Arc<Pool> {
         Arc::new(Pool {
             cfg,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
-            events,
+            bus,
             metrics,
         })
     }
@@ -283,7 +279,7 @@ impl Pool {
                 Frame::Message { skip, len } => {
                     let bytes = buf[skip..skip + len].to_vec();
                     buf.drain(..skip + len);
-                    let _ = self.events[worker].send(Event::Message { bytes, src: peer, listen });
+                    self.bus.notify(worker, Event::Message { bytes, src: peer, listen });
                 }
                 Frame::Error(e) => {
                     tracing::debug!(%peer, error = %e, "tcp stream cannot be framed: closed");
@@ -291,21 +287,6 @@ impl Pool {
                     return Delivered::Close(crate::sip::reply::stateless_error(buf, code, reason));
                 }
             }
-        }
-    }
-
-    /// Hand `event` to `worker`.
-    pub fn notify(&self, worker: usize, event: Event) {
-        let _ = self.events[worker].send(event);
-    }
-
-    /// Tell every worker that `peer` cannot be reached over `proto` (also
-    /// used for UDP: an ICMP error lands on whichever socket of the
-    /// SO_REUSEPORT group the kernel picks, not always the sender's).
-    pub fn announce_failure(&self, proto: Proto, peer: SocketAddr) {
-        self.metrics.failures[usize::from(proto == Proto::Tcp)].inc();
-        for events in &self.events {
-            let _ = events.send(Event::Failed { proto, peer });
         }
     }
 
@@ -320,7 +301,7 @@ impl Pool {
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.metrics.tcp_connections.dec();
         if failed {
-            self.announce_failure(Proto::Tcp, peer);
+            self.bus.announce_failure(Proto::Tcp, peer);
         }
     }
 }
@@ -357,4 +338,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// A TCP port on `addr`'s IP that no socket holds right now.
 pub fn free_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))?.local_addr()
+}
+
+/// Accept connections on one worker's listener (listen entry `listen`) and
+/// hand them to the pool; runs until its task is dropped.
+pub async fn accept_loop(listener: tokio::net::TcpListener, pool: Arc<Pool>, worker: usize, listen: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => pool.accepted(stream, peer, worker, listen),
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(worker, "tcp accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }

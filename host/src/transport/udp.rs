@@ -9,11 +9,17 @@
 
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
 
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{Bus, Proto};
 
 /// Largest datagram read (RFC 3261 messages over UDP stay well below this).
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -37,6 +43,46 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::
         setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?;
     }
     Ok(socket.into())
+}
+
+/// Read datagrams from one worker's socket and hand each to `deliver`
+/// (bytes, source); ICMP reports queued on the socket are announced on the
+/// bus, so whichever worker owns the branches fails them. Runs until its
+/// task is dropped.
+pub async fn recv_loop(sock: UdpSocket, bus: Arc<Bus>, mut deliver: impl FnMut(Vec<u8>, SocketAddr)) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // ERROR too: an ICMP error queued for an earlier send (IP_RECVERR)
+    // wakes the socket without making it readable.
+    let interest = Interest::READABLE | Interest::ERROR;
+    loop {
+        let ready = match sock.ready(interest).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("udp socket: {e}");
+                continue;
+            }
+        };
+        if ready.is_error() {
+            let mut dead = Vec::new();
+            let _ = sock.try_io(Interest::ERROR, || {
+                dead = unreachable(sock.as_raw_fd());
+                Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+            });
+            for peer in dead {
+                bus.announce_failure(Proto::Udp, peer);
+            }
+        }
+        if !ready.is_readable() {
+            continue;
+        }
+        match sock.try_recv_from(&mut buf) {
+            Ok((n, src)) => deliver(buf[..n].to_vec(), src),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // The pending error of an ICMP report; the report itself is
+            // read from the error queue above.
+            Err(e) => tracing::debug!("udp recv: {e}"),
+        }
+    }
 }
 
 /// An error a send returns when an ICMP report for an earlier datagram is

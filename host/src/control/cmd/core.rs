@@ -11,11 +11,11 @@ pub fn uptime(state: &ControlState) -> Value {
 }
 
 pub fn version() -> Value {
-    json!({"version": format!("wisp {}", env!("CARGO_PKG_VERSION")), "wit": "wisp:policy/router@0.1.0"})
+    json!({"version": format!("wisp {}", env!("CARGO_PKG_VERSION")), "wit": crate::policy::bindings::WIT_WORLD})
 }
 
 pub fn tm_stats(state: &ControlState) -> Value {
-    let (current, invite, non_invite) = state.metrics.transaction_counts();
+    let (current, invite, non_invite) = state.proxy_metrics.transaction_counts();
     json!({"current": current, "total": invite + non_invite, "total_invite": invite, "total_non_invite": non_invite})
 }
 

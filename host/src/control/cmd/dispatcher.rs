@@ -137,6 +137,6 @@ pub fn hash(slots: u32, user: &str, host: &str) -> Result<Value, RpcError> {
     if slots == 0 {
         return Err(RpcError::invalid_params("number of slots must be at least 1"));
     }
-    let h = crate::dispatcher::algorithm::hash(&[user.as_bytes(), host.as_bytes()]);
+    let h = crate::hash::fnv1a(&[user.as_bytes(), host.as_bytes()]);
     Ok(json!({"hashid": h, "slot": h % slots}))
 }

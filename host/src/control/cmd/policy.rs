@@ -23,7 +23,7 @@ pub async fn reload(state: &Arc<ControlState>, path: Option<String>) -> Result<V
         Ok(p) => {
             let (version, hash, cached) = (p.version, p.hash.clone(), p.cached);
             state.policy.publish(p);
-            state.metrics.policy_swaps.inc();
+            state.hook_metrics.swaps.inc();
             *state.policy_file.lock().unwrap_or_else(|e| e.into_inner()) = file.clone();
             tracing::info!(version, file = %file.display(), hash = %hash, cached, "policy reloaded");
             Ok(json!({"version": version, "file": file.display().to_string(), "hash": hash}))
@@ -41,7 +41,7 @@ pub async fn reload(state: &Arc<ControlState>, path: Option<String>) -> Result<V
 pub fn info(state: &ControlState) -> Value {
     let p = state.policy.current();
     let loaded = p.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (calls, traps) = state.metrics.policy_counts();
+    let (calls, traps) = state.hook_metrics.counts();
     json!({
         "name": &*p.name,
         "version": p.version,

@@ -1,0 +1,114 @@
+//! Failover within a transaction (Kamailio's failure_route with
+//! `ds_next_dst`): on a 503, on fr_timer, on a transport failure; and no
+//! failover on the callee's own answer.
+
+use std::time::Duration;
+
+use super::harness::*;
+use crate::transport::Proto;
+
+#[test]
+fn a_503_fails_over_to_the_next_destination_and_is_acked_hop_by_hop() {
+    let mut h = Harness::new(LIST);
+    h.recv(CALLER, &invite("f1", "serial"));
+    assert_eq!(whats(&h.take_to(CALLER)), ["100 INVITE"], "100 Trying at once");
+    let to_a = one(h.take_to(A));
+    assert_eq!(to_a.method(), "INVITE");
+    h.recv(A, &answer(&to_a, 503));
+    assert_eq!(whats(&h.take_to(A)), ["ACK"], "the 503 is acknowledged hop by hop");
+    let to_b = one(h.take_to(B));
+    assert_eq!(to_b.method(), "INVITE", "failed over to the next destination");
+    assert!(h.take().is_empty(), "the caller sees nothing of the 503");
+    assert!(!h.dispatcher.snapshot().set(1).unwrap().destinations[0].is_usable(), "the failed carrier is marked");
+    h.recv(B, &answer(&to_b, 200));
+    let up = one(h.take_to(CALLER));
+    assert_eq!(up.status(), Some(200));
+    assert_eq!(up.msg.vias().count(), 1, "wisp's Via is gone from the response");
+    assert_eq!(h.metrics.failovers.get(), 1);
+}
+
+#[test]
+fn a_silent_destination_fails_over_at_fr_timer_after_retransmissions() {
+    let mut h = Harness::new(LIST);
+    h.recv(CALLER, &invite("f2", "serial"));
+    h.take_to(CALLER);
+    assert_eq!(one(h.take_to(A)).method(), "INVITE");
+    // Timer A: 500 ms, then 1 s later again.
+    h.advance(Duration::from_millis(500));
+    assert_eq!(whats(&h.take_to(A)), ["INVITE"], "retransmitted at T1");
+    h.advance(Duration::from_millis(999));
+    assert!(h.take().is_empty(), "nothing before 2·T1");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(whats(&h.take_to(A)), ["INVITE"], "retransmitted at 2·T1");
+    // fr_timer (2 s) passes: next destination, nothing more to A.
+    h.advance(Duration::from_millis(500));
+    assert_eq!(one(h.take_to(B)).method(), "INVITE");
+    assert!(h.take().is_empty());
+    h.advance(Duration::from_secs(10));
+    assert!(h.take_to(A).is_empty(), "the timed-out branch is not retransmitted any more");
+}
+
+#[test]
+fn a_transport_failure_fails_over_at_once() {
+    let mut h = Harness::new(LIST);
+    h.recv(CALLER, &invite("f3", "serial"));
+    h.take_to(CALLER);
+    h.take_to(A);
+    // ICMP port unreachable (or a TCP reset) reported for A.
+    h.w.on_transport_failure(Proto::Udp, addr(A));
+    assert_eq!(one(h.take_to(B)).method(), "INVITE", "no wait for fr_timer");
+    // A send error fails over too, without any timer.
+    let mut h2 = Harness::new(LIST);
+    h2.refuse(A);
+    h2.recv(CALLER, &invite("f4", "serial"));
+    h2.take_to(CALLER);
+    assert_eq!(one(h2.take_to(B)).method(), "INVITE");
+}
+
+#[test]
+fn the_last_destination_failing_answers_503_from_the_policy() {
+    let mut h = Harness::new(LIST);
+    h.recv(CALLER, &invite("f5", "serial"));
+    h.take_to(CALLER);
+    for carrier in [A, B, C] {
+        let req = one(h.take_to(carrier));
+        h.recv(carrier, &answer(&req, 503));
+        h.take_to(carrier); // the ACK
+    }
+    let up = one(h.take_to(CALLER));
+    assert_eq!(up.status(), Some(503));
+    assert_eq!(String::from_utf8_lossy(up.msg.reason()), "No route available", "the policy's own reply");
+}
+
+#[test]
+fn a_callee_answer_is_not_failed_over() {
+    let mut h = Harness::new(LIST);
+    h.recv(CALLER, &invite("f6", "serial"));
+    h.take_to(CALLER);
+    let req = one(h.take_to(A));
+    h.recv(A, &answer(&req, 486));
+    h.take_to(A);
+    assert_eq!(one(h.take_to(CALLER)).status(), Some(486));
+    assert!(h.take().is_empty(), "no other carrier is tried");
+    assert!(h.dispatcher.snapshot().set(1).unwrap().destinations[0].is_usable(), "486 does not mark the carrier");
+}
+
+#[test]
+fn a_call_counts_on_its_destination_until_it_fails_or_its_bye() {
+    let list = "1 sip:127.0.0.1:5071 0 30 maxload=5\n1 sip:127.0.0.1:5072 0 20 maxload=5\n";
+    let mut h = Harness::new(list);
+    let load = |h: &Harness, i: usize| {
+        h.dispatcher.snapshot().set(1).unwrap().destinations[i].active_calls.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    h.recv(CALLER, &invite("f7", "serial"));
+    h.take_to(CALLER);
+    let to_a = one(h.take_to(A));
+    assert_eq!((load(&h, 0), load(&h, 1)), (1, 0), "an initial INVITE counts from relay");
+    h.recv(A, &answer(&to_a, 503));
+    let to_b = one(h.take_to(B));
+    assert_eq!((load(&h, 0), load(&h, 1)), (0, 1), "a failed branch releases its call");
+    h.recv(B, &answer(&to_b, 200));
+    assert_eq!(load(&h, 1), 1, "answered: counts until BYE");
+    h.recv(CALLER, &in_dialog("BYE", "f7", B));
+    assert_eq!(load(&h, 1), 0, "the BYE ends it");
+}

@@ -1,0 +1,245 @@
+//! The harness: a worker, its fake sender, its clock, its dispatcher.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
+use crate::dispatcher::Dispatcher;
+use crate::policy::metrics::HookMetrics;
+use crate::policy::{PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker};
+use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::{ProxyConfig, Sender, Worker};
+use crate::sip::{self, Message};
+use crate::transaction::TimerConfig;
+use crate::transport::{ListenAddr, Proto};
+
+/// wisp's own address in the tests (no socket is bound).
+pub const WISP: &str = "127.0.0.1:5060";
+/// The caller.
+pub const CALLER: &str = "127.0.0.1:5080";
+/// Carriers of the default list: set 1, tried in this order by `serial`.
+pub const A: &str = "127.0.0.1:5071";
+pub const B: &str = "127.0.0.1:5072";
+pub const C: &str = "127.0.0.1:5073";
+
+/// Three carriers in set 1, highest priority first.
+pub const LIST: &str = "1 sip:127.0.0.1:5071 0 30\n1 sip:127.0.0.1:5072 0 20\n1 sip:127.0.0.1:5073 0 10\n";
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// One message that would have gone on the wire.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub to: SocketAddr,
+    pub msg: Message,
+}
+
+impl Sent {
+    pub fn status(&self) -> Option<u16> {
+        self.msg.status()
+    }
+    pub fn method(&self) -> String {
+        String::from_utf8_lossy(self.msg.method_bytes()).into_owned()
+    }
+    /// "INVITE" for requests, "200" for responses (short for assertions).
+    pub fn what(&self) -> String {
+        match self.status() {
+            Some(code) => format!("{code} {}", String::from_utf8_lossy(self.msg.method_bytes())),
+            None => self.method(),
+        }
+    }
+}
+
+/// What the fake sender saw, and the peers it refuses to send to.
+#[derive(Debug, Default)]
+pub struct Wire {
+    pub sent: Vec<Sent>,
+    pub lookups: Vec<String>,
+    pub refuse: HashSet<SocketAddr>,
+}
+
+/// Records instead of sending.
+pub struct FakeSender(Rc<RefCell<Wire>>);
+
+impl Sender for FakeSender {
+    fn send(&self, _socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        let mut wire = self.0.borrow_mut();
+        if wire.refuse.contains(&to) {
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        }
+        let msg = sip::parse(bytes.to_vec(), &sip::Limits::default()).expect("wisp sends only what parses");
+        wire.sent.push(Sent { to, msg });
+        Ok(())
+    }
+
+    fn handoff(&self, worker: usize, _msg: Message, _src: SocketAddr, _socket: usize) {
+        panic!("a single-worker harness handed a message to worker {worker}");
+    }
+
+    fn resolve(&self, host: String) {
+        self.0.borrow_mut().lookups.push(host);
+    }
+}
+
+/// One engine for every test (its epoch ticker is a thread).
+fn engine() -> Arc<PolicyEngine> {
+    static ENGINE: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            PolicyEngine::new(PolicyLimits { max_call_ms: 1000, max_memory_bytes: 64 << 20 }, None).expect("engine")
+        })
+        .clone()
+}
+
+fn policy_file(name: &str) -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p = root.join("target/wasm32-wasip2/policy").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run scripts/build-policies.sh (scripts/test.sh does)", p.display());
+    p
+}
+
+/// A worker with the `by-header` policy over `list`, and what it sends.
+pub struct Harness {
+    pub w: Worker<FakeSender>,
+    pub wire: Rc<RefCell<Wire>>,
+    pub clock: Clock,
+    pub dispatcher: Arc<Dispatcher>,
+    pub metrics: Arc<ProxyMetrics>,
+}
+
+impl Harness {
+    pub fn new(list: &str) -> Harness {
+        Harness::with_timers(list, TimerConfig::default())
+    }
+
+    pub fn with_timers(list: &str, timers: TimerConfig) -> Harness {
+        let dispatcher = Arc::new(Dispatcher::from_list(list, "test.list", 1).expect("list"));
+        let engine = engine();
+        let loaded = engine.load(&policy_file("by_header"), &dispatcher).expect("policy");
+        let handle = Arc::new(PolicyHandle::new(loaded));
+        let hooks = Arc::new(HookMetrics::new(1));
+        let policy = PolicyWorker::new(0, engine, handle, dispatcher.clone(), hooks);
+        let cfg = ProxyConfig {
+            listen: vec![ListenAddr { proto: Proto::Udp, addr: addr(WISP) }],
+            timers,
+            limits: sip::Limits::default(),
+            max_branches: 12,
+            max_transactions: 0,
+            on_error: 500,
+            on_error_set: None,
+            log_calls: false,
+            prober: None,
+        };
+        let wire = Rc::new(RefCell::new(Wire::default()));
+        let clock = Clock::manual(Instant::now());
+        let metrics = Arc::new(ProxyMetrics::default());
+        let w = Worker::new(0, 1, Arc::new(cfg), FakeSender(wire.clone()), policy, dispatcher.clone(), metrics.clone())
+            .with_clock(clock.clone());
+        Harness { w, wire, clock, dispatcher, metrics }
+    }
+
+    /// Bytes arrive from `from`.
+    pub fn recv(&mut self, from: &str, bytes: &[u8]) {
+        self.w.on_datagram(bytes.to_vec(), addr(from), 0);
+    }
+
+    /// Everything sent since the last call.
+    pub fn take(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.wire.borrow_mut().sent)
+    }
+
+    /// What was sent to `to` since the last `take` (the rest is kept).
+    pub fn take_to(&mut self, to: &str) -> Vec<Sent> {
+        let to = addr(to);
+        let mut wire = self.wire.borrow_mut();
+        let (mine, rest) = std::mem::take(&mut wire.sent).into_iter().partition(|s| s.to == to);
+        wire.sent = rest;
+        mine
+    }
+
+    /// Move the clock and fire what is due.
+    pub fn advance(&mut self, by: Duration) {
+        self.clock.advance(by);
+        self.w.fire_timers(self.clock.now());
+    }
+
+    /// Transactions still held by the worker.
+    pub fn transactions(&self) -> usize {
+        self.w.transactions()
+    }
+
+    /// Refuse sends to `peer` (a local send error).
+    pub fn refuse(&mut self, peer: &str) {
+        self.wire.borrow_mut().refuse.insert(addr(peer));
+    }
+}
+
+/// An INVITE from the caller, routed by the policy with `alg` over set 1.
+pub fn invite(call_id: &str, alg: &str) -> Vec<u8> {
+    request("INVITE", call_id, 1, "z9hG4bK-c1", &format!("X-Alg: {alg}\r\n"))
+}
+
+/// A request from the caller with its own branch and extra header lines.
+pub fn request(method: &str, call_id: &str, cseq: u32, branch: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:bob@example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CALLER};branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=from1\r\n\
+         To: <sip:bob@example.com>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Contact: <sip:alice@{CALLER}>\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// An in-dialog request from the caller straight to `carrier` (To tag set,
+/// request-URI naming the carrier), with a fresh branch.
+pub fn in_dialog(method: &str, call_id: &str, carrier: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:bob@{carrier} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{method}-{call_id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=from1\r\n\
+         To: <sip:bob@example.com>;tag=carrier\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 2 {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The CANCEL of [`invite`] (same branch, CSeq number and Call-ID).
+pub fn cancel(call_id: &str) -> Vec<u8> {
+    request("CANCEL", call_id, 1, "z9hG4bK-c1", "")
+}
+
+/// A carrier's response to a request wisp forwarded, with a To tag.
+pub fn answer(req: &Sent, code: u16) -> Vec<u8> {
+    answer_with(req, code, &[])
+}
+
+pub fn answer_with(req: &Sent, code: u16, extra: &[(&str, &str)]) -> Vec<u8> {
+    let tag = if code > 100 { &b"carrier"[..] } else { b"" };
+    sip::reply::response(&req.msg, code, sip::reply::reason_phrase(code), tag, extra)
+}
+
+/// The one message in `sent`, or a panic listing them all.
+pub fn one(sent: Vec<Sent>) -> Sent {
+    assert_eq!(sent.len(), 1, "expected one message, got {:?}", sent.iter().map(Sent::what).collect::<Vec<_>>());
+    sent.into_iter().next().unwrap()
+}
+
+/// The `what()` of each message, in order.
+pub fn whats(sent: &[Sent]) -> Vec<String> {
+    sent.iter().map(Sent::what).collect()
+}

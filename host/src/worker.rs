@@ -1,0 +1,181 @@
+//! One worker thread: a single-threaded tokio runtime that owns the
+//! worker's sockets, its proxy core ([`Worker`]) and warm policy instance.
+//! This file is wiring only; each loop lives next to its feature:
+//!
+//! - [`udp::recv_loop`]: datagrams from the worker's UDP sockets,
+//! - [`tcp::accept_loop`]: connections on the worker's TCP listeners,
+//! - the inbox: [`Event`]s from the [`Bus`] (TCP messages, handoffs,
+//!   transport failures, name lookups),
+//! - [`crate::proxy::timers::run`]: transaction and keepalive timers,
+//! - [`prober::run_rounds`]: the worker's share of the keepalives.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::dispatcher::Dispatcher;
+use crate::policy::metrics::HookMetrics;
+use crate::policy::{PolicyEngine, PolicyHandle, PolicyWorker};
+use crate::prober;
+use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::{ProxyConfig, Sender, Worker};
+use crate::sip::Message;
+use crate::transport::{tcp, udp, Bus, Event, Proto};
+
+/// What every worker shares.
+pub struct WorkerShared {
+    pub cfg: Arc<ProxyConfig>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub engine: Arc<PolicyEngine>,
+    pub policy: Arc<PolicyHandle>,
+    pub proxy_metrics: Arc<ProxyMetrics>,
+    pub hook_metrics: Arc<HookMetrics>,
+}
+
+/// A socket bound for one worker, by listen entry.
+pub enum Bound {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpListener),
+}
+
+/// One worker's ends of the world: its bound sockets (in listen-entry
+/// order), its inbox, the bus to the other workers, the TCP pool.
+pub struct WorkerSockets {
+    pub socks: Vec<Bound>,
+    pub inbox: mpsc::UnboundedReceiver<Event>,
+    pub bus: Arc<Bus>,
+    pub pool: Arc<tcp::Pool>,
+}
+
+/// Start worker `id` of `workers` on its own thread; it runs until `stop` turns true.
+pub fn spawn(
+    id: usize,
+    workers: usize,
+    shared: Arc<WorkerShared>,
+    io: WorkerSockets,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("wisp-worker-{id}")).spawn(move || run(id, workers, shared, io, stop))
+}
+
+fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, mut stop: watch::Receiver<bool>) {
+    let WorkerSockets { socks, mut inbox, bus, pool } = io;
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = id, "cannot start worker runtime: {e}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        // Sends go through plain non-blocking handles: tokio's try_send_to
+        // refuses with WouldBlock until its reactor has seen the socket
+        // writable once.
+        let mut udp_out: Vec<Option<std::net::UdpSocket>> = Vec::new();
+        let mut udp_in: Vec<(usize, tokio::net::UdpSocket)> = Vec::new();
+        let mut tcp_in: Vec<(usize, tokio::net::TcpListener)> = Vec::new();
+        for (idx, bound) in socks.into_iter().enumerate() {
+            let registered = match bound {
+                Bound::Udp(sock) => sock.try_clone().and_then(|out| {
+                    udp_out.push(Some(out));
+                    udp_in.push((idx, tokio::net::UdpSocket::from_std(sock)?));
+                    Ok(())
+                }),
+                Bound::Tcp(listener) => {
+                    udp_out.push(None);
+                    tokio::net::TcpListener::from_std(listener).map(|l| tcp_in.push((idx, l)))
+                }
+            };
+            if let Err(e) = registered {
+                tracing::error!(worker = id, "cannot register sockets: {e}");
+                return;
+            }
+        }
+        let policy = PolicyWorker::new(
+            id,
+            shared.engine.clone(),
+            shared.policy.clone(),
+            shared.dispatcher.clone(),
+            shared.hook_metrics.clone(),
+        );
+        let protos = shared.cfg.listen.iter().map(|l| l.proto).collect();
+        let sender = WorkerSender { id, protos, udp: udp_out, tcp: pool.clone(), bus: bus.clone() };
+        let worker = Rc::new(RefCell::new(Worker::new(
+            id,
+            workers,
+            shared.cfg.clone(),
+            sender,
+            policy,
+            shared.dispatcher.clone(),
+            shared.proxy_metrics.clone(),
+        )));
+        for (idx, listener) in tcp_in {
+            tokio::task::spawn_local(tcp::accept_loop(listener, pool.clone(), id, idx));
+        }
+        for (idx, sock) in udp_in {
+            let w = worker.clone();
+            let deliver = move |bytes, src| w.borrow_mut().on_datagram(bytes, src, idx);
+            tokio::task::spawn_local(udp::recv_loop(sock, bus.clone(), deliver));
+        }
+        let w = worker.clone();
+        tokio::task::spawn_local(async move {
+            while let Some(event) = inbox.recv().await {
+                w.borrow_mut().on_event(event);
+            }
+        });
+        tokio::task::spawn_local(crate::proxy::timers::run(worker.clone()));
+        if let Some(cfg) = shared.cfg.prober.clone() {
+            let w = worker.clone();
+            let ping = move |d| w.borrow_mut().send_ping(d);
+            tokio::task::spawn_local(prober::run_rounds(cfg, shared.dispatcher.clone(), id, workers, ping));
+        }
+        let _ = stop.wait_for(|s| *s).await;
+        tracing::debug!(worker = id, transactions = worker.borrow().transactions(), "worker stopping");
+    });
+}
+
+/// A worker's way out: its UDP sockets, the TCP pool, the bus.
+struct WorkerSender {
+    id: usize,
+    /// Transport of each listen entry.
+    protos: Vec<Proto>,
+    /// Non-blocking handles of the worker's UDP sockets, by listen entry
+    /// (None for TCP entries): a send goes straight to the kernel.
+    udp: Vec<Option<std::net::UdpSocket>>,
+    tcp: Arc<tcp::Pool>,
+    bus: Arc<Bus>,
+}
+
+impl Sender for WorkerSender {
+    fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        match (self.protos[socket], &self.udp[socket]) {
+            (Proto::Udp, Some(sock)) => match sock.send_to(bytes, to) {
+                // With IP_RECVERR an ICMP error for an earlier send (to any
+                // destination) fails the next send once, unsent: send again.
+                Err(e) if udp::is_pending_icmp(&e) => sock.send_to(bytes, to).map(|_| ()),
+                r => r.map(|_| ()),
+            },
+            _ => self.tcp.send(self.id, socket, to, bytes),
+        }
+    }
+
+    fn handoff(&self, worker: usize, msg: Message, src: SocketAddr, socket: usize) {
+        self.bus.notify(worker, Event::Handoff { msg, src, listen: socket });
+    }
+
+    fn connected(&self, socket: usize, to: SocketAddr) -> bool {
+        self.protos[socket] == Proto::Udp || self.tcp.is_open(to)
+    }
+
+    fn resolve(&self, host: String) {
+        let (bus, id) = (self.bus.clone(), self.id);
+        tokio::spawn(async move {
+            let answer = crate::proxy::lookup(host.clone()).await;
+            bus.notify(id, Event::Resolved { host, answer });
+        });
+    }
+}
