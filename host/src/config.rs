@@ -96,7 +96,8 @@ pub struct DispatcherConfig {
     /// `true`: a reload resets every destination to the file's flags and
     /// forgets latency statistics (Kamailio's behaviour). Default `false`:
     /// unchanged destinations (same set, URI, priority, attrs) keep their
-    /// runtime state, counters and statistics.
+    /// counters and statistics, and their runtime state unless their flags
+    /// column was edited (then the new flags apply).
     #[serde(default)]
     pub reset_state_on_reload: bool,
     /// EWMA factor of the latency estimate ×1000 (Kamailio ≤ 6.0 meaning:

@@ -134,12 +134,42 @@ fn reload_keeps_state_of_unchanged_and_rejects_bad_files() {
     assert!(d.set_exists(3), "running sets keep serving after a bad reload");
 }
 
-/// A set from `(uri, priority, attrs)` lines in set 1.
-fn dispatcher(lines: &[(&str, i32, &str)]) -> (tempfile_lite::TempFile, Dispatcher) {
-    let text: String = lines.iter().map(|(u, p, a)| format!("1 {u} 0 {p} {a}\n")).collect();
-    let f = list_file(&text);
+#[test]
+fn reload_applies_an_edited_flags_column_and_keeps_counters() {
+    let f = list_file("1 sip:127.0.0.1:5071 0 20\n1 sip:127.0.0.1:5072 0 10\n");
     let d = Dispatcher::load(&f.path, 1).unwrap();
-    (f, d)
+    let first = d.snapshot().set(1).unwrap().destinations[0].clone();
+    let uri = first.uri.clone();
+    assert_eq!(uri, "sip:127.0.0.1:5071");
+    first.selected.store(7, std::sync::atomic::Ordering::Relaxed);
+    first.mark(Mark::Trying, false, 3);
+    // The operator disables the first destination in the file.
+    std::fs::write(&f.path, format!("1 {uri} 4 20\n1 sip:127.0.0.1:5072 0 10\n")).unwrap();
+    d.reload().unwrap();
+    let after = d.snapshot().set(1).unwrap().destinations.iter().find(|x| x.uri == uri).unwrap().clone();
+    assert!(Arc::ptr_eq(&first, &after), "the same destination: counters and statistics stay");
+    assert_eq!(after.state_letters(), "DX", "the edited flags apply");
+    assert_eq!(after.selected.load(std::sync::atomic::Ordering::Relaxed), 7);
+    assert!(d.select(1, Algorithm::RoundRobin, &HashInput::default(), None).list.iter().all(|x| x.uri != uri));
+    // A reload of the same file changes nothing more: a runtime mark stays.
+    after.mark(Mark::Active, false, 1);
+    d.reload().unwrap();
+    assert_eq!(after.state_letters(), "AX", "an unedited line keeps the runtime state");
+    // Back to 0 in the file: active again.
+    after.mark(Mark::Inactive, false, 1);
+    std::fs::write(&f.path, format!("1 {uri} 0 20\n1 sip:127.0.0.1:5072 0 10\n")).unwrap();
+    d.reload().unwrap();
+    assert_eq!(after.state_letters(), "AX");
+    // A bad file applies no edit, even to lines before the bad one.
+    std::fs::write(&f.path, format!("1 {uri} 4 20\nnonsense\n")).unwrap();
+    assert!(d.reload().is_err());
+    assert_eq!(after.state_letters(), "AX", "a refused reload changes nothing");
+}
+
+/// A set from `(uri, priority, attrs)` lines in set 1.
+fn dispatcher(lines: &[(&str, i32, &str)]) -> Dispatcher {
+    let text: String = lines.iter().map(|(u, p, a)| format!("1 {u} 0 {p} {a}\n")).collect();
+    Dispatcher::from_list(&text, "test.list", 1).unwrap()
 }
 
 fn share(
@@ -164,7 +194,7 @@ fn pct(counts: &std::collections::HashMap<String, usize>, uri: &str, n: usize) -
 
 #[test]
 fn weight_table_gives_the_percentages() {
-    let (_f, d) = dispatcher(&[
+    let d = dispatcher(&[
         ("sip:10.0.0.1", 0, "weight=50"),
         ("sip:10.0.0.2", 0, "weight=30"),
         ("sip:10.0.0.3", 0, "weight=10"),
@@ -188,7 +218,7 @@ fn weight_table_gives_the_percentages() {
 
 #[test]
 fn relative_weight_is_recomputed_on_state_change() {
-    let (_f, d) = dispatcher(&[
+    let d = dispatcher(&[
         ("sip:10.0.0.1", 0, "rweight=1"),
         ("sip:10.0.0.2", 0, "rweight=2"),
         ("sip:10.0.0.3", 0, "rweight=1"),
@@ -210,7 +240,7 @@ fn relative_weight_is_recomputed_on_state_change() {
 
 #[test]
 fn consistent_hash_moves_only_the_dead_nodes_keys_and_respects_weights() {
-    let (_f, d) = dispatcher(&[
+    let d = dispatcher(&[
         ("sip:10.0.0.1", 0, "weight=10"),
         ("sip:10.0.0.2", 0, "weight=10"),
         ("sip:10.0.0.3", 0, "weight=20"),
@@ -251,7 +281,7 @@ fn consistent_hash_moves_only_the_dead_nodes_keys_and_respects_weights() {
 
 #[test]
 fn call_load_picks_the_least_loaded_below_maxload() {
-    let (_f, d) = dispatcher(&[("sip:10.0.0.1", 0, "duid=a;maxload=2"), ("sip:10.0.0.2", 0, "duid=b;maxload=1")]);
+    let d = dispatcher(&[("sip:10.0.0.1", 0, "duid=a;maxload=2"), ("sip:10.0.0.2", 0, "duid=b;maxload=1")]);
     let snap = d.snapshot();
     let set = snap.set(1).unwrap();
     let by = |u: &str| set.destinations.iter().find(|x| x.uri == u).unwrap().clone();
@@ -283,7 +313,7 @@ fn call_load_picks_the_least_loaded_below_maxload() {
 
 #[test]
 fn latency_prefers_fast_destinations() {
-    let (_f, d) = dispatcher(&[
+    let d = dispatcher(&[
         ("sip:10.0.0.1", 10, "latency=200"),
         ("sip:10.0.0.2", 10, "latency=5"),
         ("sip:10.0.0.3", 10, "latency=5"),
@@ -298,7 +328,7 @@ fn latency_prefers_fast_destinations() {
 
 #[test]
 fn other_algorithms_spread_and_skip() {
-    let (_f, d) = dispatcher(&[
+    let d = dispatcher(&[
         ("sip:10.0.0.1", 0, ""),
         ("sip:10.0.0.2", 0, ""),
         ("sip:10.0.0.3", 0, ""),
@@ -327,7 +357,7 @@ fn other_algorithms_spread_and_skip() {
 
 #[test]
 fn uri_hashes_spread_over_ten_thousand_requests() {
-    let (_f, d) = dispatcher(&[
+    let d = dispatcher(&[
         ("sip:10.0.0.1", 0, ""),
         ("sip:10.0.0.2", 0, ""),
         ("sip:10.0.0.3", 0, ""),
@@ -358,27 +388,42 @@ fn reload_swaps_atomically_while_routing() {
     let b = "1 sip:127.0.0.1:6071 0 10\n1 sip:127.0.0.1:6072 0 10\n1 sip:127.0.0.1:6073 0 10\n";
     let f = list_file(a);
     let d = Arc::new(Dispatcher::load(&f.path, 1).unwrap());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let selections = Arc::new(AtomicUsize::new(0));
     let router = {
-        let (d, stop) = (d.clone(), stop.clone());
+        let (d, stop, selections) = (d.clone(), stop.clone(), selections.clone());
         std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (mut saw_a, mut saw_b) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
                 let l = d.select(1, Algorithm::RoundRobin, &HashInput::default(), None).list;
                 // Every selection sees one whole list: 2 entries of A or 3 of B.
                 let ports: Vec<bool> = l.iter().map(|x| x.uri.contains(":50")).collect();
-                assert!(l.len() == 2 && ports.iter().all(|&p| p) || l.len() == 3 && ports.iter().all(|&p| !p), "{l:?}");
-                n += 1;
+                if l.len() == 2 && ports.iter().all(|&p| p) {
+                    saw_a += 1;
+                } else if l.len() == 3 && ports.iter().all(|&p| !p) {
+                    saw_b += 1;
+                } else {
+                    panic!("a selection saw a mix of two lists: {l:?}");
+                }
+                selections.fetch_add(1, Ordering::Release);
             }
-            n
+            (saw_a, saw_b)
         })
     };
     for i in 0..200 {
         std::fs::write(&f.path, if i % 2 == 0 { b } else { a }).unwrap();
+        let before = selections.load(Ordering::Acquire);
         d.reload().unwrap();
+        // Let the router select at least once more before the next swap.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while selections.load(Ordering::Acquire) < before + 2 && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(router.join().unwrap() > 0);
+    stop.store(true, Ordering::Relaxed);
+    let (saw_a, saw_b) = router.join().unwrap();
+    assert!(saw_a > 0 && saw_b > 0, "the router saw both lists: {saw_a} A, {saw_b} B");
 }
 
 #[test]
