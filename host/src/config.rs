@@ -5,9 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use serde::Deserialize;
 
+use crate::dispatcher::ProbingMode;
+use crate::policy::PolicyLimits;
+use crate::prober::{ProberConfig, ReplyCodes};
+use crate::proxy::ProxyConfig;
 use crate::transaction::TimerConfig;
+use crate::transport::tcp::TcpConfig;
 use crate::transport::ListenAddr;
 
 /// The whole file.
@@ -28,6 +35,9 @@ pub struct Config {
     /// Folder of the config file (set after loading).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file's path, for errors.
+    #[serde(skip)]
+    pub file: String,
 }
 
 /// `[sip]`: listeners and message limits.
@@ -130,7 +140,8 @@ pub struct TransactionConfig {
     /// Wait for a final reply once an INVITE branch rings (default 30000).
     #[serde(default = "default_fr_inv")]
     pub fr_inv_timer_ms: u64,
-    /// Most branches one request may be relayed on, failovers included (default 12).
+    /// Most branches one request may be relayed on, failovers included
+    /// (default 12, at most 1000).
     #[serde(default = "default_max_branches")]
     pub max_branches: usize,
 }
@@ -141,7 +152,8 @@ pub struct TransactionConfig {
 pub struct PolicyConfig {
     /// The policy component (`.wasm`).
     pub file: PathBuf,
-    /// CPU time a hook call may take, in ms (default 10).
+    /// Wall-clock time a hook call may take, in ms (default 10): epoch
+    /// ticks of 1 ms, so a worker descheduled mid-call is charged too.
     #[serde(default = "default_max_call_ms")]
     pub max_call_ms: u64,
     /// Memory a policy instance may use, in MiB (default 16).
@@ -334,119 +346,269 @@ pub enum ConfigError {
     Invalid { file: String, key: &'static str, message: String },
 }
 
+/// Everything the running engine needs from wisp.toml, parsed and checked
+/// once ([`Settings::load`]): runtime code never sees the raw [`Config`], so
+/// nothing re-parses a string that was validated elsewhere and no bad value
+/// can turn into a silent default.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// What every worker's proxy core is configured with (listen entries
+    /// with port 0 still unresolved).
+    pub proxy: ProxyConfig,
+    /// Worker threads.
+    pub workers: usize,
+    /// UDP socket buffers, octets.
+    pub socket_buffer: usize,
+    pub tcp: TcpConfig,
+    pub dispatcher: DispatcherSettings,
+    pub policy: PolicySettings,
+    pub control: ControlSettings,
+    pub log: LogSettings,
+}
+
+/// `[dispatcher]` beyond the prober's settings.
+#[derive(Debug, Clone)]
+pub struct DispatcherSettings {
+    pub list_file: PathBuf,
+    pub probing_threshold: u32,
+    pub reset_state_on_reload: bool,
+    pub call_expire: Duration,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub file: PathBuf,
+    pub limits: PolicyLimits,
+    pub watch: bool,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A tracing filter, checked.
+    pub level: String,
+    pub json: bool,
+}
+
+impl Settings {
+    /// Read, parse and check a config file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        Settings::try_from(Config::load(path)?)
+    }
+}
+
+impl TryFrom<Config> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(c: Config) -> Result<Settings, ConfigError> {
+        let file = c.file.clone();
+        let invalid = |key, message: String| ConfigError::Invalid { file: file.clone(), key, message };
+        let listen = listen_entries(&c.sip.listen).map_err(|m| invalid("sip.listen", m))?;
+        let workers = match c.sip.workers {
+            Some(0) => return Err(invalid("sip.workers", "must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        if c.sip.max_headers < 8 {
+            return Err(invalid("sip.max_headers", "must be at least 8".into()));
+        }
+        if !(1024..=(1 << 20)).contains(&c.sip.max_message_size) {
+            return Err(invalid("sip.max_message_size", "must be 1024..=1048576 octets".into()));
+        }
+        if !(256..=c.sip.max_message_size).contains(&c.sip.max_header_line) {
+            return Err(invalid("sip.max_header_line", "must be 256 octets up to max_message_size".into()));
+        }
+        let tcp = tcp_settings(&c.tcp, c.sip.max_message_size).map_err(|(key, m)| invalid(key, m))?;
+        let timers = timer_settings(&c.transaction).map_err(|(key, m)| invalid(key, m))?;
+        if !(1..=1000).contains(&c.transaction.max_branches) {
+            return Err(invalid("transaction.max_branches", "must be 1..=1000".into()));
+        }
+        let prober = prober_settings(&c.dispatcher).map_err(|(key, m)| invalid(key, m))?;
+        let d = &c.dispatcher;
+        if d.call_expire_s == 0 {
+            return Err(invalid("dispatcher.call_expire_s", "must be at least 1".into()));
+        }
+        if d.probing_threshold == 0 {
+            return Err(invalid("dispatcher.probing_threshold", "must be at least 1".into()));
+        }
+        let p = &c.policy;
+        if !(1..=1000).contains(&p.max_call_ms) {
+            return Err(invalid("policy.max_call_ms", "must be 1..=1000".into()));
+        }
+        if !(1..=4096).contains(&p.max_memory_mb) {
+            return Err(invalid("policy.max_memory_mb", "must be 1..=4096".into()));
+        }
+        if !(400..=699).contains(&p.on_error) {
+            return Err(invalid("policy.on_error", "must be a final error status 400..=699".into()));
+        }
+        let control = c
+            .control
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("control.listen", format!("`{}` is not IP:PORT", c.control.listen)))?;
+        crate::control::check_bind(control, c.control.token.as_deref()).map_err(|m| invalid("control.listen", m))?;
+        let json = match c.log.format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => return Err(invalid("log.format", format!("`{other}`: expected \"text\" or \"json\""))),
+        };
+        tracing_subscriber::EnvFilter::try_new(&c.log.level)
+            .map_err(|e| invalid("log.level", format!("`{}`: {e}", c.log.level)))?;
+        Ok(Settings {
+            proxy: ProxyConfig {
+                listen,
+                timers,
+                limits: crate::sip::Limits {
+                    max_headers: c.sip.max_headers,
+                    max_message: c.sip.max_message_size,
+                    max_header_line: c.sip.max_header_line,
+                },
+                max_branches: c.transaction.max_branches,
+                max_transactions: c.sip.max_transactions,
+                on_error: p.on_error,
+                on_error_set: p.on_error_set,
+                log_calls: c.log.calls,
+                prober,
+            },
+            workers,
+            socket_buffer: c.sip.socket_buffer,
+            tcp,
+            dispatcher: DispatcherSettings {
+                list_file: c.resolve(&d.list_file),
+                probing_threshold: d.probing_threshold,
+                reset_state_on_reload: d.reset_state_on_reload,
+                call_expire: Duration::from_secs(d.call_expire_s),
+            },
+            policy: PolicySettings {
+                file: c.resolve(&p.file),
+                limits: PolicyLimits { max_call_ms: p.max_call_ms, max_memory_bytes: p.max_memory_mb << 20 },
+                watch: p.watch,
+                cache_dir: c.policy_cache_dir(),
+            },
+            control: ControlSettings { listen: control, token: c.control.token.clone() },
+            log: LogSettings { level: c.log.level.clone(), json },
+        })
+    }
+}
+
+fn listen_entries(entries: &[String]) -> Result<Vec<ListenAddr>, String> {
+    if entries.is_empty() {
+        return Err("needs at least one address".into());
+    }
+    entries.iter().map(|s| s.parse()).collect()
+}
+
+type Invalid = (&'static str, String);
+
+fn tcp_settings(t: &TcpSection, max_message: usize) -> Result<TcpConfig, Invalid> {
+    if t.max_connections == 0 {
+        return Err(("tcp.max_connections", "must be at least 1".into()));
+    }
+    if t.idle_timeout_s == 0 {
+        return Err(("tcp.idle_timeout_s", "must be above 0".into()));
+    }
+    if t.connect_timeout_ms == 0 {
+        return Err(("tcp.connect_timeout_ms", "must be above 0".into()));
+    }
+    Ok(TcpConfig {
+        max_connections: t.max_connections,
+        idle_timeout: Duration::from_secs(t.idle_timeout_s),
+        connect_timeout: Duration::from_millis(t.connect_timeout_ms),
+        max_message,
+    })
+}
+
+fn timer_settings(t: &TransactionConfig) -> Result<TimerConfig, Invalid> {
+    for (key, v) in [
+        ("transaction.t1_ms", t.t1_ms),
+        ("transaction.t2_ms", t.t2_ms),
+        ("transaction.t4_ms", t.t4_ms),
+        ("transaction.fr_timer_ms", t.fr_timer_ms),
+        ("transaction.fr_inv_timer_ms", t.fr_inv_timer_ms),
+    ] {
+        if v == 0 {
+            return Err((key, "must be greater than 0".into()));
+        }
+    }
+    if t.t2_ms < t.t1_ms {
+        return Err(("transaction.t2_ms", "must not be below t1_ms".into()));
+    }
+    Ok(TimerConfig {
+        t1: Duration::from_millis(t.t1_ms),
+        t2: Duration::from_millis(t.t2_ms),
+        t4: Duration::from_millis(t.t4_ms),
+        fr_timer: Duration::from_millis(t.fr_timer_ms),
+        fr_inv_timer: Duration::from_millis(t.fr_inv_timer_ms),
+    })
+}
+
+/// Keepalive settings; `None` when `ping_interval` is 0. Every key is
+/// checked either way, so a bad value is found before keepalives are on.
+fn prober_settings(d: &DispatcherConfig) -> Result<Option<ProberConfig>, Invalid> {
+    if d.ping_interval > 3600 {
+        return Err(("dispatcher.ping_interval", "must be 0..=3600 seconds".into()));
+    }
+    if !crate::sip::scan::is_token(d.ping_method.as_bytes()) {
+        return Err(("dispatcher.ping_method", format!("`{}` is not a SIP method", d.ping_method)));
+    }
+    if crate::sip::Uri::parse(d.ping_from.as_bytes()).is_err() {
+        return Err(("dispatcher.ping_from", format!("`{}` is not a URI", d.ping_from)));
+    }
+    if !(10..=60_000).contains(&d.ping_timeout_ms) {
+        return Err(("dispatcher.ping_timeout_ms", "must be 10..=60000".into()));
+    }
+    let reply_codes = ReplyCodes::parse(&d.ping_reply_codes).map_err(|m| ("dispatcher.ping_reply_codes", m))?;
+    if d.latency_estimator_alpha > 1000 {
+        return Err(("dispatcher.latency_estimator_alpha", "must be 0..=1000".into()));
+    }
+    let mode = ProbingMode::from_kamailio(d.probing_mode)
+        .ok_or_else(|| ("dispatcher.probing_mode", "must be 0, 1, 2 or 3".to_string()))?;
+    if d.probing_threshold == 0 {
+        return Err(("dispatcher.probing_threshold", "must be at least 1".into()));
+    }
+    if d.inactive_threshold == 0 {
+        return Err(("dispatcher.inactive_threshold", "must be at least 1".into()));
+    }
+    if d.ping_interval == 0 {
+        return Ok(None);
+    }
+    Ok(Some(ProberConfig {
+        interval: Duration::from_secs(d.ping_interval),
+        mode,
+        method: d.ping_method.clone(),
+        from: d.ping_from.clone(),
+        timeout: Duration::from_millis(d.ping_timeout_ms),
+        reply_codes,
+        probing_threshold: d.probing_threshold,
+        inactive_threshold: d.inactive_threshold,
+        alpha: f64::from(d.latency_estimator_alpha) / 1000.0,
+    }))
+}
+
 impl Config {
-    /// Read, parse and validate a config file.
+    /// Read and parse a config file (syntax and unknown keys; the values
+    /// are checked by [`Settings::try_from`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         let mut cfg: Config =
             toml::from_str(&text).map_err(|e| ConfigError::Syntax { file: file.clone(), message: e.to_string() })?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        cfg.validate(&file)?;
+        cfg.file = file;
         Ok(cfg)
     }
 
-    fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| ConfigError::Invalid { file: file.to_string(), key, message };
-        if self.sip.listen.is_empty() {
-            return Err(invalid("sip.listen", "needs at least one address".into()));
-        }
-        self.listen().map_err(|m| invalid("sip.listen", m))?;
-        if self.sip.workers == Some(0) {
-            return Err(invalid("sip.workers", "must be at least 1".into()));
-        }
-        if self.sip.max_headers < 8 {
-            return Err(invalid("sip.max_headers", "must be at least 8".into()));
-        }
-        if self.tcp.max_connections == 0 {
-            return Err(invalid("tcp.max_connections", "must be at least 1".into()));
-        }
-        if self.tcp.idle_timeout_s == 0 || self.tcp.connect_timeout_ms == 0 {
-            return Err(invalid("tcp.idle_timeout_s", "idle_timeout_s and connect_timeout_ms must be above 0".into()));
-        }
-        if !(1024..=(1 << 20)).contains(&self.sip.max_message_size) {
-            return Err(invalid("sip.max_message_size", "must be 1024..=1048576 octets".into()));
-        }
-        if !(256..=self.sip.max_message_size).contains(&self.sip.max_header_line) {
-            return Err(invalid("sip.max_header_line", "must be 256 octets up to max_message_size".into()));
-        }
-        let d = &self.dispatcher;
-        if d.ping_interval > 3600 {
-            return Err(invalid("dispatcher.ping_interval", "must be 0..=3600 seconds".into()));
-        }
-        if !crate::sip::scan::is_token(d.ping_method.as_bytes()) {
-            return Err(invalid("dispatcher.ping_method", format!("`{}` is not a SIP method", d.ping_method)));
-        }
-        if crate::sip::Uri::parse(d.ping_from.as_bytes()).is_err() {
-            return Err(invalid("dispatcher.ping_from", format!("`{}` is not a URI", d.ping_from)));
-        }
-        if !(10..=60_000).contains(&d.ping_timeout_ms) {
-            return Err(invalid("dispatcher.ping_timeout_ms", "must be 10..=60000".into()));
-        }
-        crate::prober::ReplyCodes::parse(&d.ping_reply_codes).map_err(|m| invalid("dispatcher.ping_reply_codes", m))?;
-        if d.call_expire_s == 0 {
-            return Err(invalid("dispatcher.call_expire_s", "must be at least 1".into()));
-        }
-        if d.latency_estimator_alpha > 1000 {
-            return Err(invalid("dispatcher.latency_estimator_alpha", "must be 0..=1000".into()));
-        }
-        if self.dispatcher.probing_mode > 3 {
-            return Err(invalid("dispatcher.probing_mode", "must be 0, 1, 2 or 3".into()));
-        }
-        if self.dispatcher.probing_threshold == 0 {
-            return Err(invalid("dispatcher.probing_threshold", "must be at least 1".into()));
-        }
-        if self.dispatcher.inactive_threshold == 0 {
-            return Err(invalid("dispatcher.inactive_threshold", "must be at least 1".into()));
-        }
-        let t = &self.transaction;
-        for (key, v) in [
-            ("transaction.t1_ms", t.t1_ms),
-            ("transaction.t2_ms", t.t2_ms),
-            ("transaction.t4_ms", t.t4_ms),
-            ("transaction.fr_timer_ms", t.fr_timer_ms),
-            ("transaction.fr_inv_timer_ms", t.fr_inv_timer_ms),
-        ] {
-            if v == 0 {
-                return Err(invalid(key, "must be greater than 0".into()));
-            }
-        }
-        if t.t2_ms < t.t1_ms {
-            return Err(invalid("transaction.t2_ms", "must not be below t1_ms".into()));
-        }
-        if t.max_branches == 0 {
-            return Err(invalid("transaction.max_branches", "must be at least 1".into()));
-        }
-        if !(1..=1000).contains(&self.policy.max_call_ms) {
-            return Err(invalid("policy.max_call_ms", "must be 1..=1000".into()));
-        }
-        if !(1..=4096).contains(&self.policy.max_memory_mb) {
-            return Err(invalid("policy.max_memory_mb", "must be 1..=4096".into()));
-        }
-        if !(400..=699).contains(&self.policy.on_error) {
-            return Err(invalid("policy.on_error", "must be a final error status 400..=699".into()));
-        }
-        let control = self
-            .control
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|_| invalid("control.listen", format!("`{}` is not IP:PORT", self.control.listen)))?;
-        crate::control::check_bind(control, self.control.token.as_deref()).map_err(|m| invalid("control.listen", m))?;
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(invalid("log.format", format!("`{}`: expected \"text\" or \"json\"", self.log.format)));
-        }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
-        Ok(())
-    }
-
-    /// The parsed listen addresses.
-    pub fn listen(&self) -> Result<Vec<ListenAddr>, String> {
-        self.sip.listen.iter().map(|s| s.parse()).collect()
-    }
-
     /// A path from the file, made relative to the config's folder.
-    pub fn resolve(&self, p: &Path) -> PathBuf {
+    fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -454,28 +616,8 @@ impl Config {
         }
     }
 
-    pub fn tcp(&self) -> crate::transport::tcp::TcpConfig {
-        crate::transport::tcp::TcpConfig {
-            max_connections: self.tcp.max_connections,
-            idle_timeout: Duration::from_secs(self.tcp.idle_timeout_s),
-            connect_timeout: Duration::from_millis(self.tcp.connect_timeout_ms),
-            max_message: self.sip.max_message_size,
-        }
-    }
-
-    pub fn timers(&self) -> TimerConfig {
-        let t = &self.transaction;
-        TimerConfig {
-            t1: Duration::from_millis(t.t1_ms),
-            t2: Duration::from_millis(t.t2_ms),
-            t4: Duration::from_millis(t.t4_ms),
-            fr_timer: Duration::from_millis(t.fr_timer_ms),
-            fr_inv_timer: Duration::from_millis(t.fr_inv_timer_ms),
-        }
-    }
-
     /// The compiled-policy cache folder, if any.
-    pub fn policy_cache_dir(&self) -> Option<PathBuf> {
+    fn policy_cache_dir(&self) -> Option<PathBuf> {
         match &self.policy.cache_dir {
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) => Some(self.resolve(p)),
@@ -485,76 +627,7 @@ impl Config {
                 .map(|d| d.join("wisp")),
         }
     }
-
-    /// Prober settings; `None` when `ping_interval` is 0.
-    pub fn prober(&self) -> Option<crate::prober::ProberConfig> {
-        let d = &self.dispatcher;
-        if d.ping_interval == 0 {
-            return None;
-        }
-        Some(crate::prober::ProberConfig {
-            interval: Duration::from_secs(d.ping_interval),
-            mode: crate::dispatcher::ProbingMode::from_kamailio(d.probing_mode)?,
-            method: d.ping_method.clone(),
-            from: d.ping_from.clone(),
-            timeout: Duration::from_millis(d.ping_timeout_ms),
-            reply_codes: crate::prober::ReplyCodes::parse(&d.ping_reply_codes).ok()?,
-            probing_threshold: d.probing_threshold,
-            inactive_threshold: d.inactive_threshold,
-            alpha: f64::from(d.latency_estimator_alpha) / 1000.0,
-        })
-    }
-
-    pub fn workers(&self) -> usize {
-        self.sip.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("wisp-cfg-{}-{}", std::process::id(), fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("wisp.toml");
-        std::fs::write(&path, text).unwrap();
-        let r = Config::load(&path);
-        std::fs::remove_dir_all(&dir).unwrap();
-        r
-    }
-
-    const MIN: &str =
-        "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[dispatcher]\nlist_file = \"d.list\"\n[policy]\nfile = \"p.wasm\"\n";
-
-    #[test]
-    fn minimal_file_gets_defaults_and_relative_paths() {
-        let cfg = load(MIN).unwrap();
-        assert_eq!(cfg.transaction.fr_timer_ms, 2000);
-        assert_eq!(cfg.transaction.fr_inv_timer_ms, 30000);
-        assert_eq!(cfg.policy.max_call_ms, 10);
-        assert!(cfg.resolve(&cfg.dispatcher.list_file).ends_with("d.list"));
-        assert!(cfg.resolve(&cfg.dispatcher.list_file).is_absolute() == cfg.base_dir.is_absolute());
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            (format!("{MIN}[transaction]\nfr_timer_ms = 0\n"), "transaction.fr_timer_ms"),
-            (format!("{MIN}[log]\nfoo = 1\n"), "unknown field `foo`"),
-            (MIN.replace("udp:127.0.0.1:5060", "udp:nowhere"), "sip.listen"),
-            (format!("{MIN}[policy.x]\n"), "policy"),
-            (
-                MIN.replace("[dispatcher]\n", "[dispatcher]\nping_reply_codes = \"501,403\"\n"),
-                "dispatcher.ping_reply_codes",
-            ),
-            (MIN.replace("[dispatcher]\n", "[dispatcher]\nping_timeout_ms = 0\n"), "dispatcher.ping_timeout_ms"),
-            (MIN.replace("file = \"p.wasm\"\n", "file = \"p.wasm\"\non_error = 200\n"), "policy.on_error"),
-            (format!("{MIN}[control]\nlisten = \"0.0.0.0:5065\"\n"), "set control.token"),
-        ];
-        for (text, want) in cases {
-            let err = load(&text).unwrap_err().to_string();
-            assert!(err.contains(want), "{want}: got {err}");
-        }
-    }
-}
+mod tests;

@@ -101,9 +101,9 @@ fn init_log(filter: &str, json: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => wisp::config::Config::load(&config).map_err(anyhow::Error::from).and_then(|cfg| {
-            init_log(&cfg.log.level, cfg.log.format == "json");
-            wisp::server::run(cfg)
+        Command::Run { config } => wisp::config::Settings::load(&config).map_err(anyhow::Error::from).and_then(|s| {
+            init_log(&s.log.level, s.log.json);
+            wisp::server::run(s)
         }),
         Command::Config(ConfigCmd::Check { config }) => {
             init_log("warn", false);
@@ -129,22 +129,17 @@ fn main() -> ExitCode {
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
-    let cfg = wisp::config::Config::load(path)?;
-    let list = cfg.resolve(&cfg.dispatcher.list_file);
-    let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::load(&list, cfg.dispatcher.probing_threshold)?);
-    let engine = wisp::policy::PolicyEngine::new(
-        wisp::policy::PolicyLimits {
-            max_call_ms: cfg.policy.max_call_ms,
-            max_memory_bytes: cfg.policy.max_memory_mb << 20,
-        },
-        None,
-    )?;
-    engine.load(&cfg.resolve(&cfg.policy.file), &ds)?;
+    let s = wisp::config::Settings::load(path)?;
+    let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::load(
+        &s.dispatcher.list_file,
+        s.dispatcher.probing_threshold,
+    )?);
+    let engine = wisp::policy::PolicyEngine::new(s.policy.limits, None)?;
+    engine.load(&s.policy.file, &ds)?;
     let snap = ds.snapshot();
     let dests: usize = snap.sets.iter().map(|s| s.destinations.len()).sum();
     println!("{}: ok ({} sets, {} destinations, policy ok)", path.display(), snap.sets.len(), dests);
-    let listen = cfg.listen().map_err(anyhow::Error::msg)?;
-    if let Some(uri) = wisp::server::tcp_destination_without_listener(&ds, &listen) {
+    if let Some(uri) = wisp::server::tcp_destination_without_listener(&ds, &s.proxy.listen) {
         println!("warning: {uri} is reached over TCP but [sip] listen has no tcp: entry; its requests will get 503");
     }
     Ok(())
@@ -152,10 +147,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn check_policy(file: &std::path::Path) -> anyhow::Result<()> {
     let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::empty());
-    let engine = wisp::policy::PolicyEngine::new(
-        wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 },
-        None,
-    )?;
+    let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits::OFFLINE, None)?;
     let p = engine.load(file, &ds)?;
     println!("{}: ok", file.display());
     println!("world:   {}", wisp::policy::bindings::WIT_WORLD);
@@ -179,8 +171,8 @@ fn ctl(
             (u.parse().map_err(|_| anyhow::anyhow!("--url `{u}`: expected IP:PORT"))?, None)
         }
         None => {
-            let cfg = wisp::config::Config::load(config).map_err(|e| anyhow::anyhow!("{e} (or give --url IP:PORT)"))?;
-            (cfg.control.listen.parse()?, cfg.control.token)
+            let s = wisp::config::Settings::load(config).map_err(|e| anyhow::anyhow!("{e} (or give --url IP:PORT)"))?;
+            (s.control.listen, s.control.token)
         }
     };
     let token = token.or(cfg_token);
@@ -208,10 +200,7 @@ fn test_policy(
         Some(l) => wisp::dispatcher::Dispatcher::load(l, 1)?,
         None => wisp::dispatcher::Dispatcher::empty(),
     });
-    let engine = wisp::policy::PolicyEngine::new(
-        wisp::policy::PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 },
-        None,
-    )?;
+    let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits::OFFLINE, None)?;
     let policy = engine.load(file, &ds)?;
     let bytes = std::fs::read(message).map_err(|e| anyhow::anyhow!("{}: {e}", message.display()))?;
     let msg = wisp::sip::parse(bytes, &wisp::sip::Limits::default())

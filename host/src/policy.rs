@@ -23,6 +23,8 @@ pub mod kv;
 pub mod metrics;
 mod host_transaction;
 mod wasi;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,10 +62,16 @@ pub enum PolicyLoadError {
 /// Limits applied to every hook call.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyLimits {
-    /// Epoch ticks (1 ms each) a call may run.
+    /// Epoch ticks (1 ms each, wall clock) a call may run.
     pub max_call_ms: u64,
     /// Linear memory cap for an instance.
     pub max_memory_bytes: usize,
+}
+
+impl PolicyLimits {
+    /// For the offline tools (`wisp policy check`, `wisp policy test`):
+    /// roomy, since nothing else waits on them.
+    pub const OFFLINE: PolicyLimits = PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 };
 }
 
 /// A compiled, validated policy version.
@@ -122,10 +130,6 @@ impl PolicyEngine {
             epoch: Instant::now(),
             next_version: AtomicU64::new(1),
         }))
-    }
-
-    pub fn limits(&self) -> PolicyLimits {
-        self.limits
     }
 
     /// Compile, link and test-instantiate a policy file.

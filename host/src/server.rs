@@ -4,44 +4,38 @@
 //! the policy, each validated on its own: a bad one is refused and the
 //! running one stays.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::control::cmd::Command;
 use crate::control::metrics::{Exposition, Sources};
 use crate::control::ControlState;
 use crate::dispatcher::Dispatcher;
 use crate::policy::metrics::HookMetrics;
-use crate::policy::{PolicyEngine, PolicyHandle, PolicyLimits};
+use crate::policy::{PolicyEngine, PolicyHandle};
 use crate::proxy::metrics::ProxyMetrics;
-use crate::proxy::ProxyConfig;
 use crate::transport::{tcp, udp, Bus, ListenAddr, Proto, TransportMetrics};
 use crate::worker::{Bound, WorkerShared, WorkerSockets};
 
-/// Start wisp with a loaded config; returns when asked to stop.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    let list = config.resolve(&config.dispatcher.list_file);
-    let mut dispatcher = Dispatcher::load(&list, config.dispatcher.probing_threshold)?;
-    dispatcher.reset_state_on_reload = config.dispatcher.reset_state_on_reload;
+/// Start wisp with checked settings; returns when asked to stop.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut dispatcher = Dispatcher::load(&settings.dispatcher.list_file, settings.dispatcher.probing_threshold)?;
+    dispatcher.reset_state_on_reload = settings.dispatcher.reset_state_on_reload;
     let dispatcher = Arc::new(dispatcher);
-    let engine = PolicyEngine::new(
-        PolicyLimits { max_call_ms: config.policy.max_call_ms, max_memory_bytes: config.policy.max_memory_mb << 20 },
-        config.policy_cache_dir().as_deref(),
-    )?;
-    let policy_file = config.resolve(&config.policy.file);
+    let engine = PolicyEngine::new(settings.policy.limits, settings.policy.cache_dir.as_deref())?;
+    let policy_file = settings.policy.file.clone();
     let loaded_stamp = file_stamp(&policy_file);
     let first = engine.load(&policy_file, &dispatcher)?;
     tracing::info!(policy = %policy_file.display(), version = first.version, hash = %first.hash, cached = first.cached, "policy loaded");
     let policy = Arc::new(PolicyHandle::new(first));
-    let workers = config.workers();
+    let workers = settings.workers;
     let started = (Instant::now(), std::time::SystemTime::now());
-    let mut listen: Vec<ListenAddr> = config.listen().map_err(anyhow::Error::msg)?;
-    for l in listen.iter_mut().filter(|l| l.addr.port() == 0) {
+    let mut proxy = settings.proxy.clone();
+    for l in proxy.listen.iter_mut().filter(|l| l.addr.port() == 0) {
         // Port 0: find a port nobody holds. (Binding port 0 with SO_REUSEPORT
         // may hand out a port another process shares the same way.)
         let free = match l.proto {
@@ -53,19 +47,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut per_worker: Vec<Vec<Bound>> = Vec::with_capacity(workers);
     for _ in 0..workers {
         let mut socks = Vec::new();
-        for l in &listen {
+        for l in &proxy.listen {
             let bound = match l.proto {
-                Proto::Udp => udp::bind(l.addr, config.sip.socket_buffer).map(Bound::Udp),
+                Proto::Udp => udp::bind(l.addr, settings.socket_buffer).map(Bound::Udp),
                 Proto::Tcp => tcp::bind(l.addr).map(Bound::Tcp),
             };
             socks.push(bound.with_context(|| format!("cannot listen on {l}"))?);
         }
         per_worker.push(socks);
     }
-    for l in &listen {
+    for l in &proxy.listen {
         tracing::info!(workers, "listening on {l}");
     }
-    if let Some(uri) = tcp_destination_without_listener(&dispatcher, &listen) {
+    if let Some(uri) = tcp_destination_without_listener(&dispatcher, &proxy.listen) {
         tracing::warn!(%uri, "a TCP destination but no tcp: listen entry: requests to it will get 503");
     }
     let proxy_metrics = Arc::new(ProxyMetrics::default());
@@ -79,21 +73,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         policy_defined: engine.metrics.clone(),
     });
     let shared = Arc::new(WorkerShared {
-        cfg: Arc::new(ProxyConfig {
-            listen,
-            timers: config.timers(),
-            limits: crate::sip::Limits {
-                max_headers: config.sip.max_headers,
-                max_message: config.sip.max_message_size,
-                max_header_line: config.sip.max_header_line,
-            },
-            max_branches: config.transaction.max_branches,
-            max_transactions: config.sip.max_transactions,
-            on_error: config.policy.on_error,
-            on_error_set: config.policy.on_error_set,
-            log_calls: config.log.calls,
-            prober: config.prober(),
-        }),
+        cfg: Arc::new(proxy),
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),
         policy: policy.clone(),
@@ -102,7 +82,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     });
 
     let (bus, inboxes) = Bus::new(workers, transport_metrics.clone());
-    let pool = tcp::Pool::new(config.tcp(), bus.clone(), transport_metrics);
+    let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics);
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),
@@ -114,7 +94,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         tcp: pool.clone(),
         started: started.0,
         started_at: started.1,
-        token: config.control.token.clone(),
+        token: settings.control.token.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -125,7 +105,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(control_loop(&config, control, loaded_stamp));
+    let result = rt.block_on(control_loop(&settings, control, loaded_stamp));
     let _ = stop_tx.send(true);
     for t in threads {
         let _ = t.join();
@@ -147,9 +127,9 @@ pub fn tcp_destination_without_listener(dispatcher: &Dispatcher, listen: &[Liste
 
 /// The control plane, and signals: SIGINT/SIGTERM stop, SIGHUP reloads the
 /// dispatcher list and the policy (each validated on its own).
-async fn control_loop(config: &Config, state: Arc<ControlState>, policy_stamp: FileStamp) -> anyhow::Result<()> {
+async fn control_loop(settings: &Settings, state: Arc<ControlState>, policy_stamp: FileStamp) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let addr: SocketAddr = config.control.listen.parse()?;
+    let addr = settings.control.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on control address {addr}"))?;
@@ -158,10 +138,10 @@ async fn control_loop(config: &Config, state: Arc<ControlState>, policy_stamp: F
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    if config.policy.watch {
+    if settings.policy.watch {
         tokio::spawn(watch_policy(state.clone(), policy_stamp));
     }
-    let call_expire = std::time::Duration::from_secs(config.dispatcher.call_expire_s);
+    let call_expire = settings.dispatcher.call_expire;
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
     loop {
         tokio::select! {
