@@ -90,7 +90,7 @@ fn parallel_forking_rings_everyone_and_cancels_the_rest_on_answer() {
     assert!(slow_a.wait_for(Method::Cancel, 1, PROMPT), "the ringing branches are cancelled");
     assert!(slow_b.wait_for(Method::Cancel, 1, PROMPT));
     // Their 487s are absorbed: the caller saw exactly one final response.
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_for(Duration::from_millis(200));
     let finals = uac.responses.iter().filter(|m| m.call_id() == b"fork-1" && m.status() >= Some(200)).count();
     assert_eq!(finals, 1);
 }

@@ -70,7 +70,10 @@ fn a_cancel_crossing_the_200_leaves_an_answered_call() {
     let cancel =
         uac.request("CANCEL", "race-1", 1, "z9hG4bK-race-1", "").replace("Content-Type: application/sdp\r\n", "");
     uac.send(&cancel);
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Wait until wisp's CANCEL is on its way to the carrier (queued on the
+    // carrier's socket, not read yet), then answer as if it had not arrived.
+    carrier.set_read_timeout(Some(PROMPT)).unwrap();
+    carrier.peek_from(&mut [0u8; 2048]).expect("wisp forwards the CANCEL");
     carrier.send_to(&answer(200, "OK"), from).unwrap();
     let (cancel_fwd, from) = recv("CANCEL");
     assert_eq!(cancel_fwd.method(), Method::Cancel, "the ringing branch is CANCELled");

@@ -205,9 +205,9 @@ fn metrics_show_calls_failover_and_destination_state() {
     assert!(value(&m, "wisp_transactions_total", &[("type", "INVITE")]) >= 3.0);
     // Mode 0 probes the PROBING-flagged (the failed one, marked `ip`) once.
     assert!(bad.wait_for(Method::Options, 1, PROMPT));
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let probed = || value(&scrape(wisp.control), "wisp_destination_probes_sent_total", &[("uri", &bad_uri)]) >= 1.0;
+    assert!(wait_until(PROMPT, probed), "the keepalive is counted");
     let m = scrape(wisp.control);
-    assert!(value(&m, "wisp_destination_probes_sent_total", &[("uri", &bad_uri)]) >= 1.0);
     assert!(m.samples.iter().any(|s| s.metric == "wisp_policy_call_duration_seconds_count"));
     assert!(m.samples.iter().any(|s| s.metric == "wisp_destination_latency_est_seconds"));
 

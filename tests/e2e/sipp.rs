@@ -46,7 +46,28 @@ fn carrier(name: &str, port: u16, tcp: bool, trace: Option<&std::path::Path>) ->
     if let Some(file) = trace {
         cmd.arg("-trace_msg").arg("-message_file").arg(file);
     }
-    Carrier(cmd.spawn().unwrap())
+    let carrier = Carrier(cmd.spawn().unwrap());
+    wait_bound(port, tcp);
+    carrier
+}
+
+/// Wait until something (a sipp carrier) holds `port`: readiness seen from
+/// outside, instead of a sleep. Linux refuses a second bind of a bound UDP
+/// port, and of a listening TCP port even with SO_REUSEADDR.
+fn wait_bound(port: u16, tcp: bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let free = if tcp {
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        } else {
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        };
+        if !free {
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "sipp did not bind port {port} within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Run a sipp caller to completion: `calls` calls of `name` at `rate` per
@@ -94,7 +115,6 @@ fn a_retransmitted_invite_is_absorbed_and_a_retransmitted_200_forwarded() {
     let trace = trace_file("retrans");
     let uas = carrier("uas-retrans.xml", port, false, Some(&trace));
     let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n")));
-    std::thread::sleep(Duration::from_millis(300));
     // The caller's scenario needs both 200s; the carrier's trace shows one INVITE per call.
     caller("uac-retrans.xml", wisp.addr, false, 3, 10, &["-nr"]);
     drop(uas);
@@ -130,7 +150,7 @@ fn sipp_calls_through_wisp_without_failures() {
     let _carriers: Vec<Carrier> = ports
         .iter()
         .map(|p| {
-            Carrier(
+            let c = Carrier(
                 Command::new(bin)
                     .args(["-sf", &scenario("uas.xml"), "-i", "127.0.0.1", "-p", &p.to_string(), "-nostdin"])
                     .args(["-timeout", "120s"])
@@ -138,7 +158,9 @@ fn sipp_calls_through_wisp_without_failures() {
                     .stderr(Stdio::null())
                     .spawn()
                     .unwrap(),
-            )
+            );
+            wait_bound(*p, false);
+            c
         })
         .collect();
     let list =
@@ -146,7 +168,6 @@ fn sipp_calls_through_wisp_without_failures() {
     let mut cfg = WispConfig::new(list);
     cfg.extra = String::new();
     let wisp = Wisp::start(cfg);
-    std::thread::sleep(Duration::from_millis(300));
     let out = Command::new(bin)
         .args(["-sf", &scenario("uac.xml"), "-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
         .args(["-s", "service", &wisp.addr.to_string()])
@@ -169,7 +190,6 @@ fn a_cancel_crossing_the_200_is_held_and_the_200_goes_through() {
     let trace = trace_file("cancel-race");
     let uas = carrier("uas-answer-late.xml", port, false, Some(&trace));
     let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n")));
-    std::thread::sleep(Duration::from_millis(300));
     // The caller needs wisp's 200 for its CANCEL, then the callee's 200 for the INVITE.
     caller("uac-cancel-race.xml", wisp.addr, false, 5, 10, &[]);
     drop(uas);
@@ -185,7 +205,6 @@ fn a_re_invite_and_bye_follow_the_record_route() {
     let trace = trace_file("reinvite");
     let uas = carrier("uas-reinvite.xml", port, false, Some(&trace));
     let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n")));
-    std::thread::sleep(Duration::from_millis(300));
     caller("uac-reinvite.xml", wisp.addr, false, 5, 10, &[]);
     drop(uas);
     let invites = traced(&trace, "INVITE");
@@ -201,7 +220,6 @@ fn a_busy_callee_gets_486_without_failover() {
     let _busy = carrier("uas-486.xml", port, false, None);
     let backup = Uas::start(Behaviour::Answer);
     let wisp = Wisp::start(WispConfig::new(format!("1 sip:127.0.0.1:{port}\n2 {}\n", backup.uri())));
-    std::thread::sleep(Duration::from_millis(300));
     caller("uac-486.xml", wisp.addr, false, 3, 10, &[]);
     assert_eq!(backup.count(wisp::sip::Method::Invite), 0, "486 is the callee's answer: no failover");
 }
@@ -217,7 +235,6 @@ fn calls_over_tcp_on_both_sides() {
     let port = free_port();
     let _uas = carrier("uas.xml", port, true, None);
     let wisp = tcp_wisp(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
-    std::thread::sleep(Duration::from_millis(300));
     caller("uac.xml", wisp.tcp.unwrap(), true, 50, 50, &[]);
 }
 
@@ -227,7 +244,6 @@ fn a_udp_caller_reaches_a_tcp_carrier_through_a_double_record_route() {
     let trace = trace_file("udp-tcp");
     let uas = carrier("uas.xml", port, true, Some(&trace));
     let wisp = tcp_wisp(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
-    std::thread::sleep(Duration::from_millis(300));
     caller("uac.xml", wisp.addr, false, 5, 10, &[]);
     drop(uas);
     let text = std::fs::read_to_string(&trace).unwrap();
@@ -245,7 +261,6 @@ fn a_large_sdp_crosses_tcp_framed_by_content_length() {
     let trace = trace_file("bigsdp");
     let uas = carrier("uas.xml", port, true, Some(&trace));
     let wisp = tcp_wisp(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
-    std::thread::sleep(Duration::from_millis(300));
     caller("uac-bigsdp.xml", wisp.tcp.unwrap(), true, 5, 10, &[]);
     drop(uas);
     let text = std::fs::read_to_string(&trace).unwrap();

@@ -101,7 +101,7 @@ fn connections_beyond_the_cap_are_refused_and_idle_ones_closed() {
     let addr = wisp.tcp.unwrap();
     let mut a = TcpStream::connect(addr).unwrap();
     let mut b = TcpStream::connect(addr).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(wait_until(PROMPT, || wisp.metrics().lines().any(|l| l == "wisp_tcp_connections 2")), "both accepted");
     let mut c = TcpStream::connect(addr).unwrap();
     let (_, closed) = read_responses(&mut c, 1, Duration::from_millis(800));
     assert!(closed, "the third connection is closed at once");
@@ -194,7 +194,14 @@ fn keepalives_over_tcp_keep_a_tcp_carrier_up_and_notice_it_die() {
                 && l.ends_with(" 1")
         })
     };
-    std::thread::sleep(Duration::from_millis(2500));
+    let probes_sent = || {
+        wisp.metrics()
+            .lines()
+            .find(|l| l.starts_with("wisp_destination_probes_sent_total") && l.contains(&format!(":{port};")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(wait_until(Duration::from_secs(5), || probes_sent() >= 2.0), "two keepalives: {}", wisp.metrics());
     assert!(state("state=\"active\""), "{}", wisp.metrics());
     let sent = wisp.metrics();
     let probes = |name: &str| {

@@ -539,7 +539,7 @@ fn mutation_storm(rows: &[Row], cfg: &WispConfig) -> String {
             }
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
+    quiet_for(Duration::from_millis(500));
     assert!(wisp.is_running(), "wisp died under mutated traffic");
     let mut uac = Uac::new(wisp.addr);
     let call = uac.invite("after-storm", "", PROMPT);

@@ -15,3 +15,24 @@ use std::time::Duration;
 
 /// Generous bound on anything that should happen "at once" on loopback.
 pub const PROMPT: Duration = Duration::from_secs(3);
+
+/// Poll `done` every 10 ms until it holds or `within` passes; true when it
+/// held. The way to wait for something observable, instead of a sleep.
+pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Let `d` pass to show that something does *not* happen (a message not
+/// sent, a state not reached). Deliberate, unlike a sleep used to wait.
+pub fn quiet_for(d: Duration) {
+    std::thread::sleep(d);
+}
