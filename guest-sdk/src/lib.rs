@@ -84,8 +84,11 @@ pub trait Policy {
 
     /// Runs when destination `uri` of set `set_id` becomes usable (`up`) or
     /// unusable, through keepalives or [`dispatcher::mark_dst`]. There is no
-    /// message in hand: only logging and [`dispatcher::set_exists`] work
-    /// here. The default does nothing.
+    /// message in hand. The host functions that need no message work here: `log`, `metrics`, `kv`,
+    /// `clock`, and `dispatcher::{set_exists, destinations, is_active}`. The
+    /// message functions, `select_dst`, `next_dst`, `mark_dst`,
+    /// `is_from_list` and the `transaction` functions trap.
+    /// The default does nothing.
     fn destination_event(_set_id: u32, _uri: &str, _up: bool) {}
 }
 

@@ -120,7 +120,7 @@ impl PolicyEngine {
                 std::thread::sleep(Duration::from_millis(1));
             }
         })?;
-        let cache = cache_dir.map(|d| cache::Cache::new(d, &engine));
+        let cache = cache_dir.and_then(|d| cache::Cache::new(d, &engine));
         Ok(Arc::new(PolicyEngine {
             engine,
             limits,
@@ -424,11 +424,6 @@ impl PolicyWorker {
     fn purge(&mut self) {
         let current = self.handle.current.load();
         self.warm.retain(|w| Arc::ptr_eq(&w.policy, &current) || Arc::strong_count(&w.policy) > 1);
-    }
-
-    /// Warm instances held by this worker (versions in use).
-    pub fn warm_versions(&self) -> Vec<u64> {
-        self.warm.iter().map(|w| w.policy.version).collect()
     }
 
     /// A call failed: a trap (including a call to a trapping WASI stub) or

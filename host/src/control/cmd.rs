@@ -157,4 +157,12 @@ mod tests {
         let e = Command::parse("dispatcher.ping_active", &[json!("yes")]).unwrap_err();
         assert!(e.message.contains("0 or 1"));
     }
+
+    #[test]
+    fn every_listed_method_is_one_the_parser_knows() {
+        for m in METHODS {
+            let parsed = Command::parse(m, &[]);
+            assert!(!matches!(parsed, Ok(Command::Unknown(_))), "{m} is listed but not parsed");
+        }
+    }
 }

@@ -140,14 +140,7 @@ impl Destination {
         attrs: String,
     ) -> Self {
         let latency = Mutex::new(seed_latency(&attrs));
-        let num = |name: &str| -> u32 {
-            attrs
-                .split(';')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == name)
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let num = |name: &str| -> u32 { attr(&attrs, name).and_then(|v| v.parse().ok()).unwrap_or(0) };
         let percent = |v: u32| if (1..=100).contains(&v) { v } else { 0 };
         let (weight, rweight, maxload) = (percent(num("weight")), percent(num("rweight")), num("maxload"));
         Destination {
@@ -175,7 +168,7 @@ impl Destination {
 
     /// An attribute's value (`name=value` in attrs), if any.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.split(';').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+        attr(&self.attrs, name)
     }
 
     /// Keepalive latency statistics (a copy).
@@ -351,14 +344,14 @@ impl Destination {
     }
 }
 
+/// The value of `name` in a Kamailio attrs string (`k=v;k=v`).
+fn attr<'a>(attrs: &'a str, name: &str) -> Option<&'a str> {
+    attrs.split(';').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
 /// The `latency` attribute seeds the estimate (Kamailio: "already trained").
 fn seed_latency(attrs: &str) -> LatencyStats {
-    attrs
-        .split(';')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "latency")
-        .and_then(|(_, v)| v.parse::<f64>().ok())
-        .map_or_else(LatencyStats::default, LatencyStats::seeded)
+    attr(attrs, "latency").and_then(|v| v.parse::<f64>().ok()).map_or_else(LatencyStats::default, LatencyStats::seeded)
 }
 
 #[cfg(test)]

@@ -44,8 +44,10 @@ pub fn frame(buf: &[u8], max: usize) -> Frame {
     }
 }
 
-/// The Content-Length of a header section (long or compact name): required,
-/// a plain number, the same in every copy.
+/// The Content-Length of a raw header section (long or compact name): required,
+/// a plain number, the same in every copy. Read here from raw lines, before
+/// any parse: the stream must be framed before a message exists (the parser
+/// reads it again from its parsed headers, for datagrams).
 fn content_length(head: &[u8]) -> Result<usize, ParseError> {
     let mut found: Option<usize> = None;
     for line in head.split(|&b| b == b'\n').skip(1) {

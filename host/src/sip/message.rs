@@ -89,7 +89,8 @@ pub struct Core {
     pub from_tag: Option<Span>,
     pub to_tag: Option<Span>,
     pub max_forwards: Option<u32>,
-    /// The body's length as framed (Content-Length, or the datagram's rest).
+    /// A Content-Length header was present (over UDP the body may also be
+    /// framed by the datagram's end).
     pub content_length_present: bool,
 }
 
