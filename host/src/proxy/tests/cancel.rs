@@ -8,11 +8,7 @@ use super::harness::*;
 #[test]
 fn cancel_after_a_provisional_goes_downstream_at_once_and_ends_with_487() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("c1", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
-    h.recv(A, &answer(&to_a, 180));
-    assert_eq!(whats(&h.take_to(CALLER)), ["180 INVITE"]);
+    let to_a = h.ringing_a("c1");
     h.recv(CALLER, &cancel("c1"));
     assert_eq!(whats(&h.take_to(CALLER)), ["200 CANCEL"], "the CANCEL is answered hop by hop");
     let c = one(h.take_to(A));
@@ -29,9 +25,7 @@ fn cancel_after_a_provisional_goes_downstream_at_once_and_ends_with_487() {
 #[test]
 fn cancel_before_any_provisional_is_held_until_the_branch_rings() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("c2", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
+    let to_a = h.call_a("c2");
     h.recv(CALLER, &cancel("c2"));
     assert_eq!(whats(&h.take_to(CALLER)), ["200 CANCEL"]);
     assert!(h.take_to(A).is_empty(), "no CANCEL before a provisional (§9.1)");
@@ -43,11 +37,7 @@ fn cancel_before_any_provisional_is_held_until_the_branch_rings() {
 #[test]
 fn our_cancel_is_retransmitted_until_answered() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("c3", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
-    h.recv(A, &answer(&to_a, 180));
-    h.take_to(CALLER);
+    let to_a = h.ringing_a("c3");
     h.recv(CALLER, &cancel("c3"));
     h.take_to(CALLER);
     let c = one(h.take_to(A));
@@ -61,11 +51,7 @@ fn our_cancel_is_retransmitted_until_answered() {
 #[test]
 fn a_200_crossing_the_cancel_still_reaches_the_caller() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("c4", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
-    h.recv(A, &answer(&to_a, 180));
-    h.take_to(CALLER);
+    let to_a = h.ringing_a("c4");
     h.recv(CALLER, &cancel("c4"));
     assert_eq!(whats(&h.take_to(CALLER)), ["200 CANCEL"]);
     assert_eq!(whats(&h.take_to(A)), ["CANCEL"]);
@@ -78,9 +64,7 @@ fn a_200_crossing_the_cancel_still_reaches_the_caller() {
 #[test]
 fn a_cancel_after_the_final_response_is_answered_and_goes_nowhere() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("c5", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
+    let to_a = h.call_a("c5");
     h.recv(A, &answer(&to_a, 200));
     h.take_to(CALLER);
     h.recv(CALLER, &cancel("c5"));

@@ -10,10 +10,7 @@ use crate::transport::Proto;
 #[test]
 fn a_503_fails_over_to_the_next_destination_and_is_acked_hop_by_hop() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("f1", "serial"));
-    assert_eq!(whats(&h.take_to(CALLER)), ["100 INVITE"], "100 Trying at once");
-    let to_a = one(h.take_to(A));
-    assert_eq!(to_a.method(), "INVITE");
+    let to_a = h.call_a("f1");
     h.recv(A, &answer(&to_a, 503));
     assert_eq!(whats(&h.take_to(A)), ["ACK"], "the 503 is acknowledged hop by hop");
     let to_b = one(h.take_to(B));
@@ -30,9 +27,7 @@ fn a_503_fails_over_to_the_next_destination_and_is_acked_hop_by_hop() {
 #[test]
 fn a_silent_destination_fails_over_at_fr_timer_after_retransmissions() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("f2", "serial"));
-    h.take_to(CALLER);
-    assert_eq!(one(h.take_to(A)).method(), "INVITE");
+    h.call_a("f2");
     // Timer A: 500 ms, then 1 s later again.
     h.advance(Duration::from_millis(500));
     assert_eq!(whats(&h.take_to(A)), ["INVITE"], "retransmitted at T1");
@@ -51,9 +46,7 @@ fn a_silent_destination_fails_over_at_fr_timer_after_retransmissions() {
 #[test]
 fn a_transport_failure_fails_over_at_once() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("f3", "serial"));
-    h.take_to(CALLER);
-    h.take_to(A);
+    h.call_a("f3");
     // ICMP port unreachable (or a TCP reset) reported for A.
     h.w.on_transport_failure(Proto::Udp, addr(A));
     assert_eq!(one(h.take_to(B)).method(), "INVITE", "no wait for fr_timer");
@@ -83,9 +76,7 @@ fn the_last_destination_failing_answers_503_from_the_policy() {
 #[test]
 fn a_callee_answer_is_not_failed_over() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("f6", "serial"));
-    h.take_to(CALLER);
-    let req = one(h.take_to(A));
+    let req = h.call_a("f6");
     h.recv(A, &answer(&req, 486));
     h.take_to(A);
     assert_eq!(one(h.take_to(CALLER)).status(), Some(486));
@@ -100,9 +91,7 @@ fn a_call_counts_on_its_destination_until_it_fails_or_its_bye() {
     let load = |h: &Harness, i: usize| {
         h.dispatcher.snapshot().set(1).unwrap().destinations[i].active_calls.load(std::sync::atomic::Ordering::Relaxed)
     };
-    h.recv(CALLER, &invite("f7", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
+    let to_a = h.call_a("f7");
     assert_eq!((load(&h, 0), load(&h, 1)), (1, 0), "an initial INVITE counts from relay");
     h.recv(A, &answer(&to_a, 503));
     let to_b = one(h.take_to(B));

@@ -9,9 +9,7 @@ use super::harness::*;
 #[test]
 fn the_forwarded_request_carries_our_via_record_route_and_max_forwards_minus_one() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("w1", "serial"));
-    h.take_to(CALLER);
-    let fwd = one(h.take_to(A));
+    let fwd = h.call_a("w1");
     let via = fwd.msg.top_via().unwrap();
     assert_eq!(String::from_utf8_lossy(via.host), "127.0.0.1");
     assert!(via.branch().unwrap().starts_with(b"z9hG4bKwsp0."), "our branch names worker 0");
@@ -35,9 +33,7 @@ fn a_retransmitted_invite_is_absorbed_and_answered_with_the_last_response() {
 #[test]
 fn a_2xx_and_its_retransmissions_are_forwarded_upstream() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("w3", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
+    let to_a = h.call_a("w3");
     let ok = answer(&to_a, 200);
     h.recv(A, &ok);
     assert_eq!(whats(&h.take_to(CALLER)), ["200 INVITE"]);
@@ -54,9 +50,7 @@ fn a_2xx_and_its_retransmissions_are_forwarded_upstream() {
 #[test]
 fn a_final_error_is_retransmitted_upstream_until_the_ack() {
     let mut h = Harness::new(LIST);
-    h.recv(CALLER, &invite("w4", "serial"));
-    h.take_to(CALLER);
-    let to_a = one(h.take_to(A));
+    let to_a = h.call_a("w4");
     h.recv(A, &answer(&to_a, 486));
     h.take_to(A);
     assert_eq!(whats(&h.take_to(CALLER)), ["486 INVITE"]);

@@ -170,6 +170,24 @@ impl Harness {
         self.w.fire_timers(self.clock.now());
     }
 
+    /// A serial call from the caller: its 100 Trying taken, the INVITE
+    /// forwarded to the first carrier returned.
+    pub fn call_a(&mut self, call_id: &str) -> Sent {
+        self.recv(CALLER, &invite(call_id, "serial"));
+        assert_eq!(whats(&self.take_to(CALLER)), ["100 INVITE"], "100 Trying at once");
+        let to_a = one(self.take_to(A));
+        assert_eq!(to_a.method(), "INVITE");
+        to_a
+    }
+
+    /// [`Harness::call_a`], then A rings: its 180 passed to the caller.
+    pub fn ringing_a(&mut self, call_id: &str) -> Sent {
+        let to_a = self.call_a(call_id);
+        self.recv(A, &answer(&to_a, 180));
+        assert_eq!(whats(&self.take_to(CALLER)), ["180 INVITE"]);
+        to_a
+    }
+
     /// Transactions still held by the worker.
     pub fn transactions(&self) -> usize {
         self.w.transactions()
