@@ -37,7 +37,7 @@ fn cancel_before_any_provisional_is_held_until_the_branch_rings() {
 #[test]
 fn our_cancel_is_retransmitted_until_answered() {
     let mut h = Harness::new(LIST);
-    let to_a = h.ringing_a("c3");
+    h.ringing_a("c3");
     h.recv(CALLER, &cancel("c3"));
     h.take_to(CALLER);
     let c = one(h.take_to(A));
