@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use wisp::dispatcher::Dispatcher;
 use wisp::policy::metrics::HookMetrics;
-use wisp::policy::{CallContext, Hook, PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker, RouteState};
+use wisp::policy::{CallContext, PolicyEngine, PolicyHandle, PolicyLimits, PolicyWorker};
 
 const INVITE: &str = "INVITE sip:bob@127.0.0.1:5060 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-bench;rport\r\n\
@@ -30,18 +30,12 @@ fn main() -> anyhow::Result<()> {
     let mut worker = PolicyWorker::new(0, engine, handle, dispatcher, metrics);
 
     let msg = wisp::sip::parse(INVITE.as_bytes().to_vec(), &wisp::sip::Limits::default())?;
-    let mut ctx = CallContext {
-        msg,
-        source: "127.0.0.1:5080".parse()?,
-        transport: "udp",
-        route: RouteState::default(),
-        failure: None,
-        canceled: false,
-    };
+    let mut ctx = CallContext::new(msg, "127.0.0.1:5080".parse()?, wisp::transport::Proto::Udp);
     let mut samples = Vec::with_capacity(200_000);
     for i in 0..210_000 {
         let start = Instant::now();
-        let (result, back) = worker.call(Hook::Request, ctx);
+        let current = worker.current();
+        let (result, back) = worker.request_route(&current, ctx);
         let took = start.elapsed();
         ctx = back;
         anyhow::ensure!(result.is_ok(), "policy call failed: {:?}", result.err());

@@ -194,8 +194,7 @@ fn test_policy(
     failure: &str,
     source: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    use wisp::policy::bindings::{Action, BranchFailure};
-    use wisp::policy::{CallContext, Decision, Hook, RouteState};
+    use wisp::policy::{BranchFailure, CallContext, Hook, Route, RouteState};
     let ds = std::sync::Arc::new(match list {
         Some(l) => wisp::dispatcher::Dispatcher::load(l, 1)?,
         None => wisp::dispatcher::Dispatcher::empty(),
@@ -223,7 +222,9 @@ fn test_policy(
         route.failover = ds.select(1, wisp::dispatcher::Algorithm::Serial, &Default::default(), None).list;
         route.current = (!route.failover.is_empty()).then_some(0);
     }
-    let ctx = CallContext { msg, source, transport: "udp", route, failure, canceled: false };
+    let mut ctx = CallContext::new(msg, source, wisp::transport::Proto::Udp);
+    ctx.route = route;
+    ctx.failure = failure;
     let (result, ctx, trace) = engine.run_traced(&policy, &ds, hook, ctx);
     println!("host calls:");
     for t in &trace {
@@ -231,13 +232,12 @@ fn test_policy(
     }
     let target = ctx.route.target().map(|d| d.uri.clone());
     match result {
-        Ok(Decision::Action(Action::Relay)) => match target {
+        Ok(Route::Relay) => match target {
             Some(uri) => println!("decision: relay to {uri}"),
             None => println!("decision: relay by Route / request-URI"),
         },
-        Ok(Decision::Action(Action::Reply(r))) => println!("decision: reply {} {}", r.code, r.reason),
-        Ok(Decision::Action(Action::Drop)) => println!("decision: drop"),
-        Ok(Decision::Reply(r)) => println!("decision: {r:?}"),
+        Ok(Route::Reply { code, reason }) => println!("decision: reply {code} {reason}"),
+        Ok(Route::Drop) => println!("decision: drop"),
         Err(e) => println!("decision: error: {e}"),
     }
     if ctx.route.failover.len() > 1 {

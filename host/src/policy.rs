@@ -36,8 +36,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
 
 use crate::dispatcher::Dispatcher;
-use bindings::{Action, ReplyAction, Router, RouterPre};
-pub use context::{CallContext, DestinationEvent, Hook, HostState, RouteState};
+use bindings::{Router, RouterPre};
+pub use context::{BranchFailure, CallContext, DestinationEvent, Hook, HostState, OnReply, Route, RouteState};
 use metrics::TrapReason;
 
 /// Why a policy could not be loaded.
@@ -221,16 +221,17 @@ impl std::fmt::Debug for LoadedPolicy {
 }
 
 impl PolicyEngine {
-    /// Run one hook on a fresh instance with every host call recorded: the
-    /// offline harness (`wisp policy test`). Returns the decision, the
-    /// context as the policy left it, and the host calls in order.
+    /// Run request-route or failure-route on a fresh instance with every
+    /// host call recorded: the offline harness (`wisp policy test`).
+    /// Returns the decision, the context as the policy left it, and the
+    /// host calls in order.
     pub fn run_traced(
         &self,
         policy: &LoadedPolicy,
         dispatcher: &Arc<Dispatcher>,
         hook: Hook,
         call: CallContext,
-    ) -> (Result<Decision, String>, CallContext, Vec<String>) {
+    ) -> (Result<Route, String>, CallContext, Vec<String>) {
         let (mut store, router) = match self.instantiate(policy, dispatcher) {
             Ok(x) => x,
             Err(e) => return (Err(format!("{e:#}")), call, Vec::new()),
@@ -238,20 +239,30 @@ impl PolicyEngine {
         store.data_mut().trace = Some(Vec::new());
         store.data_mut().begin_call(call);
         store.set_epoch_deadline(self.limits.max_call_ms);
-        let result = call_hook(&router, &mut store, hook);
+        let result = match hook {
+            Hook::Request => router.call_request_route(&mut store).map(route),
+            Hook::Failure => router.call_failure_route(&mut store).map(route),
+            Hook::Reply | Hook::Event => Err(wasmtime::format_err!("{} cannot be run offline", hook.name())),
+        };
         let call = store.data_mut().end_call();
         let trace = store.data_mut().trace.take().unwrap_or_default();
         (result.map_err(|e| format!("{e:#}")), call, trace)
     }
 }
 
-/// Call one routing hook of an instance.
-fn call_hook(router: &Router, store: &mut Store<HostState>, hook: Hook) -> wasmtime::Result<Decision> {
-    match hook {
-        Hook::Request => router.call_request_route(&mut *store).map(Decision::Action),
-        Hook::Failure => router.call_failure_route(&mut *store).map(Decision::Action),
-        Hook::Reply => router.call_onreply_route(&mut *store).map(Decision::Reply),
-        Hook::Event => Err(wasmtime::format_err!("destination-event is not a routing hook")),
+/// The WIT action as the proxy's [`Route`].
+fn route(a: bindings::Action) -> Route {
+    match a {
+        bindings::Action::Relay => Route::Relay,
+        bindings::Action::Reply(r) => Route::Reply { code: r.code, reason: r.reason },
+        bindings::Action::Drop => Route::Drop,
+    }
+}
+
+fn on_reply(a: bindings::ReplyAction) -> OnReply {
+    match a {
+        bindings::ReplyAction::Forward => OnReply::Forward,
+        bindings::ReplyAction::Drop => OnReply::Drop,
     }
 }
 
@@ -273,13 +284,6 @@ impl PolicyHandle {
     pub fn publish(&self, policy: LoadedPolicy) {
         self.current.store(Arc::new(policy));
     }
-}
-
-/// What a hook decided.
-#[derive(Debug, Clone)]
-pub enum Decision {
-    Action(Action),
-    Reply(ReplyAction),
 }
 
 /// Why a hook call failed (the request then gets the configured fallback).
@@ -341,21 +345,47 @@ impl PolicyWorker {
         self.handle.current()
     }
 
-    /// Run `hook` on `call` with the current version.
-    pub fn call(&mut self, hook: Hook, call: CallContext) -> (Result<Decision, CallError>, CallContext) {
-        let current = self.current();
-        self.call_on(&current, hook, call)
+    /// request-route with `policy` (the current version for a new
+    /// transaction). The context is handed back whatever happens, so the
+    /// transaction keeps its state.
+    pub fn request_route(
+        &mut self,
+        policy: &Arc<LoadedPolicy>,
+        call: CallContext,
+    ) -> (Result<Route, CallError>, CallContext) {
+        let (r, call) = self.call_on(policy, Hook::Request, call, |r, s| r.call_request_route(s));
+        (r.map(route), call)
     }
 
-    /// Run `hook` on `call` with `policy` (the version the transaction
-    /// started on). The context is handed back whatever happens, so the
-    /// transaction keeps its state.
-    pub fn call_on(
+    /// failure-route with the version the transaction started on.
+    pub fn failure_route(
+        &mut self,
+        policy: &Arc<LoadedPolicy>,
+        call: CallContext,
+    ) -> (Result<Route, CallError>, CallContext) {
+        let (r, call) = self.call_on(policy, Hook::Failure, call, |r, s| r.call_failure_route(s));
+        (r.map(route), call)
+    }
+
+    /// onreply-route with the version the transaction started on.
+    pub fn onreply_route(
+        &mut self,
+        policy: &Arc<LoadedPolicy>,
+        call: CallContext,
+    ) -> (Result<OnReply, CallError>, CallContext) {
+        let (r, call) = self.call_on(policy, Hook::Reply, call, |r, s| r.call_onreply_route(s));
+        (r.map(on_reply), call)
+    }
+
+    /// Run one routing hook (`run` calls the export) on a warm instance of
+    /// `policy`, with `call` lent to the host functions for its duration.
+    fn call_on<T>(
         &mut self,
         policy: &Arc<LoadedPolicy>,
         hook: Hook,
         call: CallContext,
-    ) -> (Result<Decision, CallError>, CallContext) {
+        run: impl FnOnce(&Router, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> (Result<T, CallError>, CallContext) {
         let i = match self.warm_for(policy, hook) {
             Ok(i) => i,
             Err(e) => return (Err(e), call),
@@ -364,7 +394,7 @@ impl PolicyWorker {
         store.data_mut().begin_call(call);
         store.set_epoch_deadline(self.engine.limits.max_call_ms);
         let started = Instant::now();
-        let result = call_hook(router, &mut *store, hook);
+        let result = run(router, store);
         let call = store.data_mut().end_call();
         self.metrics.call(self.worker, hook, started.elapsed().as_secs_f64());
         let events = std::mem::take(&mut store.data_mut().events);

@@ -331,7 +331,7 @@ impl<S: Sender> Worker<S> {
         }
         for (id, b) in failed {
             tracing::debug!(%peer, proto = proto.as_str(), "branch failed: transport error");
-            self.branch_gave_up(id, b, crate::policy::bindings::BranchFailure::Transport);
+            self.branch_gave_up(id, b, crate::policy::BranchFailure::Transport);
         }
         self.fail_pings(proto, peer);
     }

@@ -117,6 +117,28 @@ fn lower_layers_never_use_higher_ones() {
     }
 }
 
+/// The generated WIT bindings stay inside `policy/`: past the boundary the
+/// host speaks its own types (a WIT change must not ripple into the §16
+/// core). The world's name is the one thing others may read.
+#[test]
+fn wit_bindings_stay_inside_the_policy_module() {
+    let src = root().join("host/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files.push(src.join("main.rs"));
+    let policy = src.join("policy");
+    let wrong: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(&policy) && !f.ends_with("policy.rs"))
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            without_tests(&text).replace("bindings::WIT_WORLD", "").contains("bindings::")
+        })
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(wrong.is_empty(), "generated bindings used outside policy/: {wrong:?}");
+}
+
 #[test]
 fn the_check_sees_grouped_and_nested_paths() {
     let text = "use crate::{proxy::X, sip};\nlet h = crate::hash::fnv1a(&[crate::clock::Clock::now()]);\n// crate::server in a comment\n";

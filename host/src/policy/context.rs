@@ -7,8 +7,39 @@ use std::sync::Arc;
 
 use crate::dispatcher::{Destination, Dispatcher};
 use crate::sip::Message;
+use crate::transport::Proto;
 
-use super::bindings::BranchFailure;
+/// Why a branch ended without a 2xx: what failure-route is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchFailure {
+    /// No reply within fr_timer (or fr_inv_timer once ringing).
+    Timeout,
+    /// The destination could not be reached (send error, ICMP, TCP).
+    Transport,
+    /// A final reply >= 300.
+    Reply(u16),
+}
+
+/// What request-route and failure-route decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Forward: to the selected destination, else the top Route, else the
+    /// request-URI (in failure-route: a new branch).
+    Relay,
+    /// Answer with this status and reason.
+    Reply { code: u16, reason: String },
+    /// request-route: answer nothing. failure-route: give up, the best
+    /// reply goes upstream.
+    Drop,
+}
+
+/// What onreply-route decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReply {
+    Forward,
+    /// Honoured for provisional replies only.
+    Drop,
+}
 
 /// Per-transaction routing state, carried from request-route to failure-route.
 #[derive(Debug, Default, Clone)]
@@ -58,12 +89,21 @@ impl Hook {
     }
 }
 
+impl CallContext {
+    /// A context for `msg` received from `source` over `transport`, with no
+    /// routing state yet.
+    pub fn new(msg: Message, source: SocketAddr, transport: Proto) -> CallContext {
+        CallContext { msg, source, transport, route: RouteState::default(), failure: None, canceled: false }
+    }
+}
+
 /// Everything a hook call can read and change.
 #[derive(Debug)]
 pub struct CallContext {
     pub msg: Message,
     pub source: SocketAddr,
-    pub transport: &'static str,
+    /// The transport the request arrived over.
+    pub transport: Proto,
     pub route: RouteState,
     /// In failure-route: why the branch failed.
     pub failure: Option<BranchFailure>,

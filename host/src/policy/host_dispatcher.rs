@@ -177,7 +177,7 @@ impl Host for HostState {
             s.destinations.iter().any(|d| {
                 d.addr.ip() == src.ip()
                     && (mode & 1 != 0 || d.addr.port() == src.port())
-                    && (mode & 2 != 0 || d.transport.as_str() == transport)
+                    && (mode & 2 != 0 || d.transport == transport)
                     && (mode & 4 == 0 || d.is_usable())
             })
         });

@@ -123,7 +123,7 @@ impl Host for HostState {
         Ok(Peer {
             address: call.source.ip().to_string(),
             port: call.source.port(),
-            transport: call.transport.to_string(),
+            transport: call.transport.as_str().to_string(),
         })
     }
 

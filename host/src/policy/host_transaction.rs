@@ -7,7 +7,11 @@ use super::context::HostState;
 impl Host for HostState {
     fn last_failure(&mut self) -> wasmtime::Result<Option<BranchFailure>> {
         self.trace(|| "transaction.last-failure()".to_string());
-        Ok(self.call()?.failure)
+        Ok(self.call()?.failure.map(|f| match f {
+            super::BranchFailure::Timeout => BranchFailure::Timeout,
+            super::BranchFailure::Transport => BranchFailure::Transport,
+            super::BranchFailure::Reply(code) => BranchFailure::Reply(code),
+        }))
     }
 
     fn is_canceled(&mut self) -> wasmtime::Result<bool> {

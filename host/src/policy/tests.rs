@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::bindings::wisp::policy::dispatcher::Host as Dispatcher;
 use super::bindings::wisp::policy::message::Host as MessageHost;
 use super::bindings::{Algorithm, DstState};
-use super::context::{CallContext, HostState, RouteState};
+use super::context::{CallContext, HostState};
 use crate::dispatcher;
+use crate::transport::Proto;
 
 const LIST: &str = "1 sip:127.0.0.1:5071 0 30\n1 sip:127.0.0.1:5072 0 20\n1 sip:127.0.0.1:5073 0 10\n\
 2 sip:127.0.0.1:5080;transport=tcp\n";
@@ -23,18 +24,10 @@ fn state() -> HostState {
     HostState::new(ds, "test".into(), limits, Arc::default(), Arc::default(), std::time::Instant::now())
 }
 
-fn in_call(source: &str, transport: &'static str) -> HostState {
+fn in_call(source: &str, transport: Proto) -> HostState {
     let mut s = state();
     let msg = crate::sip::parse(INVITE.as_bytes().to_vec(), &crate::sip::Limits::default()).unwrap();
-    let route = RouteState::default();
-    s.begin_call(CallContext {
-        msg,
-        source: source.parse().unwrap(),
-        transport,
-        route,
-        failure: None,
-        canceled: false,
-    });
+    s.begin_call(CallContext::new(msg, source.parse().unwrap(), transport));
     s
 }
 
@@ -44,7 +37,7 @@ fn target(s: &mut HostState) -> Option<String> {
 
 #[test]
 fn select_next_and_mark_walk_the_failover_list() {
-    let mut s = in_call("127.0.0.1:9999", "udp");
+    let mut s = in_call("127.0.0.1:9999", Proto::Udp);
     let first = s.select_dst(1, Algorithm::Serial, None, None).unwrap().unwrap();
     assert_eq!(first.uri, "sip:127.0.0.1:5071", "serial: highest priority first");
     assert_eq!(s.call().unwrap().route.failover.len(), 3, "the failover list is kept for failure-route");
@@ -63,7 +56,7 @@ fn select_next_and_mark_walk_the_failover_list() {
     assert_eq!(target(&mut s), None, "nothing to relay to any more");
     assert!(!s.mark_dst(DstState::Inactive, false).unwrap(), "no current destination to mark");
     // The next selection skips the destination marked inactive.
-    let mut s2 = in_call("127.0.0.1:9999", "udp");
+    let mut s2 = in_call("127.0.0.1:9999", Proto::Udp);
     s2.dispatcher = ds.clone();
     assert_eq!(s2.select_dst(1, Algorithm::Serial, None, None).unwrap().unwrap().uri, "sip:127.0.0.1:5072");
     assert!(s2.select_dst(7, Algorithm::Serial, None, None).unwrap().is_none(), "an unknown set selects nothing");
@@ -71,14 +64,14 @@ fn select_next_and_mark_walk_the_failover_list() {
 
 #[test]
 fn a_limit_shortens_the_failover_list() {
-    let mut s = in_call("127.0.0.1:9999", "udp");
+    let mut s = in_call("127.0.0.1:9999", Proto::Udp);
     s.select_dst(1, Algorithm::Serial, Some(2), None).unwrap();
     assert_eq!(s.call().unwrap().route.failover.len(), 2);
 }
 
 #[test]
 fn header_edits_are_checked_at_the_boundary() {
-    let mut s = in_call("127.0.0.1:9999", "udp");
+    let mut s = in_call("127.0.0.1:9999", Proto::Udp);
     assert!(s.set_header("X-Route".into(), "a".into()).unwrap().is_ok());
     assert_eq!(s.header("X-Route".into()).unwrap().as_deref(), Some("a"));
     let injected = s.set_header("X-Route".into(), "a\r\nX-Injected: yes".into()).unwrap();
@@ -96,12 +89,12 @@ fn header_edits_are_checked_at_the_boundary() {
 
 #[test]
 fn is_from_list_matches_address_port_and_transport_as_asked() {
-    let mut s = in_call("127.0.0.1:5072", "udp");
+    let mut s = in_call("127.0.0.1:5072", Proto::Udp);
     assert_eq!(s.is_from_list(None, 0).unwrap(), Some(1), "address, port and transport match set 1");
-    let mut s = in_call("127.0.0.1:6000", "udp");
+    let mut s = in_call("127.0.0.1:6000", Proto::Udp);
     assert_eq!(s.is_from_list(None, 0).unwrap(), None, "another port");
     assert_eq!(s.is_from_list(None, 1).unwrap(), Some(1), "mode 1 ignores the port");
-    let mut s = in_call("127.0.0.1:5080", "udp");
+    let mut s = in_call("127.0.0.1:5080", Proto::Udp);
     assert_eq!(s.is_from_list(Some(2), 0).unwrap(), None, "set 2 is reached over TCP");
     assert_eq!(s.is_from_list(Some(2), 2).unwrap(), Some(2), "mode 2 ignores the transport");
 }

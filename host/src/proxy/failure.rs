@@ -2,8 +2,7 @@
 //! the best response, let the policy fail over, else answer upstream.
 
 use super::{Sender, Worker};
-use crate::policy::bindings::{Action, BranchFailure};
-use crate::policy::{CallContext, Decision, Hook};
+use crate::policy::{BranchFailure, CallContext, Route};
 use crate::sip::Message;
 
 /// Rank of a final response for §16.7 step 6 (lower is better): 6xx first,
@@ -50,26 +49,24 @@ impl<S: Sender> Worker<S> {
         if tx.server.has_final() || tx.any_pending() {
             return;
         }
-        let ctx = CallContext {
-            msg: tx.request.clone(),
-            source: tx.source,
-            transport: self.cfg.listen[tx.server.socket].proto.as_str(),
-            route: std::mem::take(&mut tx.route),
-            failure: Some(failure),
-            canceled: tx.canceled,
-        };
+        // A copy: the policy's edits apply to a new branch only; a reply
+        // or giving up answers the request as it was received.
+        let mut ctx = CallContext::new(tx.request.clone(), tx.source, self.cfg.listen[tx.server.socket].proto);
+        ctx.route = std::mem::take(&mut tx.route);
+        ctx.failure = Some(failure);
+        ctx.canceled = tx.canceled;
         let version = tx.policy.clone();
-        let (decision, ctx) = self.policy.call_on(&version, Hook::Failure, ctx);
+        let (decision, ctx) = self.policy.failure_route(&version, ctx);
         let Some(tx) = self.txs.get_mut(&id) else { return };
         tx.route = ctx.route;
         let canceled = tx.canceled;
         match decision {
-            Ok(Decision::Action(Action::Relay)) if !canceled => {
+            Ok(Route::Relay) if !canceled => {
                 tx.request = ctx.msg;
                 self.metrics.failovers.inc();
                 self.relay(id);
             }
-            Ok(Decision::Action(Action::Reply(r))) => self.reply_with(id, r.code, &r.reason),
+            Ok(Route::Reply { code, reason }) => self.reply_with(id, code, &reason),
             _ => self.finish(id, failure),
         }
     }

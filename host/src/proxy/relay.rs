@@ -7,8 +7,7 @@ use super::{dns, Sender, Worker};
 use std::sync::Arc;
 
 use crate::dispatcher::Destination;
-use crate::policy::bindings::BranchFailure;
-use crate::policy::RouteState;
+use crate::policy::{BranchFailure, RouteState};
 use crate::sip::reply::{self, reason_phrase};
 use crate::sip::{hop, Message, Method, Scheme, Uri};
 use crate::transaction::client::{CancelState, ClientTx};

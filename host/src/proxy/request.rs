@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::{Sender, Transaction, Worker};
-use crate::policy::{CallContext, Decision, Hook, RouteState};
+use crate::policy::{CallContext, Route, RouteState};
 use crate::sip::reply::{self, reason_phrase};
 use crate::sip::{Message, Method, Uri};
 use crate::transaction::key::server_key;
@@ -140,27 +140,19 @@ impl<S: Sender> Worker<S> {
     fn run_request_route(&mut self, id: u64) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
         let initial_invite = tx.request.method() == Method::Invite && !tx.request.has_to_tag();
+        // The request is lent to the policy (and comes back whatever happens).
         let request = std::mem::replace(&mut tx.request, Message::placeholder());
-        let transport = self.cfg.listen[tx.server.socket].proto.as_str();
-        let ctx = CallContext {
-            msg: request,
-            source: tx.source,
-            transport,
-            route: RouteState { record_route: initial_invite, ..RouteState::default() },
-            failure: None,
-            canceled: false,
-        };
+        let mut ctx = CallContext::new(request, tx.source, self.cfg.listen[tx.server.socket].proto);
+        ctx.route.record_route = initial_invite;
         let version = tx.policy.clone();
-        let (decision, ctx) = self.policy.call_on(&version, Hook::Request, ctx);
+        let (decision, ctx) = self.policy.request_route(&version, ctx);
         let Some(tx) = self.txs.get_mut(&id) else { return };
         tx.request = ctx.msg;
         tx.route = ctx.route;
         match decision {
-            Ok(Decision::Action(crate::policy::bindings::Action::Relay)) => self.relay(id),
-            Ok(Decision::Action(crate::policy::bindings::Action::Reply(r))) => self.reply_with(id, r.code, &r.reason),
-            Ok(Decision::Action(crate::policy::bindings::Action::Drop)) | Ok(Decision::Reply(_)) => {
-                self.drop_request(id)
-            }
+            Ok(Route::Relay) => self.relay(id),
+            Ok(Route::Reply { code, reason }) => self.reply_with(id, code, &reason),
+            Ok(Route::Drop) => self.drop_request(id),
             Err(_) => self.on_policy_error(id),
         }
     }
@@ -205,16 +197,10 @@ impl<S: Sender> Worker<S> {
         }
         msg.stamp_received(src);
         self.pop_own_routes(&mut msg);
-        let ctx = CallContext {
-            msg,
-            source: src,
-            transport: self.proto(socket).as_str(),
-            route: RouteState::default(),
-            failure: None,
-            canceled: false,
-        };
-        let (decision, ctx) = self.policy.call(Hook::Request, ctx);
-        if let Ok(Decision::Action(crate::policy::bindings::Action::Relay)) = decision {
+        let ctx = CallContext::new(msg, src, self.proto(socket));
+        let current = self.policy.current();
+        let (decision, ctx) = self.policy.request_route(&current, ctx);
+        if let Ok(Route::Relay) = decision {
             self.forward_stateless(ctx.msg, &ctx.route);
         }
     }

@@ -5,8 +5,7 @@
 use std::net::SocketAddr;
 
 use super::{via_next_hop, via_transport, Sender, Worker};
-use crate::policy::bindings::{BranchFailure, ReplyAction};
-use crate::policy::{CallContext, Decision, Hook};
+use crate::policy::{BranchFailure, CallContext, OnReply};
 use crate::sip::{hop, Message, Method};
 use crate::transaction::client::{CancelState, ClientState};
 use crate::transaction::key::client_key;
@@ -103,23 +102,17 @@ impl<S: Sender> Worker<S> {
     fn onreply(&mut self, id: u64, msg: Message, src: SocketAddr) -> Option<Message> {
         let tx = self.txs.get_mut(&id)?;
         let code = msg.status().unwrap_or(0);
-        let transport = self.cfg.listen[tx.server.socket].proto.as_str();
-        let ctx = CallContext {
-            msg,
-            source: src,
-            transport,
-            route: std::mem::take(&mut tx.route),
-            failure: None,
-            canceled: tx.canceled,
-        };
+        let mut ctx = CallContext::new(msg, src, self.cfg.listen[tx.server.socket].proto);
+        ctx.route = std::mem::take(&mut tx.route);
+        ctx.canceled = tx.canceled;
         let version = tx.policy.clone();
-        let (decision, ctx) = self.policy.call_on(&version, Hook::Reply, ctx);
+        let (decision, ctx) = self.policy.onreply_route(&version, ctx);
         if let Some(tx) = self.txs.get_mut(&id) {
             tx.route = ctx.route;
         }
         match decision {
             // Only provisional replies can be dropped: a final one decides the transaction.
-            Ok(Decision::Reply(ReplyAction::Drop)) if code < 200 => None,
+            Ok(OnReply::Drop) if code < 200 => None,
             _ => Some(ctx.msg),
         }
     }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::{Sender, Worker};
-use crate::policy::bindings::BranchFailure;
+use crate::policy::BranchFailure;
 use crate::sip::Method;
 use crate::transaction::client::ClientState;
 use crate::transaction::timer::{TimerKind, TimerOwner, TimerRef};
