@@ -241,24 +241,34 @@ pub mod transaction {
 pub mod failover {
     use super::{dispatcher, transaction, Action, BranchFailure, DstState};
 
-    /// True when the carrier, not the callee, failed: a timeout, a send
-    /// failure, a 408 or a 5xx. Other finals (4xx, 6xx) are the callee's answer.
+    /// True when the carrier, not the callee, failed: a timeout, an
+    /// unreachable destination, a 408 or a 5xx. Other finals (4xx, 6xx)
+    /// are the callee's answer, and [`BranchFailure::Local`] is wisp's own
+    /// trouble: neither counts against the carrier.
     pub fn is_carrier_failure(failure: Option<BranchFailure>) -> bool {
         match failure {
             Some(BranchFailure::Reply(code)) => code == 408 || (500..600).contains(&code),
             Some(BranchFailure::Timeout) | Some(BranchFailure::Transport) => true,
-            None => false,
+            Some(BranchFailure::Local) | None => false,
         }
     }
 
     /// Give up when the caller cancelled or the callee answered; otherwise
-    /// mark the failed destination `mark` with probing and relay to the next
-    /// one of the failover list, or answer 503 when the list is used up.
+    /// relay to the next destination of the failover list (503 when the
+    /// list is used up), after marking the failed one `mark` with probing
+    /// when it was the carrier's fault. A [`BranchFailure::Local`] failure
+    /// (wisp's own trouble) fails over without marking anybody.
     pub fn next_carrier(mark: DstState) -> Action {
-        if transaction::is_canceled() || !is_carrier_failure(transaction::branch_failure()) {
+        if transaction::is_canceled() {
             return Action::Drop;
         }
-        dispatcher::mark_dst(mark, true);
+        match transaction::branch_failure() {
+            f if is_carrier_failure(f) => {
+                dispatcher::mark_dst(mark, true);
+            }
+            Some(BranchFailure::Local) => {}
+            _ => return Action::Drop,
+        }
         match dispatcher::next_dst() {
             Some(_) => Action::Relay,
             None => Action::reply(503, "No route available"),

@@ -69,6 +69,12 @@ pub struct SipConfig {
     /// Socket receive/send buffer in bytes (default 4 MiB).
     #[serde(default = "default_socket_buffer")]
     pub socket_buffer: usize,
+    /// Requests larger than this many octets go over TCP instead of UDP
+    /// when the next hop's URI names no transport and wisp listens on TCP
+    /// (Kamailio's `udp_mtu`; RFC 3261 §18.1.1 suggests 1300). Default 0:
+    /// no switch; a request no datagram can hold (65,507 octets) gets 513.
+    #[serde(default)]
+    pub udp_mtu: usize,
 }
 
 /// `[dispatcher]`: Kamailio dispatcher module parameters.
@@ -474,6 +480,7 @@ impl TryFrom<Config> for Settings {
                 },
                 max_branches: c.transaction.max_branches,
                 max_transactions: c.sip.max_transactions,
+                udp_mtu: c.sip.udp_mtu,
                 on_error: p.on_error,
                 on_error_set: p.on_error_set,
                 log_calls: c.log.calls,

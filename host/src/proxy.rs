@@ -48,6 +48,9 @@ pub struct ProxyConfig {
     /// New calls get 503 + Retry-After beyond this many transactions in
     /// progress (0: no limit).
     pub max_transactions: usize,
+    /// Requests larger than this go over TCP when the next hop allows it
+    /// (0: only what a UDP datagram cannot hold); Kamailio's `udp_mtu`.
+    pub udp_mtu: usize,
     /// Status for a request whose policy call failed.
     pub on_error: u16,
     /// Or relay it round-robin over this set.
@@ -120,6 +123,9 @@ pub struct Branch {
     /// Counted as a call in progress on `destination` (an initial INVITE,
     /// from relay until it fails or is answered).
     pub counts_load: bool,
+    /// wisp moved it from UDP to TCP (too large): the destination never
+    /// promised TCP, so a TCP failure is not held against it.
+    pub switched: bool,
 }
 
 impl Branch {
@@ -323,17 +329,26 @@ impl<S: Sender> Worker<S> {
     pub fn on_transport_failure(&mut self, proto: Proto, peer: SocketAddr) {
         let mut failed = Vec::new();
         for (&id, tx) in &self.txs {
-            for (b, Branch { client, .. }) in tx.branches.iter().enumerate() {
+            for (b, Branch { client, switched, .. }) in tx.branches.iter().enumerate() {
                 if client.dest == peer && self.proto(client.socket) == proto && client.is_pending() {
-                    failed.push((id, b));
+                    failed.push((id, b, *switched));
                 }
             }
         }
-        for (id, b) in failed {
-            tracing::debug!(%peer, proto = proto.as_str(), "branch failed: transport error");
-            self.branch_gave_up(id, b, crate::policy::BranchFailure::Transport);
+        let pings = self.fail_pings(proto, peer);
+        if !failed.is_empty() || pings > 0 {
+            // Counted here, not where the report arrived: a report that names
+            // a client (a response to a closed port) fails nothing.
+            self.metrics.unreachable(proto);
         }
-        self.fail_pings(proto, peer);
+        for (id, b, switched) in failed {
+            tracing::debug!(%peer, proto = proto.as_str(), switched, "branch failed: transport error");
+            let failure = match switched {
+                true => crate::policy::BranchFailure::Local,
+                false => crate::policy::BranchFailure::Transport,
+            };
+            self.branch_gave_up(id, b, failure);
+        }
     }
 
     /// True when `host:port` is one of our listen addresses.

@@ -81,7 +81,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         hook_metrics: hook_metrics.clone(),
     });
 
-    let (bus, inboxes) = Bus::new(workers, transport_metrics.clone());
+    let (bus, inboxes) = Bus::new(workers);
     let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics);
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),

@@ -11,27 +11,13 @@ pub use bus::{Bus, Event};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// What the transports count: TCP connections open, and destinations
-/// found unreachable by transport.
-#[derive(Debug, Clone)]
+/// What the transports count: TCP connections open.
+#[derive(Debug, Clone, Default)]
 pub struct TransportMetrics {
     pub tcp_connections: Gauge<i64, AtomicI64>,
-    failures_family: Family<Vec<(String, String)>, Counter>,
-    failures: [Counter; 2],
-}
-
-impl Default for TransportMetrics {
-    fn default() -> Self {
-        let failures_family = Family::<Vec<(String, String)>, Counter>::default();
-        let failures =
-            ["udp", "tcp"].map(|t| failures_family.get_or_create(&vec![("transport".into(), t.into())]).clone());
-        TransportMetrics { tcp_connections: Gauge::default(), failures_family, failures }
-    }
 }
 
 impl TransportMetrics {
@@ -42,16 +28,6 @@ impl TransportMetrics {
             "TCP connections open (accepted and opened)",
             self.tcp_connections.clone(),
         );
-        registry.register(
-            "transport_failures",
-            "Destinations found unreachable: ICMP unreachable on UDP, TCP connect/read/write failures",
-            self.failures_family.clone(),
-        );
-    }
-
-    /// A peer found unreachable over `proto`.
-    pub fn failure(&self, proto: Proto) {
-        self.failures[usize::from(proto == Proto::Tcp)].inc();
     }
 }
 

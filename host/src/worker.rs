@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -153,12 +154,24 @@ struct WorkerSender {
 impl Sender for WorkerSender {
     fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match (self.protos[socket], &self.udp[socket]) {
-            (Proto::Udp, Some(sock)) => match sock.send_to(bytes, to) {
-                // With IP_RECVERR an ICMP error for an earlier send (to any
-                // destination) fails the next send once, unsent: send again.
-                Err(e) if udp::is_pending_icmp(&e) => sock.send_to(bytes, to).map(|_| ()),
-                r => r.map(|_| ()),
-            },
+            (Proto::Udp, Some(sock)) => {
+                // With IP_RECVERR an ICMP report for an earlier datagram (to
+                // any peer) fails the next send, unsent. Read the reports:
+                // they name their own peers, announced to every worker; then
+                // send again. The error that remains is not `to`'s fault.
+                let mut tries = 0;
+                loop {
+                    match sock.send_to(bytes, to) {
+                        Err(e) if udp::is_pending_icmp(&e) && tries < 8 => {
+                            tries += 1;
+                            for peer in udp::unreachable(sock.as_raw_fd()) {
+                                self.bus.announce_failure(Proto::Udp, peer);
+                            }
+                        }
+                        r => return r.map(|_| ()),
+                    }
+                }
+            }
             _ => self.tcp.send(self.id, socket, to, bytes),
         }
     }

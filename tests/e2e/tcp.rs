@@ -18,7 +18,7 @@ fn options(call_id: &str, cseq: u32, me: SocketAddr, extra: &str) -> String {
 
 /// Responses read off a connection until `n` arrived or `within` passed;
 /// `closed` tells whether the peer closed it.
-fn read_responses(s: &mut TcpStream, n: usize, within: Duration) -> (Vec<String>, bool) {
+pub(crate) fn read_responses(s: &mut TcpStream, n: usize, within: Duration) -> (Vec<String>, bool) {
     let deadline = Instant::now() + within;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

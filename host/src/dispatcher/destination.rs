@@ -257,6 +257,17 @@ impl Destination {
         self.flags.load(Ordering::Relaxed)
     }
 
+    /// Consecutive failures counted so far (marks `t` and failed probes).
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Flag for probing (Kamailio's `p`), state unchanged: keepalive modes
+    /// 0 and 3 then probe it.
+    pub fn set_probing(&self) {
+        self.flags.fetch_or(flags::PROBING, Ordering::AcqRel);
+    }
+
     /// The flags column of its list line, as last loaded.
     pub fn listed_flags(&self) -> u32 {
         self.listed_flags.load(Ordering::Relaxed)

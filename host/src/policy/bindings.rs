@@ -11,7 +11,7 @@ pub use self::wisp::policy::types::{Algorithm, BranchFailure, Destination, DstSt
 
 /// The world policies are built against, as `wit/policy.wit` names it
 /// (checked by a test below).
-pub const WIT_WORLD: &str = "wisp:policy/router@0.1.0";
+pub const WIT_WORLD: &str = "wisp:policy/router@0.2.0";
 
 #[cfg(test)]
 mod tests {

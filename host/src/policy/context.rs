@@ -18,6 +18,9 @@ pub enum BranchFailure {
     Transport,
     /// A final reply >= 300.
     Reply(u16),
+    /// wisp's own trouble (a message it cannot send, a local socket error,
+    /// a timeout while it was overloaded): never the destination's fault.
+    Local,
 }
 
 /// What request-route and failure-route decide.

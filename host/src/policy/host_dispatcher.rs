@@ -62,6 +62,15 @@ fn auth_user(msg: &crate::sip::Message) -> &[u8] {
     }
 }
 
+impl HostState {
+    /// True when `d` is the only usable destination of its set.
+    fn last_usable(&self, d: &ds::Destination) -> bool {
+        let snap = self.dispatcher.snapshot();
+        let usable = snap.set(d.set_id).map_or(0, |s| s.destinations.iter().filter(|x| x.is_usable()).count());
+        usable <= 1
+    }
+}
+
 impl Host for HostState {
     fn select_dst(
         &mut self,
@@ -127,15 +136,30 @@ impl Host for HostState {
         self.trace(|| format!("dispatcher.mark-dst({:?}, {:?})", state, probing));
         let threshold = self.dispatcher.probing_threshold;
         let policy = self.policy.clone();
-        let Some(d) = self.call()?.route.target().cloned() else {
+        let call = self.call()?;
+        let Some(d) = call.route.target().cloned() else {
             return Ok(false);
         };
+        let timeout_only = call.failure == Some(super::BranchFailure::Timeout);
         let mark = match state {
             DstState::Active => Mark::Active,
             DstState::Inactive => Mark::Inactive,
             DstState::Trying => Mark::Trying,
             DstState::Disabled => Mark::Disabled,
         };
+        let takes_down = match mark {
+            Mark::Inactive => true,
+            Mark::Trying => d.failures() + 1 >= threshold,
+            Mark::Active | Mark::Disabled => false,
+        };
+        if timeout_only && takes_down && d.is_usable() && self.last_usable(&d) {
+            // Silence alone may be wisp's own trouble (or the network's):
+            // the last usable destination of a set goes down only when its
+            // keepalives confirm it. It is flagged for probing meanwhile.
+            d.set_probing();
+            tracing::info!(%policy, set = d.set_id, uri = %d.uri, "not marked down: last usable destination of its set, timeout only; keepalives decide");
+            return Ok(false);
+        }
         let before = d.state_letters();
         if d.mark(mark, probing, threshold) {
             let event = super::context::DestinationEvent { set_id: d.set_id, uri: d.uri.clone(), up: d.is_usable() };

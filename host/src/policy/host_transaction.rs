@@ -11,6 +11,7 @@ impl Host for HostState {
             super::BranchFailure::Timeout => BranchFailure::Timeout,
             super::BranchFailure::Transport => BranchFailure::Transport,
             super::BranchFailure::Reply(code) => BranchFailure::Reply(code),
+            super::BranchFailure::Local => BranchFailure::Local,
         }))
     }
 

@@ -111,3 +111,23 @@ fn message_functions_trap_outside_a_routing_hook() {
     assert_eq!(s.destinations(1).unwrap().len(), 3);
     assert!(s.is_active(1, Some("sip:127.0.0.1:5073".into())).unwrap());
 }
+
+#[test]
+fn a_timeout_never_takes_the_last_usable_destination_down() {
+    let mut s = in_call("127.0.0.1:9999", Proto::Udp);
+    let ds = s.dispatcher.clone();
+    let snap = ds.snapshot();
+    let set = snap.set(1).unwrap();
+    set.destinations[1].mark(dispatcher::Mark::Inactive, false, 1);
+    set.destinations[2].mark(dispatcher::Mark::Inactive, false, 1);
+    s.select_dst(1, Algorithm::Serial, None, None).unwrap().unwrap();
+    s.call().unwrap().failure = Some(super::BranchFailure::Timeout);
+    assert!(!s.mark_dst(DstState::Inactive, false).unwrap(), "not applied");
+    let last = &set.destinations[0];
+    assert!(last.is_usable(), "the last usable destination stays usable after a timeout");
+    assert_eq!(last.state_letters(), "AP", "flagged for probing: keepalives decide");
+    // Its own reply (a 503) or an unreachable transport does take it down.
+    s.call().unwrap().failure = Some(super::BranchFailure::Reply(503));
+    assert!(s.mark_dst(DstState::Inactive, false).unwrap());
+    assert!(!last.is_usable());
+}

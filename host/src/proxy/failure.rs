@@ -72,7 +72,8 @@ impl<S: Sender> Worker<S> {
     }
 
     /// Give up: the best response goes upstream, or one of our own when no
-    /// branch answered (487 after CANCEL, 408 on timeout, 503 on a send failure).
+    /// branch answered (487 after CANCEL, 408 on timeout, 503 when the
+    /// destination or wisp itself could not send).
     pub(super) fn finish(&mut self, id: u64, failure: BranchFailure) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
         if tx.server.has_final() {
@@ -96,7 +97,7 @@ impl<S: Sender> Worker<S> {
                     (true, _) => 487,
                     (false, BranchFailure::Timeout) => 408,
                     (false, BranchFailure::Reply(c)) => c,
-                    (false, BranchFailure::Transport) => 503,
+                    (false, BranchFailure::Transport | BranchFailure::Local) => 503,
                 };
                 self.reply(id, code);
             }

@@ -40,6 +40,9 @@ pub struct ProxyMetrics {
     pub failovers: Counter,
     /// New calls refused by `sip.max_transactions`.
     pub shed: Counter,
+    unreachable_family: Family<Labels, Counter>,
+    /// Destinations found unreachable (udp, tcp).
+    unreachable: [Counter; 2],
 }
 
 impl Default for ProxyMetrics {
@@ -54,7 +57,11 @@ impl Default for ProxyMetrics {
         let transactions_family = Family::<Labels, Counter>::default();
         let transactions_total =
             ["INVITE", "non-INVITE"].map(|t| transactions_family.get_or_create(&label("type", t)).clone());
+        let unreachable_family = Family::<Labels, Counter>::default();
+        let unreachable = ["udp", "tcp"].map(|t| unreachable_family.get_or_create(&label("transport", t)).clone());
         ProxyMetrics {
+            unreachable_family,
+            unreachable,
             requests_family,
             requests,
             replies_family,
@@ -87,6 +94,11 @@ impl ProxyMetrics {
         registry.register("transactions", "Server transactions created, by type", self.transactions_family.clone());
         registry.register("failovers", "Requests relayed again from failure-route", self.failovers.clone());
         registry.register(
+            "transport_failures",
+            "Branches or keepalives failed because their destination was unreachable (ICMP on UDP, TCP connect/read/write)",
+            self.unreachable_family.clone(),
+        );
+        registry.register(
             "calls_shed",
             "New calls answered 503 because sip.max_transactions was reached",
             self.shed.clone(),
@@ -102,6 +114,11 @@ impl ProxyMetrics {
         if let Some(c) = self.replies.get(usize::from(code / 100).wrapping_sub(1)) {
             c.inc();
         }
+    }
+
+    /// Work waiting on a destination failed: it is unreachable over `proto`.
+    pub fn unreachable(&self, proto: crate::transport::Proto) {
+        self.unreachable[usize::from(proto == crate::transport::Proto::Tcp)].inc();
     }
 
     pub fn transaction_started(&self, invite: bool) {

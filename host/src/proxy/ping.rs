@@ -48,10 +48,17 @@ impl<S: Sender> Worker<S> {
             b = &branch[branch.len() - 8..],
         )
         .into_bytes();
-        dest.probes_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.sender.send(socket, &bytes, dest.addr).is_err() {
+        if let Err(e) = self.sender.send(socket, &bytes, dest.addr) {
+            if super::relay::send_failure(&e) == crate::policy::BranchFailure::Local {
+                // wisp's own trouble (a full buffer, a report for another
+                // peer): this round says nothing about the destination.
+                tracing::debug!(uri = %dest.uri, error = %e, "keepalive not sent");
+                return;
+            }
+            dest.probes_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
         }
+        dest.probes_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = self.next_ping;
         self.next_ping += 1;
         let key = client_key(branch.as_bytes(), Method::Options);
@@ -117,18 +124,21 @@ impl<S: Sender> Worker<S> {
         }
     }
 
-    /// Keepalives to `peer` whose transport failed end now, as failures.
-    pub(super) fn fail_pings(&mut self, proto: Proto, peer: std::net::SocketAddr) {
+    /// Keepalives to `peer` whose transport failed end now, as failures;
+    /// returns how many.
+    pub(super) fn fail_pings(&mut self, proto: Proto, peer: std::net::SocketAddr) -> usize {
         let dead: Vec<u64> = self
             .pings
             .iter()
             .filter(|(_, p)| p.dest.addr == peer && self.cfg.listen[p.socket].proto == proto)
             .map(|(&id, _)| id)
             .collect();
+        let n = dead.len();
         for id in dead {
             let Some(ping) = self.pings.remove(&id) else { continue };
             self.ping_index.remove(&ping.key);
             self.ping_done(&ping.dest, ProbeOutcome { code: None, rtt: None });
         }
+        n
     }
 }

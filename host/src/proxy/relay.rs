@@ -14,9 +14,52 @@ use crate::transaction::client::{CancelState, ClientTx};
 use crate::transaction::key::{client_key, new_branch};
 use crate::transport::Proto;
 
+/// One place a request is relayed to.
+struct Target {
+    proto: Proto,
+    addr: SocketAddr,
+    /// The dispatcher destination, when the policy selected one.
+    destination: Option<Arc<Destination>>,
+    /// The URI named its transport: wisp may not switch to TCP when the
+    /// request is too large for UDP (RFC 3261 §18.1.1).
+    fixed: bool,
+}
+
+/// Why a branch could not be started.
+enum NotSent {
+    /// Too large for UDP, and TCP may not or cannot be used: 513.
+    TooLarge,
+    Failed(BranchFailure),
+}
+
+/// The largest UDP payload (IPv4); above it the kernel refuses the send.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Whose fault a failed send is: only an error that names the destination
+/// counts against it. A refused send on an unconnected UDP socket reports an
+/// ICMP for an *earlier* datagram (another peer), a full buffer or a message
+/// too large is wisp's own trouble.
+pub(super) fn send_failure(e: &std::io::Error) -> BranchFailure {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::NotConnected
+        | ErrorKind::BrokenPipe
+        | ErrorKind::ConnectionReset => BranchFailure::Transport,
+        _ if crate::transport::tcp::is_peer_not_reading(e) => BranchFailure::Transport,
+        _ => BranchFailure::Local,
+    }
+}
+
+/// True when `uri` names its transport (`;transport=`).
+fn names_transport(uri: &[u8]) -> bool {
+    Uri::parse(uri).is_ok_and(|u| u.transport().is_some())
+}
+
 /// Where a relayed request goes.
 enum NextHop {
-    Addr(Proto, SocketAddr),
+    Addr(Target),
     /// A host name not resolved yet.
     Name(String),
     /// Cannot be routed: answer with this status.
@@ -28,7 +71,8 @@ impl<S: Sender> Worker<S> {
     /// request-URI; a host name is looked up (A/AAAA, cached per worker).
     fn next_hop(&self, msg: &Message, route: &RouteState) -> NextHop {
         if let Some(d) = route.target() {
-            return NextHop::Addr(d.transport, d.addr);
+            let fixed = names_transport(d.uri.as_bytes());
+            return NextHop::Addr(Target { proto: d.transport, addr: d.addr, destination: Some(d.clone()), fixed });
         }
         let uri = msg.top_route_uri().or_else(|| msg.request_uri()).unwrap_or_default();
         match Uri::parse(uri) {
@@ -39,8 +83,9 @@ impl<S: Sender> Worker<S> {
                     Some(t) => Proto::from_name(t),
                 };
                 let Some(proto) = proto else { return NextHop::Refuse(503) };
+                let fixed = u.transport().is_some();
                 if let Some(addr) = u.socket_addr() {
-                    return NextHop::Addr(proto, addr);
+                    return NextHop::Addr(Target { proto, addr, destination: None, fixed });
                 }
                 let host = String::from_utf8_lossy(u.host).to_ascii_lowercase();
                 match self.names.get(&host, self.clock.now()) {
@@ -50,7 +95,10 @@ impl<S: Sender> Worker<S> {
                             self.cfg.listen.iter().any(|l| l.proto == proto && l.addr.is_ipv4() == ip.is_ipv4())
                         };
                         match ips.iter().find(can_send) {
-                            Some(ip) => NextHop::Addr(proto, SocketAddr::new(*ip, u.port_or_default())),
+                            Some(ip) => {
+                                let addr = SocketAddr::new(*ip, u.port_or_default());
+                                NextHop::Addr(Target { proto, addr, destination: None, fixed })
+                            }
                             None => NextHop::Refuse(503),
                         }
                     }
@@ -108,13 +156,19 @@ impl<S: Sender> Worker<S> {
         // Answered or cancelled meanwhile (e.g. while its next hop's name
         // was looked up): nothing more to send.
         let Some(tx) = self.txs.get(&id).filter(|t| !t.server.has_final()) else { return };
-        let targets: Vec<(Proto, SocketAddr, Option<Arc<Destination>>)> = if tx.route.parallel {
+        let targets: Vec<Target> = if tx.route.parallel {
             let from = tx.route.current.unwrap_or(0);
             let list = tx.route.failover.get(from..).unwrap_or_default();
-            list.iter().map(|d| (d.transport, d.addr, Some(d.clone()))).collect()
+            let target = |d: &Arc<Destination>| Target {
+                proto: d.transport,
+                addr: d.addr,
+                destination: Some(d.clone()),
+                fixed: names_transport(d.uri.as_bytes()),
+            };
+            list.iter().map(target).collect()
         } else {
             match self.next_hop(&tx.request, &tx.route) {
-                NextHop::Addr(p, a) => vec![(p, a, tx.route.target().cloned())],
+                NextHop::Addr(t) => vec![t],
                 NextHop::Name(host) => {
                     // Relayed again once the name is known.
                     if !self.wait_for_name(&host, dns::Waiting::Relay(id)) {
@@ -130,30 +184,71 @@ impl<S: Sender> Worker<S> {
         }
         if tx.branches.len() + targets.len() > self.cfg.max_branches {
             tracing::warn!(call_id = %String::from_utf8_lossy(tx.request.call_id()), "max_branches reached");
-            return self.finish(id, BranchFailure::Transport);
+            return self.finish(id, BranchFailure::Local);
         }
-        let mut all_sent = true;
-        for (proto, addr, destination) in targets {
-            all_sent &= self.start_branch(id, proto, addr, destination);
+        let mut failed = None;
+        for target in targets {
+            match self.start_branch(id, target) {
+                Ok(()) => {}
+                Err(NotSent::TooLarge) => {
+                    // The caller's request (or the policy's edits) cannot be
+                    // sent at all: nobody else's fault, no failover.
+                    tracing::info!(call_id = %self.call_id(id), "request too large to send: 513");
+                    self.cancel_pending(id);
+                    return self.reply(id, 513);
+                }
+                Err(NotSent::Failed(f)) => failed = Some(f),
+            }
         }
-        if !all_sent {
-            self.branch_failed(id, BranchFailure::Transport);
+        if let Some(failure) = failed {
+            self.branch_failed(id, failure);
         }
     }
 
-    /// Start one client transaction towards `addr`; false when the send failed.
-    fn start_branch(&mut self, id: u64, proto: Proto, addr: SocketAddr, destination: Option<Arc<Destination>>) -> bool {
-        let Some(tx) = self.txs.get(&id) else { return true };
-        let Some(socket) = self.socket_for(proto, addr) else {
+    /// The Call-ID of a transaction, for logs.
+    fn call_id(&self, id: u64) -> String {
+        self.txs.get(&id).map(|t| String::from_utf8_lossy(t.request.call_id()).into_owned()).unwrap_or_default()
+    }
+
+    /// The largest request sent over UDP: `sip.udp_mtu` when set (RFC 3261
+    /// §18.1.1 suggests 1300), else what a datagram can hold.
+    fn udp_limit(&self) -> usize {
+        match self.cfg.udp_mtu {
+            0 => MAX_UDP_PAYLOAD,
+            n => n.min(MAX_UDP_PAYLOAD),
+        }
+    }
+
+    /// Start one client transaction towards `target`. A request too large
+    /// for UDP goes over TCP when the operator opted in (`sip.udp_mtu`),
+    /// the URI did not name a transport and wisp listens on TCP (RFC 3261
+    /// §18.1.1); otherwise it cannot be sent (513).
+    fn start_branch(&mut self, id: u64, target: Target) -> Result<(), NotSent> {
+        let Target { mut proto, addr, destination, fixed } = target;
+        let Some(tx) = self.txs.get(&id) else { return Ok(()) };
+        let Some(mut socket) = self.socket_for(proto, addr) else {
             tracing::warn!(%addr, "no {} listen address to send from: add one to [sip] listen", proto.as_str());
-            return false;
+            return Err(NotSent::Failed(BranchFailure::Local));
         };
         let branch = new_branch(self.id, tx.loop_hash);
         let record_route = tx.route.record_route.then_some(tx.server.socket);
-        let fwd = self.outgoing(&tx.request, socket, &branch, record_route);
+        let mut fwd = self.outgoing(&tx.request, socket, &branch, record_route);
+        let mut bytes = fwd.to_bytes();
+        let mut switched = false;
+        if proto == Proto::Udp && bytes.len() > self.udp_limit() {
+            let may_switch = self.cfg.udp_mtu > 0 && !fixed;
+            match self.socket_for(Proto::Tcp, addr).filter(|_| may_switch) {
+                Some(tcp) => {
+                    tracing::debug!(%addr, size = bytes.len(), "too large for UDP: over TCP");
+                    (proto, socket, switched) = (Proto::Tcp, tcp, true);
+                    fwd = self.outgoing(&tx.request, socket, &branch, record_route);
+                    bytes = fwd.to_bytes();
+                }
+                None => return Err(NotSent::TooLarge),
+            }
+        }
         // An initial INVITE to a dispatcher destination is a call in progress there.
         let counts_load = fwd.method() == Method::Invite && !fwd.has_to_tag() && destination.is_some();
-        let bytes = fwd.to_bytes();
         let key = client_key(branch.as_bytes(), fwd.method());
         let mut client = ClientTx::new(key.clone(), branch, fwd, bytes, addr, socket);
         client.reliable = proto.is_reliable();
@@ -162,18 +257,19 @@ impl<S: Sender> Worker<S> {
         }
         let sent = self.sender.send(socket, &client.bytes, addr);
         let arms = client.start(&self.cfg.timers);
-        let Some(tx) = self.txs.get_mut(&id) else { return true };
-        tx.branches.push(super::Branch { client, destination, counts_load });
+        let Some(tx) = self.txs.get_mut(&id) else { return Ok(()) };
+        tx.branches.push(super::Branch { client, destination, counts_load, switched });
         let b = tx.branches.len() - 1;
         self.client_index.insert(key, (id, b));
         if let Err(e) = sent {
             // A send error ends the branch at once: no point waiting fr_timer.
-            tracing::debug!(%addr, error = %e, "send failed");
+            let failure = send_failure(&e);
+            tracing::debug!(%addr, error = %e, ?failure, "send failed");
             self.end_branch(id, b);
-            return false;
+            return Err(NotSent::Failed(failure));
         }
         self.arm(id, b, arms);
-        true
+        Ok(())
     }
 
     /// Answer the transaction's request with a response of our own.
@@ -218,7 +314,7 @@ impl<S: Sender> Worker<S> {
     /// a branch derived from the incoming one so retransmissions match.
     pub(super) fn forward_stateless(&mut self, msg: Message, route: &RouteState) {
         let (proto, dest) = match self.next_hop(&msg, route) {
-            NextHop::Addr(p, a) => (p, a),
+            NextHop::Addr(t) => (t.proto, t.addr),
             NextHop::Name(host) => {
                 let _ = self.wait_for_name(&host, dns::Waiting::Stateless(msg, route.clone()));
                 return;

@@ -33,25 +33,25 @@ impl<S: Sender> Worker<S> {
             self.dispatcher.calls.ended(msg.call_id());
         }
         if msg.core().max_forwards == Some(0) {
-            return self.reply_stateless(&msg, src, socket, 483, &[]);
+            return self.reply_stateless(&mut msg, src, socket, 483, &[]);
         }
         if method == Method::Invite && !msg.has_to_tag() && self.overloaded() {
             // Shed new calls early and cheaply; calls in progress (in-dialog
             // requests) keep being served.
             self.metrics.shed.inc();
-            return self.reply_stateless(&msg, src, socket, 503, &[("Retry-After", "5")]);
+            return self.reply_stateless(&mut msg, src, socket, 503, &[("Retry-After", "5")]);
         }
         if let Err(code) = check_request_uri(&msg) {
-            return self.reply_stateless(&msg, src, socket, code, &[]);
+            return self.reply_stateless(&mut msg, src, socket, code, &[]);
         }
         let loop_hash = crate::transaction::key::loop_hash(&msg);
         if self.is_loop(&msg, loop_hash) {
-            return self.reply_stateless(&msg, src, socket, 482, &[]);
+            return self.reply_stateless(&mut msg, src, socket, 482, &[]);
         }
         let unsupported = proxy_require(&msg);
         if !unsupported.is_empty() {
             // §16.3 step 5: wisp implements no extension a proxy could be required to.
-            return self.reply_stateless(&msg, src, socket, 420, &[("Unsupported", &unsupported)]);
+            return self.reply_stateless(&mut msg, src, socket, 420, &[("Unsupported", &unsupported)]);
         }
         msg.stamp_received(src);
         let to = self.reply_addr(&msg, src, socket);
@@ -97,9 +97,21 @@ impl<S: Sender> Worker<S> {
         self.cfg.max_transactions > 0 && self.metrics.transactions_active.get() >= self.cfg.max_transactions as i64
     }
 
-    /// Answer a request without a transaction (it is refused before one exists).
-    fn reply_stateless(&mut self, msg: &Message, src: SocketAddr, socket: usize, code: u16, extra: &[(&str, &str)]) {
-        let r = reply::response(msg, code, reason_phrase(code), b"", extra);
+    /// Answer a request without a transaction (it is refused before one
+    /// exists), as RFC 3261 §8.2.6.2 and RFC 3581 ask: `received`/`rport`
+    /// on the Via, and a To tag the caller's ACK will carry back, so that
+    /// ACK is recognised and absorbed ([`reply::is_stateless_tag`]).
+    fn reply_stateless(
+        &mut self,
+        msg: &mut Message,
+        src: SocketAddr,
+        socket: usize,
+        code: u16,
+        extra: &[(&str, &str)],
+    ) {
+        msg.stamp_received(src);
+        let tag = reply::stateless_tag(msg.call_id());
+        let r = reply::response(msg, code, reason_phrase(code), tag.as_bytes(), extra);
         self.metrics.reply_sent(code);
         let _ = self.sender.send(socket, &r, self.reply_addr(msg, src, socket));
     }
@@ -183,6 +195,9 @@ impl<S: Sender> Worker<S> {
     /// ACK: absorbed by the INVITE server transaction it acknowledges (non-2xx),
     /// otherwise (ACK for a 2xx) routed end to end without a transaction.
     fn on_ack(&mut self, mut msg: Message, src: SocketAddr, socket: usize) {
+        if msg.to_tag().is_some_and(|tag| reply::is_stateless_tag(tag, msg.call_id())) {
+            return; // the ACK of one of our stateless replies: hop by hop
+        }
         let key = server_key(&msg, Method::Invite);
         if let Some(&id) = self.server_index.get(&key) {
             if let Some(tx) = self.txs.get_mut(&id) {
@@ -208,11 +223,11 @@ impl<S: Sender> Worker<S> {
     /// CANCEL (§16.10): 200 to the CANCEL, CANCEL on the pending branch, and
     /// the INVITE ends with 487 once the branch answers (or at once when no
     /// branch is pending). Unknown transaction: 481.
-    fn on_cancel(&mut self, msg: Message, src: SocketAddr, socket: usize) {
+    fn on_cancel(&mut self, mut msg: Message, src: SocketAddr, socket: usize) {
         let to = self.reply_addr(&msg, src, socket);
         let key = server_key(&msg, Method::Invite);
         let Some(&id) = self.server_index.get(&key) else {
-            return self.reply_stateless(&msg, src, socket, 481, &[]);
+            return self.reply_stateless(&mut msg, src, socket, 481, &[]);
         };
         let Some(tx) = self.txs.get_mut(&id) else { return };
         let ok = reply::response(&msg, 200, reason_phrase(200), tx.to_tag.as_bytes(), &[]);

@@ -31,6 +31,18 @@ pub fn response(req: &Message, code: u16, reason: &str, to_tag: &[u8], extra: &[
     out
 }
 
+/// The To tag of wisp's stateless replies to a request with this Call-ID:
+/// derived, not stored, so the caller's ACK for such a reply (which carries
+/// the tag back) is recognised without any state.
+pub fn stateless_tag(call_id: &[u8]) -> String {
+    format!("wsl{:08x}", crate::hash::fnv1a(&[b"wisp-stateless\0", super::scan::trim(call_id)]))
+}
+
+/// True when `to_tag` is [`stateless_tag`] of `call_id`.
+pub fn is_stateless_tag(to_tag: &[u8], call_id: &[u8]) -> bool {
+    to_tag.starts_with(b"wsl") && to_tag == stateless_tag(call_id).as_bytes()
+}
+
 /// A stateless error reply to bytes that did not parse as a request, built
 /// from whatever Via/From/To/Call-ID/CSeq lines can be read. `None` when the
 /// bytes are a response or carry no Via (then the message is only dropped:
@@ -43,15 +55,34 @@ pub fn stateless_error(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
     let mut lines = raw[..head_end].split(|&b| b == b'\n').skip(1);
     let mut copied = Vec::new();
     let mut has_via = false;
+    let mut to_line = None;
+    let mut call_id: &[u8] = b"";
     for line in lines.by_ref() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
         let name = HeaderName::parse(super::scan::trim(&line[..colon]));
-        if matches!(name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq) {
-            has_via |= name == HeaderName::Via;
-            copied.extend_from_slice(line);
-            copied.extend_from_slice(b"\r\n");
+        match name {
+            // The To line goes last, with a tag the ACK will carry back.
+            HeaderName::To => to_line = Some(line),
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                has_via |= name == HeaderName::Via;
+                if name == HeaderName::CallId {
+                    call_id = super::scan::trim(&line[colon + 1..]);
+                }
+                copied.extend_from_slice(line);
+                copied.extend_from_slice(b"\r\n");
+            }
+            _ => {}
         }
+    }
+    if let Some(to) = to_line {
+        copied.extend_from_slice(to);
+        let lower = to.to_ascii_lowercase();
+        if code > 100 && memchr::memmem::find(&lower, b";tag=").is_none() {
+            copied.extend_from_slice(b";tag=");
+            copied.extend_from_slice(stateless_tag(call_id).as_bytes());
+        }
+        copied.extend_from_slice(b"\r\n");
     }
     if !has_via {
         return None;

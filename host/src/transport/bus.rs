@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Proto, TransportMetrics};
+use super::Proto;
 use crate::sip::Message;
 
 /// What reaches a worker through its inbox.
@@ -32,14 +32,13 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Bus {
     inboxes: Vec<mpsc::UnboundedSender<Event>>,
-    metrics: TransportMetrics,
 }
 
 impl Bus {
     /// A bus for `workers` workers, and each worker's receiving end.
-    pub fn new(workers: usize, metrics: TransportMetrics) -> (Arc<Bus>, Vec<mpsc::UnboundedReceiver<Event>>) {
+    pub fn new(workers: usize) -> (Arc<Bus>, Vec<mpsc::UnboundedReceiver<Event>>) {
         let (inboxes, receivers) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
-        (Arc::new(Bus { inboxes, metrics }), receivers)
+        (Arc::new(Bus { inboxes }), receivers)
     }
 
     /// Hand `event` to `worker` (dropped if that worker has stopped).
@@ -51,9 +50,10 @@ impl Bus {
 
     /// Tell every worker that `peer` cannot be reached over `proto`. Also for
     /// UDP: an ICMP error lands on whichever socket of the SO_REUSEPORT group
-    /// the kernel picks, not always the sender's.
+    /// the kernel picks, not always the sender's. Each worker fails what it
+    /// has waiting on `peer`; nothing is counted here, since a report may
+    /// name a client (a response to a closed port), not a destination.
     pub fn announce_failure(&self, proto: Proto, peer: SocketAddr) {
-        self.metrics.failure(proto);
         for inbox in &self.inboxes {
             let _ = inbox.send(Event::Failed { proto, peer });
         }

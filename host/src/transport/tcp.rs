@@ -64,6 +64,17 @@ pub struct ConnInfo {
     pub queued_bytes: usize,
 }
 
+/// The peer stopped reading: its connection's send queue is full (the
+/// peer's fault, unlike wisp's own limits).
+#[derive(Debug, thiserror::Error)]
+#[error("tcp peer is not reading: send queue full")]
+pub struct PeerNotReading;
+
+/// True when a send failed because the peer stopped reading.
+pub fn is_peer_not_reading(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<PeerNotReading>())
+}
+
 /// Most octets queued for one connection; beyond, sends to it fail (the
 /// branch fails over) until the peer reads again.
 const MAX_QUEUED: usize = 4 << 20;
@@ -71,7 +82,7 @@ const MAX_QUEUED: usize = 4 << 20;
 impl Conn {
     fn queue(&self, bytes: &[u8]) -> std::io::Result<()> {
         if self.queued.load(Ordering::Relaxed) + bytes.len() > MAX_QUEUED {
-            return Err(std::io::Error::other("tcp peer is not reading: send queue full"));
+            return Err(std::io::Error::other(PeerNotReading));
         }
         self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
         self.out.send(bytes.to_vec()).map_err(|_| std::io::Error::from(std::io::ErrorKind::NotConnected))

@@ -27,7 +27,9 @@
 //! Build: `cargo build --release --target wasm32-wasip2 -p primary-backup`
 //! (the component is `target/wasm32-wasip2/release/primary_backup.wasm`), then
 //! point `[policy] file` of wisp.toml at it.
-use wisp_policy::{dispatcher, failover, log, transaction, Action, Algorithm, DstState, Message, Policy};
+use wisp_policy::{
+    dispatcher, failover, log, transaction, Action, Algorithm, BranchFailure, DstState, Message, Policy,
+};
 
 /// Set of the primary carriers, tried round-robin.
 const PRIMARY: u32 = 1;
@@ -54,12 +56,14 @@ impl Policy for PrimaryBackup {
         if transaction::is_canceled() {
             return Action::Drop;
         }
-        let carrier_failed = failover::is_carrier_failure(transaction::branch_failure());
-        if !carrier_failed {
+        let failure = transaction::branch_failure();
+        if failover::is_carrier_failure(failure) {
+            dispatcher::mark_dst(DstState::Inactive, true);
+        } else if !matches!(failure, Some(BranchFailure::Local)) {
             // 4xx / 6xx: the callee's answer, not the carrier's fault.
             return Action::Drop;
         }
-        dispatcher::mark_dst(DstState::Inactive, true);
+        // wisp's own trouble (BranchFailure::Local) marks nobody: try the next.
         match dispatcher::next_dst() {
             Some(next) => {
                 log::info(&format!("failing over to {}", next.uri));

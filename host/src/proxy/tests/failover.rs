@@ -50,12 +50,44 @@ fn a_transport_failure_fails_over_at_once() {
     // ICMP port unreachable (or a TCP reset) reported for A.
     h.w.on_transport_failure(Proto::Udp, addr(A));
     assert_eq!(one(h.take_to(B)).method(), "INVITE", "no wait for fr_timer");
-    // A send error fails over too, without any timer.
+    assert!(!h.usable(0), "the unreachable carrier is marked");
+    // A send the network refuses for this destination fails over too,
+    // without any timer, and counts against it.
     let mut h2 = Harness::new(LIST);
-    h2.refuse(A);
+    h2.refuse(A, std::io::ErrorKind::HostUnreachable);
     h2.recv(CALLER, &invite("f4", "serial"));
     h2.take_to(CALLER);
     assert_eq!(one(h2.take_to(B)).method(), "INVITE");
+    assert!(!h2.usable(0));
+}
+
+#[test]
+fn wisp_own_send_trouble_fails_over_without_marking_the_carrier() {
+    // A refused send on an unconnected UDP socket reports an ICMP for an
+    // earlier datagram to another peer; a full buffer is wisp's own.
+    for kind in [std::io::ErrorKind::ConnectionRefused, std::io::ErrorKind::WouldBlock] {
+        let mut h = Harness::new(LIST);
+        h.refuse(A, kind);
+        h.recv(CALLER, &invite("local-1", "serial"));
+        h.take_to(CALLER);
+        assert_eq!(one(h.take_to(B)).method(), "INVITE", "{kind:?}: the next carrier is tried");
+        assert!(h.usable(0), "{kind:?}: the carrier is not blamed");
+    }
+}
+
+#[test]
+fn a_request_too_large_for_udp_gets_513_and_blames_nobody() {
+    let mut h = Harness::new(LIST);
+    let big = format!("X-Alg: serial\r\nX-Big: {}\r\n", "a".repeat(66_000));
+    h.configure(|c| {
+        c.limits.max_message = 1 << 20;
+        c.limits.max_header_line = 1 << 20;
+    });
+    h.recv(CALLER, &request("INVITE", "big-1", 1, "z9hG4bK-big", &big));
+    let up = h.take_to(CALLER);
+    assert_eq!(whats(&up), ["100 INVITE", "513 INVITE"], "no TCP listener to switch to: 513");
+    assert!(h.take().is_empty(), "nothing reached any carrier");
+    assert!((0..3).all(|i| h.usable(i)), "no carrier marked");
 }
 
 #[test]
@@ -100,4 +132,23 @@ fn a_call_counts_on_its_destination_until_it_fails_or_its_bye() {
     assert_eq!(load(&h, 1), 1, "answered: counts until BYE");
     h.recv(CALLER, &in_dialog("BYE", "f7", B));
     assert_eq!(load(&h, 1), 0, "the BYE ends it");
+}
+
+#[test]
+fn with_udp_mtu_a_large_request_goes_over_tcp_and_a_tcp_failure_blames_nobody() {
+    let mut h = Harness::new(LIST);
+    h.configure(|c| {
+        c.udp_mtu = 1300;
+        c.listen.push(crate::transport::ListenAddr { proto: Proto::Tcp, addr: addr(WISP) });
+    });
+    let sdp = format!("X-Alg: serial\r\nX-Pad: {}\r\n", "a".repeat(2000));
+    h.recv(CALLER, &request("INVITE", "mtu-1", 1, "z9hG4bK-mtu", &sdp));
+    h.take_to(CALLER);
+    let to_a = one(h.take_to(A));
+    let via = to_a.msg.top_via().unwrap();
+    assert_eq!(via.transport, b"TCP", "switched to TCP above udp_mtu");
+    // The carrier never promised TCP: its refused connection is not its fault.
+    h.w.on_transport_failure(Proto::Tcp, addr(A));
+    assert!(h.usable(0), "not marked");
+    assert_eq!(one(h.take_to(B)).method(), "INVITE", "the next carrier is tried");
 }

@@ -1,7 +1,6 @@
 //! The harness: a worker, its fake sender, its clock, its dispatcher.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -62,7 +61,7 @@ impl Sent {
 pub struct Wire {
     pub sent: Vec<Sent>,
     pub lookups: Vec<String>,
-    pub refuse: HashSet<SocketAddr>,
+    pub refuse: std::collections::HashMap<SocketAddr, std::io::ErrorKind>,
 }
 
 /// Records instead of sending.
@@ -71,8 +70,8 @@ pub struct FakeSender(Rc<RefCell<Wire>>);
 impl Sender for FakeSender {
     fn send(&self, _socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         let mut wire = self.0.borrow_mut();
-        if wire.refuse.contains(&to) {
-            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        if let Some(&kind) = wire.refuse.get(&to) {
+            return Err(kind.into());
         }
         let msg = sip::parse(bytes.to_vec(), &sip::Limits::default()).expect("wisp sends only what parses");
         wire.sent.push(Sent { to, msg });
@@ -132,6 +131,7 @@ impl Harness {
             limits: sip::Limits::default(),
             max_branches: 12,
             max_transactions: 0,
+            udp_mtu: 0,
             on_error: 500,
             on_error_set: None,
             log_calls: false,
@@ -188,14 +188,26 @@ impl Harness {
         to_a
     }
 
+    /// Change the worker's configuration.
+    pub fn configure(&mut self, change: impl FnOnce(&mut ProxyConfig)) {
+        let mut cfg = (*self.w.cfg).clone();
+        change(&mut cfg);
+        self.w.cfg = Arc::new(cfg);
+    }
+
     /// Transactions still held by the worker.
     pub fn transactions(&self) -> usize {
         self.w.transactions()
     }
 
-    /// Refuse sends to `peer` (a local send error).
-    pub fn refuse(&mut self, peer: &str) {
-        self.wire.borrow_mut().refuse.insert(addr(peer));
+    /// Sends to `peer` fail with `kind`.
+    pub fn refuse(&mut self, peer: &str, kind: std::io::ErrorKind) {
+        self.wire.borrow_mut().refuse.insert(addr(peer), kind);
+    }
+
+    /// Whether destination `i` of set 1 (in set order) is usable.
+    pub fn usable(&self, i: usize) -> bool {
+        self.dispatcher.snapshot().set(1).unwrap().destinations[i].is_usable()
     }
 }
 

@@ -37,6 +37,10 @@ impl Policy for ByHeader {
         if req.has_to_tag() {
             return Action::Relay;
         }
+        if let Some(n) = req.header("X-Inflate").and_then(|n| n.parse::<usize>().ok()) {
+            // A policy whose edit makes the request too large to send.
+            let _ = req.append_header("X-Filler", &"f".repeat(n));
+        }
         if req.header("X-From-List").is_some() {
             return match dispatcher::is_from_list(None, 0) {
                 Some(set) => Action::reply(200, &format!("set {set}")),
