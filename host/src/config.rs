@@ -75,6 +75,16 @@ pub struct SipConfig {
     /// no switch; a request no datagram can hold (65,507 octets) gets 513.
     #[serde(default)]
     pub udp_mtu: usize,
+    /// On SIGTERM or `core.shutdown`: how long calls in progress may take
+    /// to finish while new calls get 503 (default 10 s); then what is left
+    /// is answered (CANCEL downstream, 503/487 upstream). A second SIGTERM
+    /// stops at once.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_s: u64,
+}
+
+fn default_shutdown_grace() -> u64 {
+    10
 }
 
 /// `[dispatcher]`: Kamailio dispatcher module parameters.
@@ -370,6 +380,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub control: ControlSettings,
     pub log: LogSettings,
+    /// How long a drain waits for calls in progress.
+    pub shutdown_grace: Duration,
 }
 
 /// `[dispatcher]` beyond the prober's settings.
@@ -424,6 +436,9 @@ impl TryFrom<Config> for Settings {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
+        if c.sip.shutdown_grace_s > 3600 {
+            return Err(invalid("sip.shutdown_grace_s", "must be 0..=3600 seconds".into()));
+        }
         if c.sip.max_headers < 8 {
             return Err(invalid("sip.max_headers", "must be at least 8".into()));
         }
@@ -503,6 +518,7 @@ impl TryFrom<Config> for Settings {
             },
             control: ControlSettings { listen: control, token: c.control.token.clone() },
             log: LogSettings { level: c.log.level.clone(), json },
+            shutdown_grace: Duration::from_secs(c.sip.shutdown_grace_s),
         })
     }
 }

@@ -38,6 +38,8 @@ pub struct ControlState {
     pub started: Instant,
     pub started_at: SystemTime,
     pub token: Option<String>,
+    /// `core.shutdown`: the control loop starts a drain.
+    pub shutdown: tokio::sync::Notify,
 }
 
 /// A JSON-RPC error: code and a message a human can act on.

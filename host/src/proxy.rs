@@ -171,6 +171,11 @@ pub struct Worker<S: Sender> {
     names: dns::Names,
     pub metrics: Arc<ProxyMetrics>,
     pub clock: Clock,
+    /// Shutting down: new calls get 503, calls in progress go on.
+    pub draining: bool,
+    /// Test hook: a request with this Call-ID panics the worker
+    /// (`WISP_TEST_PANIC_CALL_ID`), to show that a dead worker ends wisp.
+    panic_call_id: Option<Vec<u8>>,
 }
 
 impl<S: Sender> Worker<S> {
@@ -202,6 +207,8 @@ impl<S: Sender> Worker<S> {
             names: dns::Names::default(),
             metrics,
             clock: Clock::system(),
+            draining: false,
+            panic_call_id: std::env::var_os("WISP_TEST_PANIC_CALL_ID").map(|v| v.into_encoded_bytes()),
         }
     }
 
@@ -210,9 +217,30 @@ impl<S: Sender> Worker<S> {
         Worker { clock, ..self }
     }
 
-    /// Transactions in progress on this worker.
+    /// Transactions held by this worker (lingering ones included).
     pub fn transactions(&self) -> usize {
         self.txs.len()
+    }
+
+    /// Transactions still waiting for a final response (what a drain waits for).
+    pub fn unfinished(&self) -> usize {
+        self.txs.values().filter(|t| !t.server.has_final() || t.any_pending()).count()
+    }
+
+    /// The shutdown grace is over: CANCEL every pending INVITE branch and
+    /// answer every request still without a final response (487 when the
+    /// caller had cancelled, else 503).
+    pub fn abandon(&mut self) {
+        let open: Vec<u64> =
+            self.txs.iter().filter(|(_, t)| !t.server.has_final() || t.any_pending()).map(|(&id, _)| id).collect();
+        if !open.is_empty() {
+            tracing::warn!(worker = self.id, transactions = open.len(), "shutdown grace over: answering what is left");
+        }
+        for id in open {
+            self.cancel_pending(id);
+            let code = if self.txs.get(&id).is_some_and(|t| t.canceled) { 487 } else { 503 };
+            self.reply(id, code);
+        }
     }
 
     /// Something arrived in the worker's inbox.
@@ -257,6 +285,9 @@ impl<S: Sender> Worker<S> {
 
     /// A parsed message this worker owns.
     pub fn on_message(&mut self, msg: Message, src: SocketAddr, socket: usize) {
+        if self.panic_call_id.as_deref() == Some(msg.call_id()) {
+            panic!("test hook: WISP_TEST_PANIC_CALL_ID matched");
+        }
         if msg.is_request() {
             self.on_request(msg, src, socket);
         } else {

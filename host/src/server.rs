@@ -19,7 +19,7 @@ use crate::policy::metrics::HookMetrics;
 use crate::policy::{PolicyEngine, PolicyHandle};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::transport::{tcp, udp, Bus, ListenAddr, Proto, TransportMetrics};
-use crate::worker::{Bound, WorkerShared, WorkerSockets};
+use crate::worker::{Bound, Phase, WorkerShared, WorkerSockets};
 
 /// Start wisp with checked settings; returns when asked to stop.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
@@ -79,9 +79,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         policy: policy.clone(),
         proxy_metrics: proxy_metrics.clone(),
         hook_metrics: hook_metrics.clone(),
+        unfinished: (0..workers).map(|_| Default::default()).collect(),
     });
 
-    let (bus, inboxes) = Bus::new(workers);
+    let (bus, inboxes) = Bus::new(workers, transport_metrics.inbox_dropped.clone());
     let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics);
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),
@@ -95,23 +96,94 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         started: started.0,
         started_at: started.1,
         token: settings.control.token.clone(),
+        shutdown: tokio::sync::Notify::new(),
     });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    die_on_panic();
+    let (phase, phase_rx) = watch::channel(Phase::Serve);
     let mut threads = Vec::new();
     for (id, (socks, inbox)) in per_worker.into_iter().zip(inboxes).enumerate() {
         let io = WorkerSockets { socks, inbox, bus: bus.clone(), pool: pool.clone() };
-        threads.push(crate::worker::spawn(id, workers, shared.clone(), io, stop_rx.clone())?);
+        threads.push(crate::worker::spawn(id, workers, shared.clone(), io, phase_rx.clone())?);
     }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(control_loop(&settings, control, loaded_stamp));
-    let _ = stop_tx.send(true);
+    let result = rt.block_on(async {
+        let stop = control_loop(&settings, control, loaded_stamp, &threads).await?;
+        if stop == Stop::Drain {
+            drain(&phase, &shared, settings.shutdown_grace).await;
+        }
+        anyhow::Ok(())
+    });
+    let _ = phase.send(Phase::Stop);
     for t in threads {
         let _ = t.join();
     }
     tracing::info!("stopped");
     result
+}
+
+/// A panic anywhere (a worker thread above all) ends the process, loudly:
+/// a worker that died silently would black-hole its share of the calls.
+/// The service manager restarts wisp; the exit status is SIGABRT's.
+fn die_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let payload = info.payload();
+        let what =
+            payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned());
+        let at = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let what = what.unwrap_or_default().replace('\n', " ");
+        tracing::error!(thread, at, "panic: {what}; wisp stops so that its service manager restarts it");
+        default(info);
+        std::process::abort();
+    }));
+}
+
+/// How the control loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM, SIGINT or `core.shutdown`: drain first.
+    Drain,
+}
+
+/// Stop admitting new calls, let the calls in progress finish until none
+/// is left or `grace` passes, then answer what is left; a second signal
+/// cuts the wait short.
+async fn drain(phase: &watch::Sender<Phase>, shared: &WorkerShared, grace: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let unfinished = || shared.unfinished.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed)).sum::<usize>();
+    let _ = phase.send(Phase::Drain);
+    let started = Instant::now();
+    tracing::info!(grace_s = grace.as_secs_f64(), "draining: new calls get 503, calls in progress go on");
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    // Let every worker report once before trusting the sum.
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let left = unfinished();
+                if left == 0 {
+                    tracing::info!(ms = started.elapsed().as_millis() as u64, "drained: no transaction left");
+                    return;
+                }
+                if started.elapsed() >= grace {
+                    tracing::warn!(transactions = left, "shutdown grace over: CANCEL downstream, 503/487 upstream");
+                    let _ = phase.send(Phase::Abandon);
+                    // The workers answer at once; give them a moment to send.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    return;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::warn!(transactions = unfinished(), "second signal: stopping at once");
 }
 
 /// A `;transport=tcp` destination when wisp has no `tcp:` listen entry to
@@ -125,9 +197,15 @@ pub fn tcp_destination_without_listener(dispatcher: &Dispatcher, listen: &[Liste
     dests.find(|d| d.transport == crate::transport::Proto::Tcp).map(|d| d.uri.clone())
 }
 
-/// The control plane, and signals: SIGINT/SIGTERM stop, SIGHUP reloads the
-/// dispatcher list and the policy (each validated on its own).
-async fn control_loop(settings: &Settings, state: Arc<ControlState>, policy_stamp: FileStamp) -> anyhow::Result<()> {
+/// The control plane, and signals: SIGINT/SIGTERM (or `core.shutdown`)
+/// start a drain, SIGHUP reloads the dispatcher list and the policy (each
+/// validated on its own). A worker thread that ended is fatal.
+async fn control_loop(
+    settings: &Settings,
+    state: Arc<ControlState>,
+    policy_stamp: FileStamp,
+    threads: &[std::thread::JoinHandle<()>],
+) -> anyhow::Result<Stop> {
     use tokio::signal::unix::{signal, SignalKind};
     let addr = settings.control.listen;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -143,7 +221,8 @@ async fn control_loop(settings: &Settings, state: Arc<ControlState>, policy_stam
     }
     let call_expire = settings.dispatcher.call_expire;
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
-    loop {
+    let mut health = tokio::time::interval(std::time::Duration::from_millis(500));
+    let stop = loop {
         tokio::select! {
             _ = sweep.tick() => {
                 let n = state.dispatcher.calls.expire(call_expire);
@@ -151,17 +230,26 @@ async fn control_loop(settings: &Settings, state: Arc<ControlState>, policy_stam
                     tracing::info!(calls = n, "calls expired without BYE (call_expire_s)");
                 }
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = health.tick() => {
+                if let Some(dead) = threads.iter().position(|t| t.is_finished()) {
+                    server.abort();
+                    anyhow::bail!("worker {dead} stopped on its own: wisp exits so that its service manager restarts it");
+                }
+            }
+            _ = term.recv() => break Stop::Drain,
+            _ = int.recv() => break Stop::Drain,
+            _ = state.shutdown.notified() => break Stop::Drain,
             _ = hup.recv() => {
                 // Errors are logged by the commands; the running config stays.
                 let _ = Command::DispatcherReload.apply(&state).await;
                 let _ = Command::PolicyReload(None).apply(&state).await;
             }
         }
-    }
-    server.abort();
-    Ok(())
+    };
+    // The control plane keeps answering while the drain runs; it ends with
+    // the runtime.
+    drop(server);
+    Ok(stop)
 }
 
 /// What the policy watcher compares: modification time and length.

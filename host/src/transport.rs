@@ -6,18 +6,21 @@ pub mod bus;
 pub mod tcp;
 pub mod udp;
 
-pub use bus::{Bus, Event};
+pub use bus::{Bus, Event, Inbox};
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// What the transports count: TCP connections open.
+/// What the transports count: TCP connections open, messages a full
+/// worker inbox dropped.
 #[derive(Debug, Clone, Default)]
 pub struct TransportMetrics {
     pub tcp_connections: Gauge<i64, AtomicI64>,
+    pub inbox_dropped: Counter,
 }
 
 impl TransportMetrics {
@@ -27,6 +30,11 @@ impl TransportMetrics {
             "tcp_connections",
             "TCP connections open (accepted and opened)",
             self.tcp_connections.clone(),
+        );
+        registry.register(
+            "inbox_dropped",
+            "Messages dropped because a worker's inbox was full (handoffs between workers, TCP messages)",
+            self.inbox_dropped.clone(),
         );
     }
 }

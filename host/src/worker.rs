@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::dispatcher::Dispatcher;
 use crate::policy::metrics::HookMetrics;
@@ -24,7 +24,19 @@ use crate::prober;
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::{ProxyConfig, Sender, Worker};
 use crate::sip::Message;
-use crate::transport::{tcp, udp, Bus, Event, Proto};
+use crate::transport::{tcp, udp, Bus, Event, Inbox, Proto};
+
+/// Where the process is in its life; every worker follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serve,
+    /// SIGTERM / `core.shutdown`: new calls get 503, calls in progress go on.
+    Drain,
+    /// The grace is over: answer what is left (CANCEL downstream, 503 or 487
+    /// upstream).
+    Abandon,
+    Stop,
+}
 
 /// What every worker shares.
 pub struct WorkerShared {
@@ -34,6 +46,9 @@ pub struct WorkerShared {
     pub policy: Arc<PolicyHandle>,
     pub proxy_metrics: Arc<ProxyMetrics>,
     pub hook_metrics: Arc<HookMetrics>,
+    /// Per worker: transactions still waiting for a final response, as
+    /// last reported while draining.
+    pub unfinished: Vec<std::sync::atomic::AtomicUsize>,
 }
 
 /// A socket bound for one worker, by listen entry.
@@ -46,23 +61,24 @@ pub enum Bound {
 /// order), its inbox, the bus to the other workers, the TCP pool.
 pub struct WorkerSockets {
     pub socks: Vec<Bound>,
-    pub inbox: mpsc::UnboundedReceiver<Event>,
+    pub inbox: Inbox,
     pub bus: Arc<Bus>,
     pub pool: Arc<tcp::Pool>,
 }
 
-/// Start worker `id` of `workers` on its own thread; it runs until `stop` turns true.
+/// Start worker `id` of `workers` on its own thread; it follows `phase`
+/// until [`Phase::Stop`].
 pub fn spawn(
     id: usize,
     workers: usize,
     shared: Arc<WorkerShared>,
     io: WorkerSockets,
-    stop: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("wisp-worker-{id}")).spawn(move || run(id, workers, shared, io, stop))
+    std::thread::Builder::new().name(format!("wisp-worker-{id}")).spawn(move || run(id, workers, shared, io, phase))
 }
 
-fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, mut stop: watch::Receiver<bool>) {
+fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, mut phase: watch::Receiver<Phase>) {
     let WorkerSockets { socks, mut inbox, bus, pool } = io;
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -134,9 +150,45 @@ fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, 
             let ping = move |d| w.borrow_mut().send_ping(d);
             tokio::task::spawn_local(prober::run_rounds(cfg, shared.dispatcher.clone(), id, workers, ping));
         }
-        let _ = stop.wait_for(|s| *s).await;
+        follow_phases(id, &worker, &shared, &mut phase).await;
         tracing::debug!(worker = id, transactions = worker.borrow().transactions(), "worker stopping");
     });
+}
+
+/// Drain, abandon and stop as the process says; while draining, report
+/// how many transactions still wait for a final response.
+async fn follow_phases<S: Sender>(
+    id: usize,
+    worker: &Rc<RefCell<Worker<S>>>,
+    shared: &WorkerShared,
+    phase: &mut watch::Receiver<Phase>,
+) {
+    let mut report = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        let now = *phase.borrow_and_update();
+        match now {
+            Phase::Serve => {}
+            Phase::Drain => worker.borrow_mut().draining = true,
+            Phase::Abandon => {
+                worker.borrow_mut().draining = true;
+                worker.borrow_mut().abandon();
+            }
+            Phase::Stop => return,
+        }
+        if now == Phase::Serve {
+            if phase.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = report.tick() => {
+                let n = worker.borrow().unfinished();
+                shared.unfinished[id].store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            changed = phase.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// A worker's way out: its UDP sockets, the TCP pool, the bus.

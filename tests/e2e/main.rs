@@ -19,6 +19,7 @@ mod prober;
 mod proxy_checks;
 mod reload;
 mod robustness;
+mod shutdown;
 mod sipp;
 mod tcp;
 mod torture;

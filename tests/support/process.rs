@@ -44,6 +44,10 @@ pub struct WispConfig {
     pub tcp: bool,
     /// Whole sections appended to the file.
     pub extra: String,
+    /// `sip.shutdown_grace_s` (short in tests: a drop waits for it).
+    pub shutdown_grace_s: u64,
+    /// Environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl WispConfig {
@@ -63,6 +67,8 @@ impl WispConfig {
             sip_extra: String::new(),
             tcp: false,
             extra: String::new(),
+            shutdown_grace_s: 1,
+            env: Vec::new(),
         }
     }
 }
@@ -85,11 +91,12 @@ impl Wisp {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dispatcher.list"), &cfg.dispatcher_list).unwrap();
         let toml = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\nshutdown_grace_s = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n{}\n\
              [control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
             if cfg.tcp { ", \"tcp:127.0.0.1:0\"" } else { "" },
             cfg.workers,
+            cfg.shutdown_grace_s,
             cfg.sip_extra,
             cfg.dispatcher_extra,
             cfg.fr_timer_ms,
@@ -107,6 +114,7 @@ impl Wisp {
             .args(["run", "-c"])
             .arg(dir.join("wisp.toml"))
             .env_remove("RUST_LOG")
+            .envs(cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -182,6 +190,18 @@ impl Wisp {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Wait until the process exits, at most `within`; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// True while the process runs.

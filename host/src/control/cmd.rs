@@ -24,6 +24,7 @@ pub enum Command {
     PolicyReload(Option<String>),
     PolicyInfo,
     CoreUptime,
+    CoreShutdown,
     CoreVersion,
     TmStats,
     TcpList,
@@ -31,7 +32,7 @@ pub enum Command {
 }
 
 /// Every method name, for `system.listMethods`-style help in errors.
-pub const METHODS: [&str; 13] = [
+pub const METHODS: [&str; 14] = [
     "dispatcher.list",
     "dispatcher.reload",
     "dispatcher.set_state",
@@ -42,6 +43,7 @@ pub const METHODS: [&str; 13] = [
     "policy.reload",
     "policy.info",
     "core.uptime",
+    "core.shutdown",
     "core.version",
     "tm.stats",
     "core.tcp_list",
@@ -104,6 +106,7 @@ impl Command {
             "policy.reload" => Command::PolicyReload(optional(p, 0)),
             "policy.info" => Command::PolicyInfo,
             "core.uptime" => Command::CoreUptime,
+            "core.shutdown" => Command::CoreShutdown,
             "core.version" => Command::CoreVersion,
             "tm.stats" => Command::TmStats,
             "core.tcp_list" => Command::TcpList,
@@ -126,6 +129,7 @@ impl Command {
             Command::PolicyReload(path) => policy::reload(state, path).await,
             Command::PolicyInfo => Ok(policy::info(state)),
             Command::CoreUptime => Ok(core::uptime(state)),
+            Command::CoreShutdown => Ok(core::shutdown(state)),
             Command::CoreVersion => Ok(core::version()),
             Command::TmStats => Ok(core::tm_stats(state)),
             Command::TcpList => Ok(core::tcp_list(state)),

@@ -35,7 +35,7 @@ impl<S: Sender> Worker<S> {
         if msg.core().max_forwards == Some(0) {
             return self.reply_stateless(&mut msg, src, socket, 483, &[]);
         }
-        if method == Method::Invite && !msg.has_to_tag() && self.overloaded() {
+        if method == Method::Invite && !msg.has_to_tag() && (self.draining || self.overloaded()) {
             // Shed new calls early and cheaply; calls in progress (in-dialog
             // requests) keep being served.
             self.metrics.shed.inc();

@@ -1,4 +1,4 @@
-//! `core.uptime`, `core.version`, `tm.stats`, `core.tcp_list`.
+//! `core.uptime`, `core.version`, `tm.stats`, `core.tcp_list`, `core.shutdown`.
 
 use serde_json::{json, Value};
 
@@ -23,4 +23,11 @@ pub fn tm_stats(state: &ControlState) -> Value {
 pub fn tcp_list(state: &ControlState) -> Value {
     let conns = state.tcp.list();
     json!({"open": conns.len(), "connections": conns})
+}
+
+/// Drain and stop, as SIGTERM does (Kamailio's `core.shutdown`).
+pub fn shutdown(state: &ControlState) -> Value {
+    tracing::info!("core.shutdown asked on the control API");
+    state.shutdown.notify_one();
+    json!({"shutdown": "draining"})
 }
