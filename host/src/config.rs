@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::dispatcher::ProbingMode;
 use crate::policy::PolicyLimits;
 use crate::prober::{ProberConfig, ReplyCodes};
+use crate::proxy::overload::OverloadConfig;
 use crate::proxy::ProxyConfig;
 use crate::transaction::TimerConfig;
 use crate::transport::tcp::TcpConfig;
@@ -32,6 +33,8 @@ pub struct Config {
     pub tcp: TcpSection,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub overload: OverloadSection,
     /// Folder of the config file (set after loading).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -242,6 +245,50 @@ fn default_idle_timeout() -> u64 {
 }
 fn default_connect_timeout() -> u64 {
     3000
+}
+
+/// `[overload]`: local overload control (on by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverloadSection {
+    /// Shed new work when a worker cannot keep up (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Median time datagrams wait in the kernel before wisp reads them,
+    /// over a 50 ms window, that means overload (default 20 ms).
+    #[serde(default = "default_sojourn")]
+    pub sojourn_ms: u64,
+    /// Share of a 50 ms window a worker spends processing that means
+    /// overload, percent (default 95).
+    #[serde(default = "default_busy")]
+    pub busy_percent: u32,
+    /// How long every signal must stay calm before shedding stops (default 1000 ms).
+    #[serde(default = "default_calm")]
+    pub calm_ms: u64,
+}
+
+impl Default for OverloadSection {
+    fn default() -> Self {
+        OverloadSection {
+            enabled: true,
+            sojourn_ms: default_sojourn(),
+            busy_percent: default_busy(),
+            calm_ms: default_calm(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_sojourn() -> u64 {
+    20
+}
+fn default_busy() -> u32 {
+    95
+}
+fn default_calm() -> u64 {
+    1000
 }
 
 /// `[log]`.
@@ -500,6 +547,7 @@ impl TryFrom<Config> for Settings {
                 on_error_set: p.on_error_set,
                 log_calls: c.log.calls,
                 prober,
+                overload: overload_settings(&c.overload).map_err(|(key, m)| invalid(key, m))?,
             },
             workers,
             socket_buffer: c.sip.socket_buffer,
@@ -521,6 +569,24 @@ impl TryFrom<Config> for Settings {
             shutdown_grace: Duration::from_secs(c.sip.shutdown_grace_s),
         })
     }
+}
+
+fn overload_settings(o: &OverloadSection) -> Result<OverloadConfig, Invalid> {
+    if !(1..=10_000).contains(&o.sojourn_ms) {
+        return Err(("overload.sojourn_ms", "must be 1..=10000".into()));
+    }
+    if !(1..=100).contains(&o.busy_percent) {
+        return Err(("overload.busy_percent", "must be 1..=100".into()));
+    }
+    if !(50..=60_000).contains(&o.calm_ms) {
+        return Err(("overload.calm_ms", "must be 50..=60000".into()));
+    }
+    Ok(OverloadConfig {
+        enabled: o.enabled,
+        sojourn: Duration::from_millis(o.sojourn_ms),
+        busy: f64::from(o.busy_percent) / 100.0,
+        calm: Duration::from_millis(o.calm_ms),
+    })
 }
 
 fn listen_entries(entries: &[String]) -> Result<Vec<ListenAddr>, String> {

@@ -13,6 +13,7 @@ mod dns;
 pub use dns::lookup;
 mod failure;
 pub mod metrics;
+pub mod overload;
 mod ping;
 mod relay;
 mod request;
@@ -35,6 +36,7 @@ use crate::transaction::key;
 use crate::transaction::server::{Arm, ServerTx};
 use crate::transaction::timer::{TimerOwner, TimerRef, Timers};
 use crate::transaction::TimerConfig;
+use crate::transport::udp::RecvMeta;
 use crate::transport::{Event, ListenAddr, Proto};
 use metrics::ProxyMetrics;
 
@@ -59,6 +61,8 @@ pub struct ProxyConfig {
     pub log_calls: bool,
     /// Keepalives, when `ping_interval` > 0.
     pub prober: Option<crate::prober::ProberConfig>,
+    /// Local overload control.
+    pub overload: overload::OverloadConfig,
 }
 
 /// Where bytes go out: one worker's sockets, the other workers, the resolver.
@@ -173,6 +177,9 @@ pub struct Worker<S: Sender> {
     pub clock: Clock,
     /// Shutting down: new calls get 503, calls in progress go on.
     pub draining: bool,
+    /// This worker's overload detector and its series.
+    overload: overload::Overload,
+    pub overload_metrics: overload::WorkerOverloadMetrics,
     /// Test hook: a request with this Call-ID panics the worker
     /// (`WISP_TEST_PANIC_CALL_ID`), to show that a dead worker ends wisp.
     panic_call_id: Option<Vec<u8>>,
@@ -188,7 +195,11 @@ impl<S: Sender> Worker<S> {
         dispatcher: Arc<Dispatcher>,
         metrics: Arc<ProxyMetrics>,
     ) -> Self {
+        let overload = overload::Overload::new(cfg.overload, Instant::now());
+        let overload_metrics = metrics.overload.workers[id.min(metrics.overload.workers.len() - 1)].clone();
         Worker {
+            overload,
+            overload_metrics,
             id,
             workers,
             cfg,
@@ -214,7 +225,8 @@ impl<S: Sender> Worker<S> {
 
     /// Read time from `clock` instead of the system's (the unit tests' manual one).
     pub fn with_clock(self, clock: Clock) -> Self {
-        Worker { clock, ..self }
+        let overload = overload::Overload::new(self.cfg.overload, clock.now());
+        Worker { clock, overload, ..self }
     }
 
     /// Transactions held by this worker (lingering ones included).
@@ -243,8 +255,80 @@ impl<S: Sender> Worker<S> {
         }
     }
 
+    /// A datagram read from one of this worker's UDP sockets, with what the
+    /// kernel said about it: the overload detector sees it first, and while
+    /// shedding, new work is answered 503 before any parsing.
+    pub fn on_udp(&mut self, bytes: Vec<u8>, src: SocketAddr, socket: usize, meta: RecvMeta) {
+        let started = Instant::now();
+        self.overload.received(meta.sojourn(std::time::SystemTime::now()), meta.drops);
+        self.overload_tick();
+        if self.overload.level() != overload::Level::Off {
+            let class = overload::classify(&bytes);
+            if self.overload.sheds(class) {
+                self.shed(&bytes, src, socket, class);
+                self.overload.busy(started.elapsed());
+                return;
+            }
+        }
+        self.overload_metrics.admitted.inc();
+        self.on_datagram(bytes, src, socket);
+        self.overload.busy(started.elapsed());
+    }
+
+    /// Judge the overload signals when a window ended; log and export a
+    /// change. Called for every datagram, and every window by the worker's
+    /// loop, so shedding also stops when traffic stops.
+    pub fn overload_tick(&mut self) {
+        let (was, windows) = (self.overload.level(), self.overload.windows);
+        let changed = self.overload.tick(self.clock.now());
+        if self.overload.windows == windows {
+            return; // the window has not ended yet
+        }
+        let f = self.overload.last;
+        let m = &self.overload_metrics;
+        m.sojourn_p50.set(f.sojourn_p50.as_secs_f64());
+        m.sojourn_p99.set(f.sojourn_p99.as_secs_f64());
+        m.busy.set(f.busy);
+        m.drops.inc_by(u64::from(f.drops));
+        if let Some(level) = changed {
+            m.state.set(level as i64);
+            let (p50, busy, drops) = (f.sojourn_p50.as_secs_f64() * 1000.0, f.busy, f.drops);
+            if level > was {
+                tracing::warn!(
+                    worker = self.id,
+                    ?level,
+                    sojourn_ms = p50,
+                    busy,
+                    drops,
+                    "overloaded: shedding new work"
+                );
+            } else {
+                tracing::info!(worker = self.id, ?level, "overload over: shedding stopped");
+            }
+        }
+    }
+
+    /// Answer new work statelessly with 503 and a short jittered Retry-After.
+    fn shed(&mut self, bytes: &[u8], src: SocketAddr, socket: usize, class: overload::Class) {
+        match class {
+            overload::Class::NewInvite => self.overload_metrics.shed_invite.inc(),
+            _ => self.overload_metrics.shed_other.inc(),
+        };
+        let retry = fastrand::u32(1..=5).to_string();
+        let reason = crate::sip::reply::reason_phrase(503);
+        if let Some(reply) = crate::sip::reply::stateless_reply(bytes, 503, reason, &[("Retry-After", &retry)]) {
+            let _ = self.sender.send(socket, &reply, src);
+        }
+    }
+
     /// Something arrived in the worker's inbox.
     pub fn on_event(&mut self, event: Event) {
+        let started = Instant::now();
+        self.on_inbox(event);
+        self.overload.busy(started.elapsed());
+    }
+
+    fn on_inbox(&mut self, event: Event) {
         match event {
             Event::Message { bytes, src, listen } => self.on_datagram(bytes, src, listen),
             Event::Handoff { msg, src, listen } => self.on_message(msg, src, listen),

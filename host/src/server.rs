@@ -62,7 +62,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(uri) = tcp_destination_without_listener(&dispatcher, &proxy.listen) {
         tracing::warn!(%uri, "a TCP destination but no tcp: listen entry: requests to it will get 503");
     }
-    let proxy_metrics = Arc::new(ProxyMetrics::default());
+    let proxy_metrics = Arc::new(ProxyMetrics::new(workers));
     let hook_metrics = Arc::new(HookMetrics::new(workers));
     let transport_metrics = TransportMetrics::default();
     let exposition = Exposition::new(Sources {

@@ -135,7 +135,7 @@ fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, 
         }
         for (idx, sock) in udp_in {
             let w = worker.clone();
-            let deliver = move |bytes, src| w.borrow_mut().on_datagram(bytes, src, idx);
+            let deliver = move |bytes, src, meta| w.borrow_mut().on_udp(bytes, src, idx, meta);
             tokio::task::spawn_local(udp::recv_loop(sock, bus.clone(), deliver));
         }
         let w = worker.clone();
@@ -145,6 +145,14 @@ fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, 
             }
         });
         tokio::task::spawn_local(crate::proxy::timers::run(worker.clone()));
+        let w = worker.clone();
+        tokio::task::spawn_local(async move {
+            let mut window = tokio::time::interval(crate::proxy::overload::WINDOW);
+            loop {
+                window.tick().await;
+                w.borrow_mut().overload_tick();
+            }
+        });
         if let Some(cfg) = shared.cfg.prober.clone() {
             let w = worker.clone();
             let ping = move |d| w.borrow_mut().send_ping(d);

@@ -14,6 +14,7 @@ mod dns;
 mod examples;
 mod failover;
 mod hot_swap;
+mod overload;
 mod own_faults;
 mod prober;
 mod proxy_checks;

@@ -43,10 +43,13 @@ pub struct ProxyMetrics {
     unreachable_family: Family<Labels, Counter>,
     /// Destinations found unreachable (udp, tcp).
     unreachable: [Counter; 2],
+    /// Overload control, per worker.
+    pub overload: super::overload::OverloadMetrics,
 }
 
-impl Default for ProxyMetrics {
-    fn default() -> Self {
+impl ProxyMetrics {
+    /// The series for `workers` workers.
+    pub fn new(workers: usize) -> Self {
         let label = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
         let requests_family = Family::<Labels, Counter>::default();
         let requests =
@@ -60,6 +63,7 @@ impl Default for ProxyMetrics {
         let unreachable_family = Family::<Labels, Counter>::default();
         let unreachable = ["udp", "tcp"].map(|t| unreachable_family.get_or_create(&label("transport", t)).clone());
         ProxyMetrics {
+            overload: super::overload::OverloadMetrics::new(workers.max(1)),
             unreachable_family,
             unreachable,
             requests_family,
@@ -79,6 +83,7 @@ impl Default for ProxyMetrics {
 impl ProxyMetrics {
     /// Add the series to `registry` (prefixed `wisp_` by the caller).
     pub fn register(&self, registry: &mut Registry) {
+        self.overload.register(registry);
         registry.register("requests_received", "SIP requests received, by method", self.requests_family.clone());
         registry.register(
             "replies_sent",

@@ -48,6 +48,11 @@ pub fn is_stateless_tag(to_tag: &[u8], call_id: &[u8]) -> bool {
 /// bytes are a response or carry no Via (then the message is only dropped:
 /// there is nowhere to answer).
 pub fn stateless_error(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
+    stateless_reply(raw, code, reason, &[])
+}
+
+/// [`stateless_error`] with extra header lines (a Retry-After).
+pub fn stateless_reply(raw: &[u8], code: u16, reason: &str, extra: &[(&str, &str)]) -> Option<Vec<u8>> {
     if raw.len() < 4 || raw[..4].eq_ignore_ascii_case(b"SIP/") {
         return None;
     }
@@ -89,6 +94,9 @@ pub fn stateless_error(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
     }
     let mut out = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
     out.extend_from_slice(&copied);
+    for (name, value) in extra {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
     out.extend_from_slice(b"Server: wisp\r\nContent-Length: 0\r\n\r\n");
     Some(out)
 }

@@ -11,11 +11,15 @@ use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
+use nix::sys::socket::{
+    getsockopt, recvmmsg, recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage,
+};
+use nix::sys::time::TimeSpec;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -23,6 +27,28 @@ use super::{Bus, Proto};
 
 /// Largest datagram read (RFC 3261 messages over UDP stay well below this).
 pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Datagrams read per system call (recvmmsg): under load one wake-up
+/// serves many datagrams; idle, a batch is one datagram.
+pub const BATCH: usize = 32;
+
+/// What the kernel says about one received datagram.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecvMeta {
+    /// When the kernel received it (SO_TIMESTAMPNS): the time it waited in
+    /// the socket buffer is wisp's queueing delay (sojourn).
+    pub received: Option<SystemTime>,
+    /// The socket's count of datagrams dropped for a full buffer so far
+    /// (SO_RXQ_OVFL).
+    pub drops: Option<u32>,
+}
+
+impl RecvMeta {
+    /// How long the datagram waited in the kernel before wisp read it.
+    pub fn sojourn(&self, now: SystemTime) -> Option<Duration> {
+        self.received.map(|at| now.duration_since(at).unwrap_or_default())
+    }
+}
 
 /// Bind a non-blocking UDP socket for one worker.
 pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
@@ -32,9 +58,25 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    // Bursts above the buffer are dropped by the kernel: ask for a big one.
-    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    // Bursts above the buffer are dropped by the kernel: ask for a big one
+    // (as root beyond net.core.rmem_max) and say so when it is capped.
+    if setsockopt(&socket, sockopt::RcvBufForce, &buffer_bytes).is_err() {
+        let _ = socket.set_recv_buffer_size(buffer_bytes);
+    }
     let _ = socket.set_send_buffer_size(buffer_bytes);
+    // The kernel reports twice what it grants (its bookkeeping overhead).
+    let granted = getsockopt(&socket, sockopt::RcvBuf).unwrap_or(0) / 2;
+    if granted < buffer_bytes {
+        tracing::warn!(
+            asked = buffer_bytes,
+            granted,
+            "UDP receive buffer capped by net.core.rmem_max: raise it (sysctl -w net.core.rmem_max={buffer_bytes}) or run as root"
+        );
+    }
+    // Receive timestamps (queueing delay) and the drop counter: the
+    // overload detector's signals, read with every datagram.
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
+    setsockopt(&socket, sockopt::RxqOvfl, &1)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     if addr.is_ipv6() {
@@ -45,12 +87,14 @@ pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::
     Ok(socket.into())
 }
 
-/// Read datagrams from one worker's socket and hand each to `deliver`
-/// (bytes, source); ICMP reports queued on the socket are announced on the
-/// bus, so whichever worker owns the branches fails them. Runs until its
-/// task is dropped.
-pub async fn recv_loop(sock: UdpSocket, bus: Arc<Bus>, mut deliver: impl FnMut(Vec<u8>, SocketAddr)) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+/// Read datagrams from one worker's socket, up to [`BATCH`] per system
+/// call, and hand each to `deliver` (bytes, source, what the kernel said);
+/// ICMP reports queued on the socket are announced on the bus, so whichever
+/// worker owns the branches fails them. Runs until its task is dropped.
+pub async fn recv_loop(sock: UdpSocket, bus: Arc<Bus>, mut deliver: impl FnMut(Vec<u8>, SocketAddr, RecvMeta)) {
+    let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; BATCH];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec, u32)));
+    let mut got: Vec<(usize, SocketAddr, RecvMeta)> = Vec::with_capacity(BATCH);
     // ERROR too: an ICMP error queued for an earlier send (IP_RECVERR)
     // wakes the socket without making it readable.
     let interest = Interest::READABLE | Interest::ERROR;
@@ -75,8 +119,33 @@ pub async fn recv_loop(sock: UdpSocket, bus: Arc<Bus>, mut deliver: impl FnMut(V
         if !ready.is_readable() {
             continue;
         }
-        match sock.try_recv_from(&mut buf) {
-            Ok((n, src)) => deliver(buf[..n].to_vec(), src),
+        got.clear();
+        let read = sock.try_io(Interest::READABLE, || {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            let results = recvmmsg(sock.as_raw_fd(), &mut headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+                .map_err(std::io::Error::from)?;
+            for r in results {
+                let Some(src) = r.address.as_ref().and_then(to_std) else { continue };
+                let mut meta = RecvMeta::default();
+                for c in r.cmsgs().into_iter().flatten() {
+                    match c {
+                        ControlMessageOwned::ScmTimestampns(ts) => {
+                            meta.received = Some(SystemTime::UNIX_EPOCH + Duration::from(ts));
+                        }
+                        ControlMessageOwned::RxqOvfl(n) => meta.drops = Some(n),
+                        _ => {}
+                    }
+                }
+                got.push((r.bytes, src, meta));
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) => {
+                for (i, &(n, src, meta)) in got.iter().enumerate() {
+                    deliver(bufs[i][..n].to_vec(), src, meta);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             // The pending error of an ICMP report; the report itself is
             // read from the error queue above.

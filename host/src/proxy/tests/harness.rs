@@ -136,10 +136,11 @@ impl Harness {
             on_error_set: None,
             log_calls: false,
             prober: None,
+            overload: Default::default(),
         };
         let wire = Rc::new(RefCell::new(Wire::default()));
         let clock = Clock::manual(Instant::now());
-        let metrics = Arc::new(ProxyMetrics::default());
+        let metrics = Arc::new(ProxyMetrics::new(1));
         let w = Worker::new(0, 1, Arc::new(cfg), FakeSender(wire.clone()), policy, dispatcher.clone(), metrics.clone())
             .with_clock(clock.clone());
         Harness { w, wire, clock, dispatcher, metrics }
