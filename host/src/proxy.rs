@@ -130,6 +130,8 @@ pub struct Branch {
     /// wisp moved it from UDP to TCP (too large): the destination never
     /// promised TCP, so a TCP failure is not held against it.
     pub switched: bool,
+    /// When it was sent (by the worker's clock).
+    pub started: Instant,
 }
 
 impl Branch {
@@ -273,6 +275,11 @@ impl<S: Sender> Worker<S> {
         self.overload_metrics.admitted.inc();
         self.on_datagram(bytes, src, socket);
         self.overload.busy(started.elapsed());
+    }
+
+    /// Was this worker overloaded at any time since `since`?
+    fn overload_since(&self, since: Instant) -> bool {
+        self.overload.overloaded_since(since)
     }
 
     /// Judge the overload signals when a window ended; log and export a

@@ -116,6 +116,8 @@ pub struct Overload {
     pub last: Figures,
     /// Windows judged so far.
     pub windows: u64,
+    /// The last moment this worker was shedding (or found itself behind).
+    last_overloaded: Option<Instant>,
 }
 
 /// One window's signals.
@@ -143,6 +145,7 @@ impl Overload {
             hot_windows: 0,
             last: Figures::default(),
             windows: 0,
+            last_overloaded: None,
         }
     }
 
@@ -196,6 +199,9 @@ impl Overload {
                 self.level = Level::Off;
             }
         }
+        if hot || behind || self.level > Level::Off {
+            self.last_overloaded = Some(now);
+        }
         self.last = figures;
         self.windows += 1;
         self.window_start = now;
@@ -220,6 +226,13 @@ impl Overload {
             busy: self.busy.as_secs_f64() / elapsed.as_secs_f64(),
             drops: self.drops_new,
         }
+    }
+
+    /// Was this worker overloaded (or behind) at any time since `since`? A
+    /// branch that timed out meanwhile may have waited in wisp's own queues:
+    /// its silence is not the destination's fault.
+    pub fn overloaded_since(&self, since: Instant) -> bool {
+        self.level > Level::Off || self.last_overloaded.is_some_and(|t| t >= since)
     }
 
     /// Should this datagram be shed now?

@@ -258,7 +258,8 @@ impl<S: Sender> Worker<S> {
         let sent = self.sender.send(socket, &client.bytes, addr);
         let arms = client.start(&self.cfg.timers);
         let Some(tx) = self.txs.get_mut(&id) else { return Ok(()) };
-        tx.branches.push(super::Branch { client, destination, counts_load, switched });
+        let started = self.clock.now();
+        tx.branches.push(super::Branch { client, destination, counts_load, switched, started });
         let b = tx.branches.len() - 1;
         self.client_index.insert(key, (id, b));
         if let Err(e) = sent {

@@ -61,6 +61,7 @@ impl<S: Sender> Worker<S> {
                 }
             }
             TimerKind::Fr => {
+                let sent_at = tx.branches.get(b).map(|br| br.started);
                 let Some(client) = tx.client_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
                 if !client.is_pending() {
                     return;
@@ -71,7 +72,11 @@ impl<S: Sender> Worker<S> {
                     // It rang too long: CANCEL it before failing over (§16.8).
                     self.send_cancel(id, b);
                 }
-                return self.branch_gave_up(id, b, BranchFailure::Timeout);
+                // Silence while this worker was overloaded may be wisp's own
+                // queueing: not held against the destination.
+                let ours = sent_at.is_some_and(|at| self.overload_since(at));
+                let failure = if ours { BranchFailure::Local } else { BranchFailure::Timeout };
+                return self.branch_gave_up(id, b, failure);
             }
             TimerKind::CancelRetransmit => {
                 let Some(client) = tx.client_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
