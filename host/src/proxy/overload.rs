@@ -9,15 +9,20 @@
 //! (SO_RXQ_OVFL), and the share of the window the worker was busy. Kernel
 //! drops turn shedding on at once; queueing delay or busyness must hold
 //! for two windows in a row (one long policy call is not overload).
-//! Shedding turns off after `calm` without any signal (hysteresis: neither
-//! flapping nor latching).
+//!
+//! Not on/off (RFC 5390's oscillation): a *fraction* of new INVITEs is
+//! shed, raised by 0.1 for every window still behind (0.25 with drops or
+//! far behind) and lowered by `WINDOW / calm` for every calm one (AIMD, as
+//! Clearwater's controller), so the worker settles at what it can carry
+//! and shedding ends `calm` after the last sign of overload.
 //!
 //! While shedding, each datagram is classified from its first line and
 //! its To tag, before parsing, the transaction table or the policy: new
-//! INVITEs get a stateless 503 with a short jittered Retry-After; when the
-//! worker is far behind, other new out-of-dialog requests too (OPTIONS,
-//! REGISTER, ...). Responses, ACK, BYE, CANCEL and in-dialog requests are
-//! never shed: each finishes work already paid for.
+//! INVITEs are shed with a stateless 503 and a short jittered Retry-After;
+//! when the worker sheds them all and is still far behind, other new
+//! out-of-dialog requests too (OPTIONS, REGISTER, ...). Responses, ACK,
+//! BYE, CANCEL and in-dialog requests are never shed: each finishes work
+//! already paid for.
 
 use std::time::{Duration, Instant};
 
@@ -109,9 +114,10 @@ pub struct Overload {
     busy: Duration,
     drops_seen: Option<u32>,
     drops_new: u32,
-    calm_since: Option<Instant>,
     /// Consecutive windows with queueing delay or busyness over threshold.
     hot_windows: u32,
+    /// The fraction of new INVITEs shed (0..=1).
+    shed: f64,
     /// Last window's figures, for metrics and logs.
     pub last: Figures,
     /// Windows judged so far.
@@ -141,8 +147,8 @@ impl Overload {
             busy: Duration::ZERO,
             drops_seen: None,
             drops_new: 0,
-            calm_since: None,
             hot_windows: 0,
+            shed: 0.0,
             last: Figures::default(),
             windows: 0,
             last_overloaded: None,
@@ -188,16 +194,16 @@ impl Overload {
             figures.sojourn_p50 > self.cfg.sojourn * 4 || (figures.drops > 0 && self.level >= Level::Calls);
         let before = self.level;
         if hot {
-            self.calm_since = None;
-            self.level = if far_behind { Level::All } else { self.level.max(Level::Calls) };
-        } else {
-            // A gap without traffic counts as calm from the end of the
-            // last window (an idle worker does not keep shedding).
-            let calm_from = if elapsed > WINDOW * 2 { self.window_start + WINDOW } else { now };
-            let since = *self.calm_since.get_or_insert(calm_from);
-            if self.level > Level::Off && now.saturating_duration_since(since) >= self.cfg.calm {
-                self.level = Level::Off;
-            }
+            let step = if far_behind || figures.drops > 0 { 0.25 } else { 0.1 };
+            self.shed = (self.shed + step).min(1.0);
+            self.level = if far_behind && self.shed >= 1.0 { Level::All } else { Level::Calls };
+        } else if self.level > Level::Off {
+            // Every calm window (a gap without traffic counts window by
+            // window) lowers the fraction; `calm` brings it from 1 to 0.
+            let windows = (elapsed.as_secs_f64() / WINDOW.as_secs_f64()).floor().max(1.0);
+            let step = WINDOW.as_secs_f64() / self.cfg.calm.as_secs_f64();
+            self.shed = (self.shed - step * windows).max(0.0);
+            self.level = if self.shed > 0.0 { Level::Calls } else { Level::Off };
         }
         if hot || behind || self.level > Level::Off {
             self.last_overloaded = Some(now);
@@ -235,11 +241,16 @@ impl Overload {
         self.level > Level::Off || self.last_overloaded.is_some_and(|t| t >= since)
     }
 
+    /// The fraction of new INVITEs shed now.
+    pub fn shed_fraction(&self) -> f64 {
+        self.shed
+    }
+
     /// Should this datagram be shed now?
     pub fn sheds(&self, class: Class) -> bool {
         match class {
             Class::Keep => false,
-            Class::NewInvite => self.level >= Level::Calls,
+            Class::NewInvite => self.level >= Level::Calls && (self.shed >= 1.0 || fastrand::f64() < self.shed),
             Class::NewOther => self.level >= Level::All,
         }
     }
@@ -351,39 +362,44 @@ mod tests {
     }
 
     #[test]
-    fn sheds_at_once_and_stops_only_after_calm() {
+    fn the_shed_fraction_rises_while_behind_and_decays_over_calm() {
         let t0 = Instant::now();
-        let cfg = OverloadConfig::default();
-        let mut o = Overload::new(cfg, t0);
-        o.received(Some(Duration::from_millis(1)), Some(0));
-        assert_eq!(o.tick(t0 + WINDOW), None, "calm");
-        // Queueing delay above 20 ms for two windows: new calls shed.
-        for _ in 0..10 {
-            o.received(Some(Duration::from_millis(30)), Some(0));
-        }
-        assert_eq!(o.tick(t0 + WINDOW * 2), None, "one window is not enough");
-        for _ in 0..10 {
-            o.received(Some(Duration::from_millis(30)), Some(0));
-        }
-        assert_eq!(o.tick(t0 + WINDOW * 2 + WINDOW), Some(Level::Calls));
-        assert!(o.sheds(Class::NewInvite) && !o.sheds(Class::NewOther) && !o.sheds(Class::Keep));
-        // Drops while shedding: far behind, every new request is shed.
-        o.received(Some(Duration::from_millis(30)), Some(5));
-        assert_eq!(o.tick(t0 + WINDOW * 4), Some(Level::All));
-        assert!(o.sheds(Class::NewOther));
-        // Calm windows: shedding stays for `calm` (1 s), then stops.
-        let mut t = t0 + WINDOW * 4;
-        let mut off_at = None;
-        for _ in 0..30 {
-            t += WINDOW;
-            o.received(Some(Duration::from_millis(1)), Some(5));
-            if o.tick(t) == Some(Level::Off) {
-                off_at = Some(t);
-                break;
+        let mut o = Overload::new(OverloadConfig::default(), t0);
+        let mut t = t0;
+        fn window(o: &mut Overload, t: &mut Instant, sojourn_ms: u64, drops: u32) -> Option<Level> {
+            *t += WINDOW;
+            for _ in 0..10 {
+                o.received(Some(Duration::from_millis(sojourn_ms)), Some(drops));
             }
+            o.tick(*t)
         }
-        let off = off_at.expect("shedding stops").duration_since(t0 + WINDOW * 5);
-        assert!(off >= Duration::from_secs(1) && off <= Duration::from_millis(1100), "hysteresis: {off:?}");
+        assert_eq!(window(&mut o, &mut t, 1, 0), None, "calm");
+        // Queueing delay above 20 ms for two windows: a tenth of new calls shed.
+        assert_eq!(window(&mut o, &mut t, 30, 0), None, "one window is not enough");
+        assert_eq!(window(&mut o, &mut t, 30, 0), Some(Level::Calls));
+        assert!((o.shed_fraction() - 0.1).abs() < 1e-9);
+        assert!(!o.sheds(Class::NewOther) && !o.sheds(Class::Keep));
+        let shed = (0..10_000).filter(|_| o.sheds(Class::NewInvite)).count();
+        assert!((800..1200).contains(&shed), "about a tenth: {shed}");
+        assert_eq!(window(&mut o, &mut t, 30, 0), None);
+        assert!((o.shed_fraction() - 0.2).abs() < 1e-9, "+0.1 per window still behind");
+        // Kernel drops: +0.25 per window, until every new call is shed and,
+        // still far behind, every new request.
+        let mut drops = 0;
+        while o.level() != Level::All {
+            drops += 5;
+            window(&mut o, &mut t, 30, drops);
+            assert!(t < t0 + Duration::from_secs(2), "reaches All");
+        }
+        assert!(o.sheds(Class::NewOther) && o.sheds(Class::NewInvite));
+        // Calm windows: the fraction decays by WINDOW/calm (1 s from 1 to 0).
+        let calm_from = t;
+        while o.level() != Level::Off {
+            window(&mut o, &mut t, 1, drops);
+            assert!(t < calm_from + Duration::from_secs(3), "shedding stops");
+        }
+        let took = t.duration_since(calm_from);
+        assert!(took >= Duration::from_millis(950) && took <= Duration::from_millis(1100), "hysteresis: {took:?}");
     }
 
     #[test]
