@@ -75,17 +75,21 @@ if curve:
     # The plot: goodput (completed calls/s) against offered cps.
     W, H, P = 640, 400, 60
     top = max(rates) * 1.05
+    best = max([r["achieved_cps"] for k in curve for _, r in curve[k]] + [knee]) * 1.15
     x = lambda v: P + (W - 2 * P) * v / top
-    y = lambda v: H - P - (H - 2 * P) * v / top
+    y = lambda v: H - P - (H - 2 * P) * v / best
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<line x1="{P}" y1="{H - P}" x2="{W - P}" y2="{H - P}" stroke="black"/>',
            f'<line x1="{P}" y1="{P}" x2="{P}" y2="{H - P}" stroke="black"/>',
-           f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(top)}" y2="{y(top)}" stroke="#bbb" stroke-dasharray="4"/>',
+           f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(best)}" y2="{y(best)}" stroke="#bbb" stroke-dasharray="4"/>',
+           f'<text x="{W - P}" y="{P - 10}" text-anchor="end" fill="#888">dashed: completed = offered</text>',
            f'<text x="{W / 2}" y="{H - 20}" text-anchor="middle">offered calls/s (CPU capped at {cap_pct} % of one core)</text>',
            f'<text x="15" y="{H / 2}" transform="rotate(-90 15 {H / 2})" text-anchor="middle">completed calls/s</text>']
     for rate in rates:
         svg.append(f'<text x="{x(rate)}" y="{H - P + 15}" text-anchor="middle">{rate}</text>')
+    for tick in range(0, int(best) + 1, 500):
+        svg.append(f'<text x="{P - 5}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick}</text>')
     for k, colour in (("wisp", "#1f77b4"), ("kamailio", "#d62728")):
         pts = sorted((rate, r["achieved_cps"]) for rate, r in curve.get(k, []))
         if pts:
