@@ -262,7 +262,8 @@ pub struct OverloadSection {
     /// overload, percent (default 95).
     #[serde(default = "default_busy")]
     pub busy_percent: u32,
-    /// How long every signal must stay calm before shedding stops (default 1000 ms).
+    /// How long calm windows take to bring the shed fraction from 1 to 0
+    /// (default 1000 ms).
     #[serde(default = "default_calm")]
     pub calm_ms: u64,
 }

@@ -264,6 +264,12 @@ impl<S: Sender> Worker<S> {
         let started = Instant::now();
         self.overload.received(meta.sojourn(std::time::SystemTime::now()), meta.drops);
         self.overload_tick();
+        if overload::is_stateless_ack(&bytes) {
+            // The ACK of a 503 we shed (or another stateless reply): hop by
+            // hop, and cheaper to recognise than to parse.
+            self.overload.busy(started.elapsed());
+            return;
+        }
         if self.overload.level() != overload::Level::Off {
             let class = overload::classify(&bytes);
             if self.overload.sheds(class) {
@@ -296,6 +302,7 @@ impl<S: Sender> Worker<S> {
         m.sojourn_p50.set(f.sojourn_p50.as_secs_f64());
         m.sojourn_p99.set(f.sojourn_p99.as_secs_f64());
         m.busy.set(f.busy);
+        m.shed_fraction.set(self.overload.shed_fraction());
         m.drops.inc_by(u64::from(f.drops));
         if let Some(level) = changed {
             m.state.set(level as i64);

@@ -77,6 +77,7 @@ fn a_flood_gets_503_for_new_calls_while_an_established_call_ends_normally() {
         .unwrap_or(0.0);
     assert!(shed_total >= f64::from(shed), "counted per worker: {shed_total} >= {shed}\n{m}");
     assert!(wisp.log().iter().any(|l| l.contains("overloaded: shedding new work")), "logged");
+    assert!(m.contains("wisp_overload_shed_fraction{worker=\"0\"}"), "the fraction is exported");
     // Calm again: shedding stops and a new call goes through.
     assert!(wait_until(Duration::from_secs(10), || wisp.metrics().contains("wisp_overload_state{worker=\"0\"} 0")));
     assert_eq!(uac.invite("after-flood", "", Duration::from_secs(5)).final_code(), Some(200));
