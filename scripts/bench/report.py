@@ -102,7 +102,33 @@ if curve:
 
 md = open(md_path).read()
 start, end = "<!-- bench-compare -->", "<!-- /bench-compare -->"
-block = start + "\n" + "\n".join(lines) + "\n" + end
+
+
+def chunks(text):
+    """The block's sections (cpu, ramp, capped), by the first words of their header row."""
+    keys = {"| 1,000 cps": "cpu", "| uncapped ramp": "ramp", "| offered cps": "capped"}
+    out, current = {}, None
+    for line in text.splitlines():
+        key = next((k for p, k in keys.items() if line.startswith(p)), None)
+        if key:
+            current = key
+            out[current] = []
+        if current:
+            out[current].append(line)
+    return out
+
+
+# A run of some sections keeps the others' tables from the last run.
+old = chunks(md[md.index(start) + len(start): md.index(end)]) if start in md else {}
+new = chunks("\n".join(lines))
+merged = []
+for key in ("cpu", "ramp", "capped"):
+    part = list(new.get(key) or old.get(key) or [])
+    while part and not part[-1].strip():
+        part.pop()
+    if part:
+        merged += part + [""]
+block = start + "\n" + "\n".join(merged).rstrip() + "\n" + end
 if start in md:
     md = md[: md.index(start)] + block + md[md.index(end) + len(end):]
 else:
