@@ -9,7 +9,8 @@
 # A benchmark, not a test: it takes ~15 minutes on 2 cores, needs root
 # (cgroups, apt) and a quiet machine. Knobs (environment):
 #   BENCH_DIR   the harness (default ../shared/bench beside this repository)
-#   SECTIONS    "cpu ramp capped" (default all three)
+#   SECTIONS    "cpu ramp capped split" (default all four; split = wisp's user
+#               and kernel CPU per call at 1, 3 and 6 kcps)
 #   RAMP_RATES  uncapped ramp steps (default "3000 4000 5000 6000 7000 8000")
 #   STEP_S      seconds per step or curve point (default 15)
 #   CAP_PCT     the CPU cap, percent of one core (default 25)
@@ -20,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BENCH_DIR=${BENCH_DIR:-$ROOT/../shared/bench}
-SECTIONS=${SECTIONS:-"cpu ramp capped"}
+SECTIONS=${SECTIONS:-"cpu ramp capped split"}
 RAMP_RATES=${RAMP_RATES:-"3000 4000 5000 6000 7000 8000"}
 STEP_S=${STEP_S:-15}
 CAP_PCT=${CAP_PCT:-25}
@@ -69,8 +70,26 @@ harness() {   # harness NAME SUT_KIND MODE [VAR=VALUE...]
   echo "$dir"
 }
 
+# A wrapper that reports the user and system CPU time of the proxy it runs
+# (bash's `times`, children's line) into $TIMES_FILE when it ends.
+cat > "$OUT/timed.sh" <<'WRAP'
+#!/bin/bash
+"$@" &
+child=$!
+trap 'kill -TERM $child' TERM INT
+wait $child; wait $child
+times > "$TIMES_FILE.all"   # not in a pipe: a subshell would report its own
+tail -1 "$TIMES_FILE.all" > "$TIMES_FILE"
+WRAP
+chmod +x "$OUT/timed.sh"
+
 for s in $SECTIONS; do
   case $s in
+  split)
+    for rate in 1000 3000 6000; do
+      harness "split-wisp-$rate" cmd run SUT_CMD="$OUT/timed.sh $WISP" TIMES_FILE="$OUT/split-wisp-$rate.times" \
+        RATE="$rate" BENCH_RT=10 >/dev/null
+    done ;;
   cpu)
     harness cpu-wisp cmd run SUT_CMD="$WISP" RATE=1000 REPEAT=3 BENCH_RT=10 >/dev/null
     harness cpu-kamailio kamailio run RATE=1000 REPEAT=3 BENCH_RT=10 >/dev/null ;;

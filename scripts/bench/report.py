@@ -49,6 +49,21 @@ if ramp["wisp"][0]:
         lines.append(f"| {rate} | {cell(by_rate[rate].get('wisp'))} | {cell(by_rate[rate].get('kamailio'))} |")
     lines += ["", f"Highest passing step: wisp {ramp['wisp'][1]}, Kamailio {ramp['kamailio'][1]} cps.", ""]
 
+split = []
+for f in sorted(glob.glob(os.path.join(out, "split-wisp-*.times")), key=lambda f: int(f.split("-")[-1].split(".")[0])):
+    rate = int(f.split("-")[-1].split(".")[0])
+    rs = results(f"split-wisp-{rate}")
+    text = open(f).read().split()
+    if not rs or len(text) < 2:
+        continue
+    secs = lambda t: float(t[: t.index("m")]) * 60 + float(t[t.index("m") + 1: -1])
+    user, system = secs(text[0]), secs(text[1])
+    calls = rs[0]["successful"]
+    split.append(f"| {rate} | {calls} | {user * 1e6 / calls:.0f} | {system * 1e6 / calls:.0f} | {(user + system) * 1e6 / calls:.0f} |")
+if split:
+    lines += ["| wisp at (cps) | calls | user µs per call | kernel µs per call | total |", "| --- | --- | --- | --- | --- |"] + split
+    lines += ["", "(whole process lifetime: start-up and keepalives included)", ""]
+
 curve = {}
 for k in ("wisp", "kamailio"):
     for d in glob.glob(os.path.join(out, f"capped-{k}-*")):
@@ -106,7 +121,7 @@ start, end = "<!-- bench-compare -->", "<!-- /bench-compare -->"
 
 def chunks(text):
     """The block's sections (cpu, ramp, capped), by the first words of their header row."""
-    keys = {"| 1,000 cps": "cpu", "| uncapped ramp": "ramp", "| offered cps": "capped"}
+    keys = {"| 1,000 cps": "cpu", "| uncapped ramp": "ramp", "| wisp at (cps)": "split", "| offered cps": "capped"}
     out, current = {}, None
     for line in text.splitlines():
         key = next((k for p, k in keys.items() if line.startswith(p)), None)
@@ -122,7 +137,7 @@ def chunks(text):
 old = chunks(md[md.index(start) + len(start): md.index(end)]) if start in md else {}
 new = chunks("\n".join(lines))
 merged = []
-for key in ("cpu", "ramp", "capped"):
+for key in ("cpu", "ramp", "split", "capped"):
     part = list(new.get(key) or old.get(key) or [])
     while part and not part[-1].strip():
         part.pop()
