@@ -106,6 +106,12 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// Still without a final response, or with a branch still waiting for
+    /// one: what a drain waits for and abandons.
+    fn is_open(&self) -> bool {
+        !self.server.has_final() || self.any_pending()
+    }
+
     /// Some branch still waits for its final response.
     fn any_pending(&self) -> bool {
         self.branches.iter().any(|b| b.client.is_pending())
@@ -238,15 +244,14 @@ impl<S: Sender> Worker<S> {
 
     /// Transactions still waiting for a final response (what a drain waits for).
     pub fn unfinished(&self) -> usize {
-        self.txs.values().filter(|t| !t.server.has_final() || t.any_pending()).count()
+        self.txs.values().filter(|t| t.is_open()).count()
     }
 
     /// The shutdown grace is over: CANCEL every pending INVITE branch and
     /// answer every request still without a final response (487 when the
     /// caller had cancelled, else 503).
     pub fn abandon(&mut self) {
-        let open: Vec<u64> =
-            self.txs.iter().filter(|(_, t)| !t.server.has_final() || t.any_pending()).map(|(&id, _)| id).collect();
+        let open: Vec<u64> = self.txs.iter().filter(|(_, t)| t.is_open()).map(|(&id, _)| id).collect();
         if !open.is_empty() {
             tracing::warn!(worker = self.id, transactions = open.len(), "shutdown grace over: answering what is left");
         }
@@ -264,13 +269,13 @@ impl<S: Sender> Worker<S> {
         let started = Instant::now();
         self.overload.received(meta.sojourn(std::time::SystemTime::now()), meta.drops);
         self.overload_tick();
-        if overload::is_stateless_ack(&bytes) {
-            // The ACK of a 503 we shed (or another stateless reply): hop by
-            // hop, and cheaper to recognise than to parse.
-            self.overload.busy(started.elapsed());
-            return;
-        }
         if self.overload.level() != overload::Level::Off {
+            if overload::is_stateless_ack(&bytes) {
+                // The ACK of a 503 we shed: hop by hop, and cheaper to
+                // recognise than to parse (on_ack absorbs it otherwise).
+                self.overload.busy(started.elapsed());
+                return;
+            }
             let class = overload::classify(&bytes);
             if self.overload.sheds(class) {
                 self.shed(&bytes, src, socket, class);
@@ -281,11 +286,6 @@ impl<S: Sender> Worker<S> {
         self.overload_metrics.admitted.inc();
         self.on_datagram(bytes, src, socket);
         self.overload.busy(started.elapsed());
-    }
-
-    /// Was this worker overloaded at any time since `since`?
-    fn overload_since(&self, since: Instant) -> bool {
-        self.overload.overloaded_since(since)
     }
 
     /// Judge the overload signals when a window ended; log and export a

@@ -163,8 +163,9 @@ fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, 
     });
 }
 
-/// Drain, abandon and stop as the process says; while draining, report
-/// how many transactions still wait for a final response.
+/// Drain, abandon and stop as the process says (each phase acted on once,
+/// when it starts); while draining, report how many transactions still
+/// wait for a final response.
 async fn follow_phases<S: Sender>(
     id: usize,
     worker: &Rc<RefCell<Worker<S>>>,
@@ -173,28 +174,28 @@ async fn follow_phases<S: Sender>(
 ) {
     let mut report = tokio::time::interval(std::time::Duration::from_millis(20));
     loop {
-        let now = *phase.borrow_and_update();
-        match now {
+        match *phase.borrow_and_update() {
             Phase::Serve => {}
             Phase::Drain => worker.borrow_mut().draining = true,
             Phase::Abandon => {
-                worker.borrow_mut().draining = true;
-                worker.borrow_mut().abandon();
+                let mut w = worker.borrow_mut();
+                w.draining = true;
+                w.abandon();
             }
             Phase::Stop => return,
         }
-        if now == Phase::Serve {
-            if phase.changed().await.is_err() {
-                return;
+        let draining = worker.borrow().draining;
+        loop {
+            tokio::select! {
+                _ = report.tick(), if draining => {
+                    let n = worker.borrow().unfinished();
+                    shared.unfinished[id].store(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                changed = phase.changed() => match changed {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
             }
-            continue;
-        }
-        tokio::select! {
-            _ = report.tick() => {
-                let n = worker.borrow().unfinished();
-                shared.unfinished[id].store(n, std::sync::atomic::Ordering::Relaxed);
-            }
-            changed = phase.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -31,6 +31,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::sip::header::raw_headers;
+use crate::sip::uri::tag_param;
+use crate::sip::HeaderName;
+
 /// How often the signals are judged.
 pub const WINDOW: Duration = Duration::from_millis(50);
 
@@ -98,21 +102,12 @@ pub fn is_stateless_ack(bytes: &[u8]) -> bool {
     if !bytes.starts_with(b"ACK ") {
         return false;
     }
-    let head_end = memchr::memmem::find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
     let (mut to_tag, mut call_id) = (None, None);
-    for line in bytes[..head_end].split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = memchr::memchr(b':', line) else { continue };
-        let name = crate::sip::scan::trim(&line[..colon]);
-        let value = &line[colon + 1..];
-        if name.eq_ignore_ascii_case(b"to") || name.eq_ignore_ascii_case(b"t") {
-            let lower = value.to_ascii_lowercase();
-            to_tag = memchr::memmem::find(&lower, b";tag=").map(|at| {
-                let rest = &value[at + 5..];
-                crate::sip::scan::trim(&rest[..rest.iter().position(|&b| b == b';' || b == b',').unwrap_or(rest.len())])
-            });
-        } else if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            call_id = Some(crate::sip::scan::trim(value));
+    for h in raw_headers(bytes) {
+        match h.name {
+            HeaderName::To => to_tag = tag_param(h.value),
+            HeaderName::CallId => call_id = Some(h.value),
+            _ => {}
         }
     }
     match (to_tag, call_id) {
@@ -121,17 +116,9 @@ pub fn is_stateless_ack(bytes: &[u8]) -> bool {
     }
 }
 
-/// True when the To header (long or compact form) carries a tag.
+/// True when the (first) To header carries a tag.
 fn has_to_tag(bytes: &[u8]) -> bool {
-    let head_end = memchr::memmem::find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
-    for line in bytes[..head_end].split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = memchr::memchr(b':', line) else { continue };
-        let name = crate::sip::scan::trim(&line[..colon]);
-        if name.eq_ignore_ascii_case(b"to") || name.eq_ignore_ascii_case(b"t") {
-            return memchr::memmem::find(&line.to_ascii_lowercase(), b";tag=").is_some();
-        }
-    }
-    false
+    raw_headers(bytes).find(|h| h.name == HeaderName::To).is_some_and(|h| tag_param(h.value).is_some())
 }
 
 /// One worker's detector.

@@ -74,7 +74,7 @@ impl<S: Sender> Worker<S> {
                 }
                 // Silence while this worker was overloaded may be wisp's own
                 // queueing: not held against the destination.
-                let ours = sent_at.is_some_and(|at| self.overload_since(at));
+                let ours = sent_at.is_some_and(|at| self.overload.overloaded_since(at));
                 let failure = if ours { BranchFailure::Local } else { BranchFailure::Timeout };
                 return self.branch_gave_up(id, b, failure);
             }

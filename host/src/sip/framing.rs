@@ -50,14 +50,8 @@ pub fn frame(buf: &[u8], max: usize) -> Frame {
 /// reads it again from its parsed headers, for datagrams).
 fn content_length(head: &[u8]) -> Result<usize, ParseError> {
     let mut found: Option<usize> = None;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let name = super::scan::trim(&line[..colon]);
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
-            continue;
-        }
-        let value = super::scan::trim(&line[colon + 1..]);
-        let n = super::scan::parse_u32(value).ok_or(ParseError::Malformed("Content-Length"))? as usize;
+    for h in super::header::raw_headers(head).filter(|h| h.name == super::HeaderName::ContentLength) {
+        let n = super::scan::parse_u32(h.value).ok_or(ParseError::Malformed("Content-Length"))? as usize;
         if found.is_some_and(|f| f != n) {
             return Err(ParseError::Duplicate("Content-Length"));
         }

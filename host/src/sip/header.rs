@@ -86,8 +86,43 @@ pub fn same_name(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// One header line read without parsing the message.
+#[derive(Debug, Clone, Copy)]
+pub struct RawHeader<'a> {
+    pub name: HeaderName,
+    /// The whole line, without its line end.
+    pub line: &'a [u8],
+    /// What follows the colon, trimmed.
+    pub value: &'a [u8],
+}
+
+/// The header lines of `bytes` up to the first empty line: the start line
+/// skipped, line ends stripped, continuation lines not joined, lines
+/// without a colon ignored. For what must read headers before (or instead
+/// of) a parse: TCP framing, the overload classifier, stateless replies to
+/// requests that did not parse.
+pub fn raw_headers(bytes: &[u8]) -> impl Iterator<Item = RawHeader<'_>> {
+    let head_end = memchr::memmem::find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
+    bytes[..head_end].split(|&b| b == b'\n').skip(1).filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = memchr::memchr(b':', line)?;
+        let name = HeaderName::parse(super::scan::trim(&line[..colon]));
+        Some(RawHeader { name, line, value: super::scan::trim(&line[colon + 1..]) })
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn raw_headers_read_the_header_section_only() {
+        let msg = b"INVITE sip:b@h SIP/2.0\r\nl: 5\r\nnot a header\r\nTo : <sip:b@h>;tag=x\r\n\r\nBody: no";
+        let found: Vec<_> = super::raw_headers(msg).map(|h| (h.name, h.value)).collect();
+        assert_eq!(
+            found,
+            [(super::HeaderName::ContentLength, &b"5"[..]), (super::HeaderName::To, &b"<sip:b@h>;tag=x"[..])]
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -56,25 +56,20 @@ pub fn stateless_reply(raw: &[u8], code: u16, reason: &str, extra: &[(&str, &str
     if raw.len() < 4 || raw[..4].eq_ignore_ascii_case(b"SIP/") {
         return None;
     }
-    let head_end = memchr::memmem::find(raw, b"\r\n\r\n").unwrap_or(raw.len());
-    let mut lines = raw[..head_end].split(|&b| b == b'\n').skip(1);
     let mut copied = Vec::new();
     let mut has_via = false;
     let mut to_line = None;
     let mut call_id: &[u8] = b"";
-    for line in lines.by_ref() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let name = HeaderName::parse(super::scan::trim(&line[..colon]));
-        match name {
+    for h in super::header::raw_headers(raw) {
+        match h.name {
             // The To line goes last, with a tag the ACK will carry back.
-            HeaderName::To => to_line = Some(line),
+            HeaderName::To => to_line = Some(h.line),
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                has_via |= name == HeaderName::Via;
-                if name == HeaderName::CallId {
-                    call_id = super::scan::trim(&line[colon + 1..]);
+                has_via |= h.name == HeaderName::Via;
+                if h.name == HeaderName::CallId {
+                    call_id = h.value;
                 }
-                copied.extend_from_slice(line);
+                copied.extend_from_slice(h.line);
                 copied.extend_from_slice(b"\r\n");
             }
             _ => {}

@@ -169,6 +169,11 @@ pub fn split_name_addr(value: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
+/// The `tag` parameter of a From/To value (a name-addr or addr-spec).
+pub fn tag_param(value: &[u8]) -> Option<&[u8]> {
+    split_name_addr(value).and_then(|(_, params)| super::scan::find_param(params, b"tag").flatten())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
