@@ -14,6 +14,12 @@ for dir in policies/*/ tests/policies/*/; do
   wasm+=(-p "$name")
 done
 cargo test --release --workspace "${excludes[@]}"
+# The example policies' own unit tests, run natively.
+examples=()
+for dir in policies/*/; do
+  examples+=(-p "$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)")
+done
+cargo test --release "${examples[@]}"
 cargo fmt --all -- --check
 cargo clippy --release -p wisp --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 "${wasm[@]}" -- -D warnings

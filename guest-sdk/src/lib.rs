@@ -34,17 +34,101 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_router",
         default_bindings_module: "wisp_policy::bindings",
+        additional_derives: [PartialEq],
     });
 }
 
 use bindings::wisp::policy as wit;
 
-pub use wit::types::{Action, Algorithm, BranchFailure, Destination, DstState, Level, Peer, ReplyAction, ReplyInfo};
+pub use wit::kv::KvError;
+pub use wit::metrics::MetricError;
+pub use wit::types::{
+    Action, Algorithm, BranchFailure, Destination, DstState, EditError, FromList, Level, Peer, ReplyAction, ReplyInfo,
+    SipMethod as Method, Transport,
+};
 
 impl Action {
-    /// A reply with `code` and `reason`.
+    /// A final reply (200-699) with `code` and `reason`. wisp checks it: a
+    /// code outside 200-699 or a reason with control characters (or over
+    /// 128 bytes) is answered with `policy.on_error` instead and counted as
+    /// a policy violation.
     pub fn reply(code: u16, reason: &str) -> Action {
         Action::Reply(ReplyInfo { code, reason: reason.to_string() })
+    }
+}
+
+impl Method {
+    /// The method as written on the wire (`INVITE`, or the extension's name).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Refer => "REFER",
+            Method::Info => "INFO",
+            Method::Update => "UPDATE",
+            Method::Prack => "PRACK",
+            Method::Message => "MESSAGE",
+            Method::Publish => "PUBLISH",
+            Method::Other(m) => m,
+        }
+    }
+}
+
+/// The policy's settings: `[policy] config` and `config_file` of wisp.toml,
+/// handed to [`Policy::init`] (as JSON, whatever the operator wrote in TOML).
+#[derive(Debug, Clone)]
+pub struct Config(String);
+
+impl Config {
+    #[doc(hidden)]
+    pub fn __from_host(json: String) -> Config {
+        Config(json)
+    }
+
+    /// Deserialise the settings into the policy's own type, e.g. a
+    /// `#[derive(Deserialize)] struct Settings { primary: u32, backup: u32 }`.
+    /// The error names the field, ready to return from `init`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(&self.0).map_err(|e| format!("policy settings: {e}"))
+    }
+
+    /// The settings as JSON text (`{}` when there are none).
+    pub fn json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Keep a policy's parsed settings for its hooks: `init` runs in every
+/// instance before any hook, so a `static` set there is always set when a
+/// hook reads it.
+pub struct Settings<T>(std::sync::OnceLock<T>);
+
+impl<T> Settings<T> {
+    /// An empty slot, for a `static`.
+    pub const fn new() -> Settings<T> {
+        Settings(std::sync::OnceLock::new())
+    }
+
+    /// Store the settings (in `init`); a second call keeps the first.
+    pub fn set(&self, value: T) {
+        let _ = self.0.set(value);
+    }
+
+    /// The settings stored by `init`.
+    pub fn get(&self) -> &T {
+        self.0.get().expect("wisp_policy::Settings read before init stored it")
+    }
+}
+
+impl<T> Default for Settings<T> {
+    fn default() -> Self {
+        Settings::new()
     }
 }
 
@@ -52,10 +136,12 @@ impl Action {
 /// keep no state in `self` between calls: a policy may be swapped at any time,
 /// and per-call routing state (the failover list) lives in the host.
 pub trait Policy {
-    /// Runs once when wisp loads this version, before publishing it. An
-    /// `Err` refuses the version with that message; the running version
-    /// keeps serving. The default accepts.
-    fn init() -> Result<(), String> {
+    /// Runs once in every instance before any hook: first when wisp loads
+    /// this version (an `Err` refuses the version with that message; the
+    /// running version keeps serving), then in each worker's instance.
+    /// `config` holds the operator's settings for the policy; parse them
+    /// here and keep them in a [`Settings`] static. The default accepts.
+    fn init(_config: &Config) -> Result<(), String> {
         Ok(())
     }
 
@@ -76,10 +162,10 @@ pub trait Policy {
     /// timeout or a transport failure ([`transaction::branch_failure`] says
     /// which). [`Action::Relay`] tries again (usually after
     /// [`dispatcher::next_dst`]); [`Action::Reply`] answers the caller;
-    /// [`Action::Drop`] gives up and lets the failed branch's reply go
-    /// upstream. The default gives up.
+    /// [`Action::GiveUp`] lets the best reply go upstream. ([`Action::Drop`]
+    /// is refused here: the caller must get an answer.) The default gives up.
     fn failure_route(_req: &Message) -> Action {
-        Action::Drop
+        Action::GiveUp
     }
 
     /// Runs when destination `uri` of set `set_id` becomes usable (`up`) or
@@ -93,19 +179,24 @@ pub trait Policy {
 }
 
 /// The SIP message in hand: the request in `request_route` and
-/// `failure_route`, the reply in `onreply_route`.
-#[derive(Debug, Clone, Copy, Default)]
+/// `failure_route`, the reply in `onreply_route`. Only the hooks get one.
+#[derive(Debug)]
 pub struct Message(());
 
 impl Message {
     #[doc(hidden)]
-    pub const fn current() -> Message {
+    pub const fn __in_hook() -> Message {
         Message(())
     }
 
     /// Method of the request (for a reply: the CSeq method).
-    pub fn method(&self) -> String {
+    pub fn method(&self) -> Method {
         wit::message::method()
+    }
+
+    /// True for this method.
+    pub fn is_method(&self, m: Method) -> bool {
+        self.method() == m
     }
 
     /// Status code when the message is a reply.
@@ -118,8 +209,8 @@ impl Message {
         wit::message::request_uri()
     }
 
-    /// Replace the request-URI.
-    pub fn set_request_uri(&self, uri: &str) -> Result<(), String> {
+    /// Replace the request-URI (a SIP/SIPS URI that fits a header line).
+    pub fn set_request_uri(&self, uri: &str) -> Result<(), EditError> {
         wit::message::set_request_uri(uri)
     }
 
@@ -133,18 +224,24 @@ impl Message {
         wit::message::header_all(name)
     }
 
-    /// Replace every instance of a header with one line.
-    pub fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
+    /// Replace every instance of a header with one line. Refused
+    /// ([`EditError`]): a name that is not a token, a value with CR/LF or
+    /// other controls, a line or message over wisp's limits, a header wisp
+    /// maintains (Via, Call-ID, CSeq, Content-Length, Max-Forwards,
+    /// Record-Route) and a From/To whose tag would change.
+    pub fn set_header(&self, name: &str, value: &str) -> Result<(), EditError> {
         wit::message::set_header(name, value)
     }
 
-    /// Add a header line after the existing ones.
-    pub fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
+    /// Add a header line after the existing ones (checked as
+    /// [`Message::set_header`]; a second From/To is refused).
+    pub fn append_header(&self, name: &str, value: &str) -> Result<(), EditError> {
         wit::message::append_header(name, value)
     }
 
     /// Remove every instance of a header; returns how many lines went.
-    pub fn remove_header(&self, name: &str) -> u32 {
+    /// Headers wisp maintains, From and To are refused.
+    pub fn remove_header(&self, name: &str) -> Result<u32, EditError> {
         wit::message::remove_header(name)
     }
 
@@ -162,12 +259,24 @@ impl Message {
     pub fn body_length(&self) -> u32 {
         wit::message::body_length()
     }
+
+    /// True when the request-URI names wisp itself (Kamailio's
+    /// `uri == myself`): one of its listen addresses or `sip.aliases`.
+    pub fn is_to_myself(&self) -> bool {
+        self.request_uri().is_some_and(|u| is_myself(&u))
+    }
+}
+
+/// True when `uri` names wisp itself: its host is a listen address (and its
+/// port that entry's) or one of `[sip] aliases`.
+pub fn is_myself(uri: &str) -> bool {
+    wit::message::is_myself(uri)
 }
 
 /// Destination sets: Kamailio's dispatcher functions.
 pub mod dispatcher {
     use super::wit::dispatcher as d;
-    use super::{Algorithm, Destination, DstState};
+    use super::{Algorithm, Destination, DstState, FromList};
 
     /// Select a usable destination of `set_id` and make it the relay target.
     /// Also builds the failover list for [`next_dst`], capped at `limit`.
@@ -192,10 +301,16 @@ pub mod dispatcher {
     }
 
     /// The set a request came from (its source matches a destination), as
-    /// Kamailio's `ds_is_from_list`. Mode bits: 1 ignore port, 2 ignore
-    /// transport, 4 usable destinations only.
-    pub fn is_from_list(set_id: Option<u32>, mode: u32) -> Option<u32> {
+    /// Kamailio's `ds_is_from_list`; `mode` e.g. `FromList::IGNORE_PORT`,
+    /// `FromList::empty()` for an exact address, port and transport.
+    pub fn is_from_list(set_id: Option<u32>, mode: FromList) -> Option<u32> {
         d::is_from_list(set_id, mode)
+    }
+
+    /// Where the request goes if the hook returns relay (Kamailio's `$du`):
+    /// the destination the last select/next chose.
+    pub fn current_dst() -> Option<Destination> {
+        d::current_dst()
     }
 
     /// Move to the next destination of the failover list.
@@ -260,14 +375,14 @@ pub mod failover {
     /// (wisp's own trouble) fails over without marking anybody.
     pub fn next_carrier(mark: DstState) -> Action {
         if transaction::is_canceled() {
-            return Action::Drop;
+            return Action::GiveUp;
         }
         match transaction::branch_failure() {
             f if is_carrier_failure(f) => {
                 dispatcher::mark_dst(mark, true);
             }
             Some(BranchFailure::Local) => {}
-            _ => return Action::Drop,
+            _ => return Action::GiveUp,
         }
         match dispatcher::next_dst() {
             Some(_) => Action::Relay,
@@ -316,13 +431,15 @@ pub mod metrics {
         labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    pub use super::MetricError;
+
     /// Add to a counter, e.g. `counter_add("calls_routed", &[("carrier", "a")], 1)`.
-    pub fn counter_add(name: &str, labels: &[(&str, &str)], value: u64) -> Result<(), String> {
+    pub fn counter_add(name: &str, labels: &[(&str, &str)], value: u64) -> Result<(), MetricError> {
         m::counter_add(name, &owned(labels), value)
     }
 
     /// Set a gauge.
-    pub fn gauge_set(name: &str, labels: &[(&str, &str)], value: i64) -> Result<(), String> {
+    pub fn gauge_set(name: &str, labels: &[(&str, &str)], value: i64) -> Result<(), MetricError> {
         m::gauge_set(name, &owned(labels), value)
     }
 }
@@ -332,6 +449,7 @@ pub mod metrics {
 pub mod kv {
     use super::wit::kv as k;
     pub use super::wit::kv::Entry;
+    pub use super::KvError;
 
     /// The value and its version.
     pub fn get(key: &str) -> Option<Entry> {
@@ -339,7 +457,7 @@ pub mod kv {
     }
 
     /// Store, with an optional time to live in ms; returns the new version.
-    pub fn set(key: &str, value: &str, ttl_ms: Option<u64>) -> Result<u64, String> {
+    pub fn set(key: &str, value: &str, ttl_ms: Option<u64>) -> Result<u64, KvError> {
         k::set(key, value, ttl_ms)
     }
 
@@ -350,12 +468,12 @@ pub mod kv {
         expected: Option<u64>,
         value: &str,
         ttl_ms: Option<u64>,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, KvError> {
         k::compare_and_swap(key, expected, value, ttl_ms)
     }
 
     /// Add to an integer value (absent: 0; `ttl_ms` applies on creation).
-    pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
+    pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
         k::increment(key, delta, ttl_ms)
     }
 
@@ -380,17 +498,17 @@ macro_rules! export_policy {
         struct __WispPolicyExport;
 
         impl $crate::bindings::Guest for __WispPolicyExport {
-            fn init() -> Result<(), String> {
-                <$policy as $crate::Policy>::init()
+            fn init(config: String) -> Result<(), String> {
+                <$policy as $crate::Policy>::init(&$crate::Config::__from_host(config))
             }
             fn request_route() -> $crate::Action {
-                <$policy as $crate::Policy>::request_route(&$crate::Message::current())
+                <$policy as $crate::Policy>::request_route(&$crate::Message::__in_hook())
             }
             fn onreply_route() -> $crate::ReplyAction {
-                <$policy as $crate::Policy>::onreply_route(&$crate::Message::current())
+                <$policy as $crate::Policy>::onreply_route(&$crate::Message::__in_hook())
             }
             fn failure_route() -> $crate::Action {
-                <$policy as $crate::Policy>::failure_route(&$crate::Message::current())
+                <$policy as $crate::Policy>::failure_route(&$crate::Message::__in_hook())
             }
             fn destination_event(set_id: u32, uri: String, up: bool) {
                 <$policy as $crate::Policy>::destination_event(set_id, &uri, up)

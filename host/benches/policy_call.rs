@@ -24,8 +24,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(policy.exists(), "{} is missing: run scripts/build-policies.sh", policy.display());
     let list = "1 sip:127.0.0.1:5071 0 10\n1 sip:127.0.0.1:5072 0 10\n2 sip:127.0.0.1:5073\n";
     let dispatcher = Arc::new(Dispatcher::from_list(list, "bench.list", 1)?);
-    let engine = PolicyEngine::new(PolicyLimits { max_call_ms: 10, max_memory_bytes: 16 << 20 }, None)?;
-    let handle = Arc::new(PolicyHandle::new(engine.load(&policy, &dispatcher)?));
+    let engine =
+        PolicyEngine::new(PolicyLimits { max_call_ms: 10, max_memory_bytes: 16 << 20, ..PolicyLimits::OFFLINE }, None)?;
+    let handle = Arc::new(PolicyHandle::new(engine.load(&policy, "{}", &dispatcher)?));
     let metrics = Arc::new(HookMetrics::new(1));
     let mut worker = PolicyWorker::new(0, engine, handle, dispatcher, metrics);
 

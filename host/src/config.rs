@@ -84,6 +84,19 @@ pub struct SipConfig {
     /// stops at once.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_s: u64,
+    /// Host names (or IPs) that also mean wisp itself, on any port it
+    /// listens on: for `is-myself` and for the Route headers wisp pops.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Answer an out-of-dialog OPTIONS addressed to wisp itself (no user
+    /// part, request-URI `is-myself`) with 200 without asking the policy
+    /// (default true; false hands it to request-route).
+    #[serde(default = "default_true")]
+    pub answer_options: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_shutdown_grace() -> u64 {
@@ -193,6 +206,29 @@ pub struct PolicyConfig {
     /// `~/.cache/wisp`; `""` turns the cache off).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The policy's own settings (any TOML table), handed to its `init`.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// A TOML file of policy settings, read again on every reload; keys of
+    /// `config` replace the file's.
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    /// Bytes of keys and values the policies' kv store holds at most
+    /// (default 16 MiB).
+    #[serde(default = "default_kv_max_bytes")]
+    pub kv_max_bytes: usize,
+    /// Log lines a policy version may write a second (default 100); the
+    /// rest are counted in `wisp_policy_log_dropped_total`.
+    #[serde(default = "default_log_lines_per_s")]
+    pub log_lines_per_s: u32,
+}
+
+fn default_kv_max_bytes() -> usize {
+    crate::policy::kv::DEFAULT_MAX_BYTES
+}
+
+fn default_log_lines_per_s() -> u32 {
+    100
 }
 
 /// `[control]`: the JSON-RPC and /metrics listener.
@@ -448,6 +484,17 @@ pub struct PolicySettings {
     pub limits: PolicyLimits,
     pub watch: bool,
     pub cache_dir: Option<PathBuf>,
+    /// `config`, inline.
+    pub config: Option<toml::Table>,
+    /// `config_file`, resolved.
+    pub config_file: Option<PathBuf>,
+}
+
+impl PolicySettings {
+    /// The policy's settings as JSON for its `init` (the file read now).
+    pub fn settings_json(&self) -> Result<String, String> {
+        crate::policy::settings::to_json(self.config.as_ref(), self.config_file.as_deref())
+    }
 }
 
 /// `[control]`.
@@ -519,6 +566,12 @@ impl TryFrom<Config> for Settings {
         if !(400..=699).contains(&p.on_error) {
             return Err(invalid("policy.on_error", "must be a final error status 400..=699".into()));
         }
+        if p.kv_max_bytes < 4096 {
+            return Err(invalid("policy.kv_max_bytes", "must be at least 4096".into()));
+        }
+        if !(1..=100_000).contains(&p.log_lines_per_s) {
+            return Err(invalid("policy.log_lines_per_s", "must be 1..=100000".into()));
+        }
         let control = c
             .control
             .listen
@@ -532,6 +585,8 @@ impl TryFrom<Config> for Settings {
         };
         tracing_subscriber::EnvFilter::try_new(&c.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", c.log.level)))?;
+        let myself =
+            std::sync::Arc::new(crate::sip::Myself::new(listen.iter().map(|l| l.addr).collect(), &c.sip.aliases));
         Ok(Settings {
             proxy: ProxyConfig {
                 listen,
@@ -549,6 +604,9 @@ impl TryFrom<Config> for Settings {
                 log_calls: c.log.calls,
                 prober,
                 overload: overload_settings(&c.overload).map_err(|(key, m)| invalid(key, m))?,
+                aliases: c.sip.aliases.clone(),
+                answer_options: c.sip.answer_options,
+                myself,
             },
             workers,
             socket_buffer: c.sip.socket_buffer,
@@ -561,9 +619,20 @@ impl TryFrom<Config> for Settings {
             },
             policy: PolicySettings {
                 file: c.resolve(&p.file),
-                limits: PolicyLimits { max_call_ms: p.max_call_ms, max_memory_bytes: p.max_memory_mb << 20 },
+                limits: PolicyLimits {
+                    max_call_ms: p.max_call_ms,
+                    max_memory_bytes: p.max_memory_mb << 20,
+                    edits: crate::policy::validate::EditLimits {
+                        max_header_line: c.sip.max_header_line,
+                        max_message_size: c.sip.max_message_size,
+                    },
+                    kv_max_bytes: p.kv_max_bytes,
+                    log_lines_per_s: p.log_lines_per_s,
+                },
                 watch: p.watch,
                 cache_dir: c.policy_cache_dir(),
+                config: p.config.clone(),
+                config_file: p.config_file.as_deref().map(|f| c.resolve(f)),
             },
             control: ControlSettings { listen: control, token: c.control.token.clone() },
             log: LogSettings { level: c.log.level.clone(), json },

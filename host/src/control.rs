@@ -31,6 +31,9 @@ pub struct ControlState {
     /// The policy file SIGHUP and `policy.reload` load (a path given to
     /// `policy.reload` becomes the new one).
     pub policy_file: Mutex<PathBuf>,
+    /// The policy's settings: `[policy] config` and `config_file` (read
+    /// again on every reload).
+    pub policy_config: (Option<toml::Table>, Option<PathBuf>),
     pub exposition: Exposition,
     pub proxy_metrics: Arc<ProxyMetrics>,
     pub hook_metrics: Arc<HookMetrics>,

@@ -82,6 +82,9 @@ enum PolicyCmd {
         /// Source address of the message.
         #[arg(long, default_value = "127.0.0.1:5080")]
         source: std::net::SocketAddr,
+        /// A TOML file of the policy's settings (as `[policy] config_file`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -113,9 +116,9 @@ fn main() -> ExitCode {
             init_log("warn", false);
             check_policy(&file)
         }
-        Command::Policy(PolicyCmd::Test { file, message, list, hook, failure, source }) => {
+        Command::Policy(PolicyCmd::Test { file, message, list, hook, failure, source, config }) => {
             init_log("info", false);
-            test_policy(&file, &message, list.as_deref(), &hook, &failure, source)
+            test_policy(&file, &message, list.as_deref(), &hook, &failure, source, config.as_deref())
         }
         Command::Ctl { config, url, token, json, method, args } => ctl(&config, url, token, json, &method, &args),
     };
@@ -135,7 +138,8 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         s.dispatcher.probing_threshold,
     )?);
     let engine = wisp::policy::PolicyEngine::new(s.policy.limits, None)?;
-    engine.load(&s.policy.file, &ds)?;
+    let settings = s.policy.settings_json().map_err(|e| anyhow::anyhow!("policy settings: {e}"))?;
+    engine.load(&s.policy.file, &settings, &ds)?;
     let snap = ds.snapshot();
     let dests: usize = snap.sets.iter().map(|s| s.destinations.len()).sum();
     println!("{}: ok ({} sets, {} destinations, policy ok)", path.display(), snap.sets.len(), dests);
@@ -148,7 +152,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 fn check_policy(file: &std::path::Path) -> anyhow::Result<()> {
     let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::empty());
     let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits::OFFLINE, None)?;
-    let p = engine.load(file, &ds)?;
+    let p = engine.load(file, "{}", &ds)?;
     println!("{}: ok", file.display());
     println!("world:   {}", wisp::policy::bindings::WIT_WORLD);
     println!("sha256:  {}", p.hash);
@@ -193,6 +197,7 @@ fn test_policy(
     hook: &str,
     failure: &str,
     source: std::net::SocketAddr,
+    config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use wisp::policy::{BranchFailure, CallContext, Hook, Route, RouteState};
     let ds = std::sync::Arc::new(match list {
@@ -200,7 +205,8 @@ fn test_policy(
         None => wisp::dispatcher::Dispatcher::empty(),
     });
     let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits::OFFLINE, None)?;
-    let policy = engine.load(file, &ds)?;
+    let settings = wisp::policy::settings::to_json(None, config).map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let policy = engine.load(file, &settings, &ds)?;
     let bytes = std::fs::read(message).map_err(|e| anyhow::anyhow!("{}: {e}", message.display()))?;
     let msg = wisp::sip::parse(bytes, &wisp::sip::Limits::default())
         .map_err(|e| anyhow::anyhow!("{}: not a SIP message: {e}", message.display()))?;
@@ -238,6 +244,7 @@ fn test_policy(
         },
         Ok(Route::Reply { code, reason }) => println!("decision: reply {code} {reason}"),
         Ok(Route::Drop) => println!("decision: drop"),
+        Ok(Route::GiveUp) => println!("decision: give up"),
         Err(e) => println!("decision: error: {e}"),
     }
     if ctx.route.failover.len() > 1 {

@@ -22,6 +22,8 @@ mod host_metrics;
 pub mod kv;
 pub mod metrics;
 mod host_transaction;
+pub mod settings;
+pub mod validate;
 mod wasi;
 #[cfg(test)]
 mod tests;
@@ -57,6 +59,8 @@ pub enum PolicyLoadError {
     Instantiate { path: String, reason: String },
     #[error("{path}: its init refused to start: {reason}")]
     Init { path: String, reason: String },
+    #[error("{path}: policy settings: {reason}")]
+    Settings { path: String, reason: String },
 }
 
 /// Limits applied to every hook call.
@@ -66,12 +70,25 @@ pub struct PolicyLimits {
     pub max_call_ms: u64,
     /// Linear memory cap for an instance.
     pub max_memory_bytes: usize,
+    /// What message edits must fit in.
+    pub edits: validate::EditLimits,
+    /// Bytes of keys and values the kv store holds at most.
+    pub kv_max_bytes: usize,
+    /// Log lines (log, log-fields, stdout, stderr) one policy version may
+    /// write a second; the rest are counted and dropped.
+    pub log_lines_per_s: u32,
 }
 
 impl PolicyLimits {
     /// For the offline tools (`wisp policy check`, `wisp policy test`):
     /// roomy, since nothing else waits on them.
-    pub const OFFLINE: PolicyLimits = PolicyLimits { max_call_ms: 100, max_memory_bytes: 64 << 20 };
+    pub const OFFLINE: PolicyLimits = PolicyLimits {
+        max_call_ms: 100,
+        max_memory_bytes: 64 << 20,
+        edits: validate::EditLimits { max_header_line: 8192, max_message_size: 65_535 },
+        kv_max_bytes: kv::DEFAULT_MAX_BYTES,
+        log_lines_per_s: 1000,
+    };
 }
 
 /// A compiled, validated policy version.
@@ -89,6 +106,10 @@ pub struct LoadedPolicy {
     pub exports: Vec<String>,
     pub imports: Vec<String>,
     pub loaded_at: std::time::SystemTime,
+    /// The policy's settings as JSON, handed to `init` in every instance.
+    pub settings: Arc<str>,
+    /// Log lines this version may still write in the current second.
+    log_budget: Arc<host_log::Budget>,
     pre: RouterPre<HostState>,
 }
 
@@ -102,6 +123,8 @@ pub struct PolicyEngine {
     pub metrics: Arc<metrics::PolicyMetrics>,
     epoch: Instant,
     next_version: AtomicU64,
+    /// What `is-myself` answers to: set once the listen ports are known.
+    pub myself: ArcSwap<crate::sip::Myself>,
 }
 
 impl PolicyEngine {
@@ -125,15 +148,22 @@ impl PolicyEngine {
             engine,
             limits,
             cache,
-            kv: Arc::default(),
+            kv: Arc::new(kv::Kv::new(limits.kv_max_bytes)),
             metrics: Arc::default(),
             epoch: Instant::now(),
             next_version: AtomicU64::new(1),
+            myself: ArcSwap::default(),
         }))
     }
 
-    /// Compile, link and test-instantiate a policy file.
-    pub fn load(&self, path: &Path, dispatcher: &Arc<Dispatcher>) -> Result<LoadedPolicy, PolicyLoadError> {
+    /// Compile, link and test-instantiate a policy file; `settings` (JSON)
+    /// are handed to its `init`.
+    pub fn load(
+        &self,
+        path: &Path,
+        settings: &str,
+        dispatcher: &Arc<Dispatcher>,
+    ) -> Result<LoadedPolicy, PolicyLoadError> {
         let p = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| PolicyLoadError::Read { path: p.clone(), source })?;
         if !bytes.starts_with(b"\0asm") {
@@ -174,18 +204,17 @@ impl PolicyEngine {
             exports,
             imports,
             loaded_at: std::time::SystemTime::now(),
+            settings: settings.into(),
+            log_budget: Arc::new(host_log::Budget::new(self.limits.log_lines_per_s)),
             pre,
         };
         // Load check: it must instantiate within the limits, and its init
-        // export must accept.
-        let (mut store, router) = self
-            .instantiate(&policy, dispatcher)
-            .map_err(|e| PolicyLoadError::Instantiate { path: p.clone(), reason: format!("{e:#}") })?;
-        store.set_epoch_deadline(self.limits.max_call_ms);
-        match router.call_init(&mut store) {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(PolicyLoadError::Init { path: p, reason }),
-            Err(e) => return Err(PolicyLoadError::Instantiate { path: p, reason: format!("init: {e:#}") }),
+        // export must accept the settings.
+        if let Err(e) = self.instantiate(&policy, dispatcher) {
+            return Err(match e.downcast::<InitRefused>() {
+                Ok(InitRefused(reason)) => PolicyLoadError::Init { path: p, reason },
+                Err(e) => PolicyLoadError::Instantiate { path: p, reason: format!("{e:#}") },
+            });
         }
         Ok(LoadedPolicy { version: self.next_version.fetch_add(1, Ordering::Relaxed), ..policy })
     }
@@ -207,12 +236,23 @@ impl PolicyEngine {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        store.data_mut().edit_limits = self.limits.edits;
+        store.data_mut().myself = self.myself.load_full();
+        store.data_mut().log_budget = policy.log_budget.clone();
         // Instantiation runs guest code too: bound it like a call.
         store.set_epoch_deadline(self.limits.max_call_ms);
         let router = policy.pre.instantiate(&mut store)?;
+        // Every instance gets the settings before its first hook call.
+        store.set_epoch_deadline(self.limits.max_call_ms);
+        router.call_init(&mut store, &policy.settings)?.map_err(|reason| wasmtime::Error::new(InitRefused(reason)))?;
         Ok((store, router))
     }
 }
+
+/// A policy's init answered `Err(reason)`.
+#[derive(Debug, thiserror::Error)]
+#[error("init refused: {0}")]
+struct InitRefused(String);
 
 impl std::fmt::Debug for LoadedPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,22 +280,17 @@ impl PolicyEngine {
         store.data_mut().begin_call(call);
         store.set_epoch_deadline(self.limits.max_call_ms);
         let result = match hook {
-            Hook::Request => router.call_request_route(&mut store).map(route),
-            Hook::Failure => router.call_failure_route(&mut store).map(route),
+            Hook::Request => router.call_request_route(&mut store),
+            Hook::Failure => router.call_failure_route(&mut store),
             Hook::Reply | Hook::Event => Err(wasmtime::format_err!("{} cannot be run offline", hook.name())),
         };
         let call = store.data_mut().end_call();
         let trace = store.data_mut().trace.take().unwrap_or_default();
-        (result.map_err(|e| format!("{e:#}")), call, trace)
-    }
-}
-
-/// The WIT action as the proxy's [`Route`].
-fn route(a: bindings::Action) -> Route {
-    match a {
-        bindings::Action::Relay => Route::Relay,
-        bindings::Action::Reply(r) => Route::Reply { code: r.code, reason: r.reason },
-        bindings::Action::Drop => Route::Drop,
+        let decision = match result {
+            Ok(a) => validate::decision(hook, a).map_err(|v| format!("policy violation: {v}")),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        (decision, call, trace)
     }
 }
 
@@ -294,6 +329,9 @@ pub struct CallError {
     pub version: u64,
     pub hook: &'static str,
     pub reason: String,
+    /// The call returned, but with a decision the host refuses to act on
+    /// (answered with `policy.on_error`, never a fallback route).
+    pub violation: bool,
 }
 
 /// A warm instance of one policy version.
@@ -354,7 +392,7 @@ impl PolicyWorker {
         call: CallContext,
     ) -> (Result<Route, CallError>, CallContext) {
         let (r, call) = self.call_on(policy, Hook::Request, call, |r, s| r.call_request_route(s));
-        (r.map(route), call)
+        (r.and_then(|a| self.checked(policy, Hook::Request, a)), call)
     }
 
     /// failure-route with the version the transaction started on.
@@ -364,7 +402,7 @@ impl PolicyWorker {
         call: CallContext,
     ) -> (Result<Route, CallError>, CallContext) {
         let (r, call) = self.call_on(policy, Hook::Failure, call, |r, s| r.call_failure_route(s));
-        (r.map(route), call)
+        (r.and_then(|a| self.checked(policy, Hook::Failure, a)), call)
     }
 
     /// onreply-route with the version the transaction started on.
@@ -429,6 +467,23 @@ impl PolicyWorker {
         }
     }
 
+    /// The decision `hook` returned, checked at the boundary; a refused one
+    /// is counted and logged as a violation.
+    fn checked(&mut self, policy: &LoadedPolicy, hook: Hook, a: bindings::Action) -> Result<Route, CallError> {
+        validate::decision(hook, a).map_err(|v| {
+            self.metrics.violation(v.rule());
+            let err = CallError {
+                policy: policy.name.clone(),
+                version: policy.version,
+                hook: hook.name(),
+                reason: format!("policy violation: {v}"),
+                violation: true,
+            };
+            self.log_failure(&err);
+            err
+        })
+    }
+
     /// The index of a warm instance of `policy`, made if needed. Instances
     /// of old versions that no transaction holds any more are dropped here.
     fn warm_for(&mut self, policy: &Arc<LoadedPolicy>, hook: Hook) -> Result<usize, CallError> {
@@ -480,14 +535,24 @@ impl PolicyWorker {
         };
         let kind = forced.unwrap_or(kind);
         self.metrics.trap(kind, policy.version);
+        let err = CallError {
+            policy: policy.name.clone(),
+            version: policy.version,
+            hook: hook.name(),
+            reason,
+            violation: false,
+        };
+        self.log_failure(&err);
+        err
+    }
+
+    /// One line per second at most: a policy that fails on every call must
+    /// not turn into a log storm.
+    fn log_failure(&mut self, err: &CallError) {
         self.traps += 1;
-        let err = CallError { policy: policy.name.clone(), version: policy.version, hook: hook.name(), reason };
-        // One line per second at most: a policy that traps on every call
-        // must not turn into a log storm.
         if self.last_trap_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            tracing::warn!(traps_on_this_worker = self.traps, "{err}");
+            tracing::warn!(failures_on_this_worker = self.traps, "{err}");
             self.last_trap_log = Some(Instant::now());
         }
-        err
     }
 }

@@ -63,6 +63,12 @@ pub struct ProxyConfig {
     pub prober: Option<crate::prober::ProberConfig>,
     /// Local overload control.
     pub overload: overload::OverloadConfig,
+    /// `[sip] aliases`: names that are wisp too.
+    pub aliases: Vec<String>,
+    /// Answer OPTIONS to wisp itself without the policy.
+    pub answer_options: bool,
+    /// The listen addresses and aliases (built once the ports are known).
+    pub myself: Arc<sip::Myself>,
 }
 
 /// Where bytes go out: one worker's sockets, the other workers, the resolver.
@@ -482,10 +488,7 @@ impl<S: Sender> Worker<S> {
 
     /// True when `host:port` is one of our listen addresses.
     fn is_local(&self, host: &[u8], port: u16) -> bool {
-        // Compare parsed addresses: no allocation, and `::1` matches `0:0::1`.
-        let ip =
-            std::str::from_utf8(crate::sip::uri::unbracket(host)).ok().and_then(|h| h.parse::<std::net::IpAddr>().ok());
-        ip.is_some_and(|ip| self.cfg.listen.iter().any(|l| l.addr.port() == port && l.addr.ip() == ip))
+        self.cfg.myself.is_local(host, port)
     }
 
     /// Remove a transaction once nothing refers to it any more.

@@ -29,7 +29,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let engine = PolicyEngine::new(settings.policy.limits, settings.policy.cache_dir.as_deref())?;
     let policy_file = settings.policy.file.clone();
     let loaded_stamp = file_stamp(&policy_file);
-    let first = engine.load(&policy_file, &dispatcher)?;
+    let settings_json = settings.policy.settings_json().map_err(|reason| crate::policy::PolicyLoadError::Settings {
+        path: policy_file.display().to_string(),
+        reason,
+    })?;
+    let first = engine.load(&policy_file, &settings_json, &dispatcher)?;
     tracing::info!(policy = %policy_file.display(), version = first.version, hash = %first.hash, cached = first.cached, "policy loaded");
     let policy = Arc::new(PolicyHandle::new(first));
     let workers = settings.workers;
@@ -59,6 +63,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     for l in &proxy.listen {
         tracing::info!(workers, "listening on {l}");
     }
+    proxy.myself = Arc::new(crate::sip::Myself::new(proxy.listen.iter().map(|l| l.addr).collect(), &proxy.aliases));
+    engine.myself.store(proxy.myself.clone());
     if let Some(uri) = tcp_destination_without_listener(&dispatcher, &proxy.listen) {
         tracing::warn!(%uri, "a TCP destination but no tcp: listen entry: requests to it will get 503");
     }
@@ -71,6 +77,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         transport: &transport_metrics,
         dispatcher: dispatcher.clone(),
         policy_defined: engine.metrics.clone(),
+        kv: engine.kv.clone(),
     });
     let shared = Arc::new(WorkerShared {
         cfg: Arc::new(proxy),
@@ -89,6 +96,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         engine: engine.clone(),
         policy: policy.clone(),
         policy_file: std::sync::Mutex::new(policy_file),
+        policy_config: (settings.policy.config.clone(), settings.policy.config_file.clone()),
         exposition,
         proxy_metrics,
         hook_metrics,

@@ -9,6 +9,7 @@ pub mod framing;
 pub mod header;
 pub mod hop;
 pub mod message;
+pub mod myself;
 pub mod parse;
 pub mod reply;
 pub mod scan;
@@ -17,6 +18,7 @@ pub mod via;
 
 pub use header::HeaderName;
 pub use message::{Message, Method, Span};
+pub use myself::Myself;
 pub use parse::{parse, parse_datagram, Limits, ParseError};
 pub use uri::{Scheme, Uri};
 pub use via::Via;

@@ -98,7 +98,7 @@ fn primary_backup_fails_over_on_timeout_but_not_on_busy() {
     assert!(out.contains("dispatcher.mark-dst(DstState::Inactive, true)"), "{out}");
     assert_eq!(decision(&out), "relay to sip:127.0.0.1:6002", "{out}");
     let out = h.run("primary_backup", "sip:bob@127.0.0.1", &["--hook", "failure", "--failure", "486"]);
-    assert_eq!(decision(&out), "drop", "486 goes back to the caller: {out}");
+    assert_eq!(decision(&out), "give up", "486 goes back to the caller: {out}");
     assert!(!out.contains("mark-dst"), "{out}");
 }
 
@@ -123,5 +123,5 @@ fn the_sdk_test_helper_runs_a_policy_offline() {
         &["--failure", "486"],
     )
     .unwrap();
-    assert_eq!(o.decision, "drop");
+    assert_eq!(o.decision, "give up");
 }

@@ -48,21 +48,23 @@ fn silent_primary_fails_over_after_fr_timer() {
 }
 
 #[test]
-fn both_primaries_unusable_goes_to_backup_and_nothing_usable_is_503() {
+fn losing_the_last_primary_moves_the_same_call_to_the_backup_and_nothing_usable_is_503() {
     let a = Uas::start(Behaviour::Reject(500));
     let b = Uas::start(Behaviour::Reject(502));
     let backup = Uas::start(Behaviour::Answer);
     let wisp = Wisp::start(WispConfig::new(format!("1 {} 0 10\n1 {} 0 10\n2 {}\n", a.uri(), b.uri(), backup.uri())));
     let mut uac = Uac::new(wisp.addr);
-    // First call: both primaries fail (and get marked inactive), the failover
-    // list ends: 503 from the policy.
+    // First call: both primaries fail (and get marked inactive); the
+    // failover list runs on into the backup set: the same call completes.
     let call = uac.invite("bk-1", "", PROMPT);
-    assert_eq!(call.final_code(), Some(503), "codes {:?}", call.codes);
+    assert_eq!(call.final_code(), Some(200), "codes {:?}", call.codes);
     assert_eq!(a.count(Method::Invite) + b.count(Method::Invite), 2);
-    // Second call: no usable primary, so the backup set answers.
+    assert_eq!(backup.count(Method::Invite), 1);
+    // Second call: no usable primary, straight to the backup set.
     let call = uac.invite("bk-2", "", PROMPT);
     assert_eq!(call.final_code(), Some(200), "codes {:?}", call.codes);
-    assert_eq!(backup.count(Method::Invite), 1);
+    assert_eq!(a.count(Method::Invite) + b.count(Method::Invite), 2, "inactive primaries are skipped");
+    assert_eq!(backup.count(Method::Invite), 2);
 
     // Nothing usable at all: 503 "No route available" straight from the policy.
     backup.set_behaviour(Behaviour::Reject(503));
@@ -72,7 +74,7 @@ fn both_primaries_unusable_goes_to_backup_and_nothing_usable_is_503() {
     assert_eq!(call.final_code(), Some(503));
     let reason = String::from_utf8_lossy(call.final_response.unwrap().reason()).into_owned();
     assert_eq!(reason, "No route available");
-    assert_eq!(backup.count(Method::Invite), 2, "nothing is sent once every destination is inactive");
+    assert_eq!(backup.count(Method::Invite), 3, "nothing is sent once every destination is inactive");
 }
 
 #[test]

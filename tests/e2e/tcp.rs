@@ -259,6 +259,7 @@ fn a_carrier_that_stops_reading_gets_sends_refused_not_unbounded_queues() {
     let mut cfg = WispConfig::new(format!("1 sip:127.0.0.1:{port};transport=tcp\n"));
     cfg.tcp = true;
     cfg.fr_timer_ms = 10_000;
+    cfg.policy_config = Some("methods = [\"MESSAGE\"]\n".into());
     let wisp = Wisp::start(cfg);
     let mut uac = Uac::new(wisp.addr);
     let body = "x".repeat(50_000);

@@ -36,6 +36,11 @@ pub struct WispConfig {
     pub log_format: String,
     /// Lines added to `[policy]`.
     pub policy_extra: String,
+    /// Lines of `[policy.config]`, the policy's settings. None: for
+    /// primary-backup, `methods = ["INVITE", "OPTIONS"]` (the proxy tests
+    /// send OPTIONS to carriers as their plain non-INVITE request); nothing
+    /// for other policies.
+    pub policy_config: Option<String>,
     /// Lines added to `[control]`.
     pub control_extra: String,
     /// Lines added to `[sip]`.
@@ -63,6 +68,7 @@ impl WispConfig {
             log_level: "info".into(),
             log_format: "text".into(),
             policy_extra: "cache_dir = \"cache\"\n".into(),
+            policy_config: None,
             control_extra: String::new(),
             sip_extra: String::new(),
             tcp: false,
@@ -90,10 +96,16 @@ impl Wisp {
         let dir = std::env::temp_dir().join(format!("wisp-e2e-{}-{:x}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dispatcher.list"), &cfg.dispatcher_list).unwrap();
+        let primary_backup = cfg.policy.file_stem().is_some_and(|s| s == "primary_backup");
+        let policy_config = match &cfg.policy_config {
+            Some(c) => c.clone(),
+            None if primary_backup => "methods = [\"INVITE\", \"OPTIONS\"]\n".into(),
+            None => String::new(),
+        };
         let toml = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\nshutdown_grace_s = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n{}\n\
-             [control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
+             [policy.config]\n{}\n[control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
             if cfg.tcp { ", \"tcp:127.0.0.1:0\"" } else { "" },
             cfg.workers,
             cfg.shutdown_grace_s,
@@ -104,6 +116,7 @@ impl Wisp {
             cfg.policy.display(),
             cfg.max_call_ms,
             cfg.policy_extra,
+            policy_config,
             cfg.control_extra,
             cfg.log_level,
             cfg.log_format,

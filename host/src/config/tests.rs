@@ -87,6 +87,15 @@ fn config_keys() -> Vec<String> {
             Ok(None)
         }
     }
+    impl<'de> MapAccess<'de> for Empty {
+        type Error = Error;
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, _: K) -> Result<Option<K::Value>, Error> {
+            Ok(None)
+        }
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, _: V) -> Result<V::Value, Error> {
+            Err(serde::de::Error::custom("no value"))
+        }
+    }
     impl<'de> MapAccess<'de> for Fields<'_> {
         type Error = Error;
         fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
@@ -133,6 +142,11 @@ fn config_keys() -> Vec<String> {
             self.leaf();
             v.visit_seq(Empty)
         }
+        fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+            // A free-form table (the policy's own settings): one key.
+            self.leaf();
+            v.visit_map(Empty)
+        }
         fn deserialize_struct<V: Visitor<'de>>(
             self,
             _name: &'static str,
@@ -144,7 +158,7 @@ fn config_keys() -> Vec<String> {
         }
         serde::forward_to_deserialize_any! {
             i8 i16 i32 i64 u8 u16 u32 u64 f32 char bytes byte_buf unit unit_struct
-            newtype_struct tuple tuple_struct map enum identifier ignored_any
+            newtype_struct tuple tuple_struct enum identifier ignored_any
         }
     }
     let mut out = Vec::new();

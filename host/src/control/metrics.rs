@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::dispatcher::metrics::DestinationCollector;
 use crate::dispatcher::Dispatcher;
+use crate::policy::kv::Kv;
 use crate::policy::metrics::{HookMetrics, PolicyMetrics};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::transport::TransportMetrics;
@@ -27,14 +28,26 @@ pub struct Sources<'a> {
     pub transport: &'a TransportMetrics,
     pub dispatcher: Arc<Dispatcher>,
     pub policy_defined: Arc<PolicyMetrics>,
+    pub kv: Arc<Kv>,
 }
 
 impl Exposition {
     pub fn new(sources: Sources<'_>) -> Exposition {
         let mut root = Registry::default();
         // Policy-defined series keep their own `policy_` prefix; wisp's get `wisp_`.
-        root.register_collector(Box::new(sources.policy_defined));
+        root.register_collector(Box::new(sources.policy_defined.clone()));
         let wisp = root.sub_registry_with_prefix("wisp");
+        wisp.register(
+            "policy_log_dropped",
+            "Policy log lines over policy.log_lines_per_s, dropped",
+            sources.policy_defined.log_dropped.clone(),
+        );
+        wisp.register("policy_kv_keys", "Keys in the policies' kv store", sources.kv.keys.clone());
+        wisp.register(
+            "policy_kv_bytes",
+            "Bytes of keys and values in the policies' kv store",
+            sources.kv.bytes.clone(),
+        );
         sources.proxy.register(wisp);
         sources.hooks.register(wisp);
         sources.transport.register(wisp);

@@ -7,7 +7,10 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use self::wisp::policy::types::{Algorithm, BranchFailure, Destination, DstState, Level, Peer, ReplyInfo};
+pub use self::wisp::policy::types::{
+    Algorithm, BranchFailure, Destination, DstState, EditError, FromList, Level, Peer, ReplyInfo, SipMethod as Method,
+    Transport,
+};
 
 /// The world policies are built against, as `wit/policy.wit` names it
 /// (checked by a test below).

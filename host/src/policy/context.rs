@@ -31,9 +31,10 @@ pub enum Route {
     Relay,
     /// Answer with this status and reason.
     Reply { code: u16, reason: String },
-    /// request-route: answer nothing. failure-route: give up, the best
-    /// reply goes upstream.
+    /// request-route only: answer nothing.
     Drop,
+    /// failure-route only: stop trying, the best reply goes upstream.
+    GiveUp,
 }
 
 /// What onreply-route decides.
@@ -132,6 +133,12 @@ pub struct HostState {
     pub epoch: std::time::Instant,
     /// Host calls made, when tracing (`wisp policy test`).
     pub trace: Option<Vec<String>>,
+    /// What message edits must fit in.
+    pub edit_limits: super::validate::EditLimits,
+    /// The addresses and names that are wisp (`is-myself`).
+    pub myself: Arc<crate::sip::Myself>,
+    /// The policy version's log lines left this second.
+    pub log_budget: Arc<super::host_log::Budget>,
 }
 
 /// A destination that became usable (`up`) or unusable.
@@ -159,7 +166,20 @@ impl HostState {
         metrics: Arc<super::metrics::PolicyMetrics>,
         epoch: std::time::Instant,
     ) -> HostState {
-        HostState { call: None, dispatcher, policy, limits, events: Vec::new(), kv, metrics, epoch, trace: None }
+        HostState {
+            call: None,
+            dispatcher,
+            policy,
+            limits,
+            events: Vec::new(),
+            kv,
+            metrics,
+            epoch,
+            trace: None,
+            edit_limits: Default::default(),
+            myself: Arc::default(),
+            log_budget: Arc::new(super::host_log::Budget::new(1000)),
+        }
     }
 
     /// Hand the host functions a call context for one hook call.

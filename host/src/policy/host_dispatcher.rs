@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::bindings::wisp::policy::dispatcher::Host;
-use super::bindings::{Algorithm, Destination, DstState};
+use super::bindings::{Algorithm, Destination, DstState, FromList};
 use super::context::HostState;
 use crate::dispatcher::destination::{flags, State};
 use crate::dispatcher::{self as ds, HashInput, Mark};
@@ -110,6 +110,11 @@ impl Host for HostState {
         Ok(Some(out))
     }
 
+    fn current_dst(&mut self) -> wasmtime::Result<Option<Destination>> {
+        self.trace(|| "dispatcher.current-dst()".to_string());
+        Ok(self.call()?.route.target().map(|d| record(d)))
+    }
+
     fn next_dst(&mut self) -> wasmtime::Result<Option<Destination>> {
         self.trace(|| "dispatcher.next-dst()".to_string());
         let route = &mut self.call()?.route;
@@ -190,7 +195,7 @@ impl Host for HostState {
         Ok(set.destinations.iter().any(|d| d.is_usable() && uri.as_deref().is_none_or(|u| d.uri == u)))
     }
 
-    fn is_from_list(&mut self, set_id: Option<u32>, mode: u32) -> wasmtime::Result<Option<u32>> {
+    fn is_from_list(&mut self, set_id: Option<u32>, mode: FromList) -> wasmtime::Result<Option<u32>> {
         self.trace(|| format!("dispatcher.is-from-list({:?}, {:?})", set_id, mode));
         let (src, transport) = {
             let call = self.call()?;
@@ -200,9 +205,9 @@ impl Host for HostState {
         let found = snap.sets.iter().filter(|s| set_id.is_none_or(|id| s.id == id)).find(|s| {
             s.destinations.iter().any(|d| {
                 d.addr.ip() == src.ip()
-                    && (mode & 1 != 0 || d.addr.port() == src.port())
-                    && (mode & 2 != 0 || d.transport == transport)
-                    && (mode & 4 == 0 || d.is_usable())
+                    && (mode.contains(FromList::IGNORE_PORT) || d.addr.port() == src.port())
+                    && (mode.contains(FromList::IGNORE_TRANSPORT) || d.transport == transport)
+                    && (!mode.contains(FromList::USABLE_ONLY) || d.is_usable())
             })
         });
         Ok(found.map(|s| s.id))

@@ -2,8 +2,18 @@
 
 use std::time::Duration;
 
-use super::bindings::wisp::policy::kv::{Entry, Host};
+use super::bindings::wisp::policy::kv::{Entry, Host, KvError};
 use super::context::HostState;
+use super::kv::KvError as Refused;
+
+fn typed<T>(r: Result<T, Refused>) -> Result<T, KvError> {
+    r.map_err(|e| match e {
+        Refused::KeyTooLong => KvError::KeyTooLong,
+        Refused::ValueTooLarge => KvError::ValueTooLarge,
+        Refused::Full => KvError::Full,
+        Refused::NotAnInteger => KvError::NotAnInteger,
+    })
+}
 
 impl Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Entry>> {
@@ -11,9 +21,9 @@ impl Host for HostState {
         Ok(self.kv.get(&key).map(|(value, version)| Entry { value, version }))
     }
 
-    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> wasmtime::Result<Result<u64, String>> {
+    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> wasmtime::Result<Result<u64, KvError>> {
         self.trace(|| format!("kv.set({:?}, {:?}, {:?})", key, value, ttl_ms));
-        Ok(self.kv.write(&key, None, value, ttl_ms.map(Duration::from_millis)).map(|v| v.unwrap_or_default()))
+        Ok(typed(self.kv.write(&key, None, value, ttl_ms.map(Duration::from_millis))).map(|v| v.unwrap_or_default()))
     }
 
     fn compare_and_swap(
@@ -22,14 +32,14 @@ impl Host for HostState {
         expected: Option<u64>,
         value: String,
         ttl_ms: Option<u64>,
-    ) -> wasmtime::Result<Result<Option<u64>, String>> {
+    ) -> wasmtime::Result<Result<Option<u64>, KvError>> {
         self.trace(|| format!("kv.compare-and-swap({:?}, {:?}, {:?}, {:?})", key, expected, value, ttl_ms));
-        Ok(self.kv.write(&key, Some(expected), value, ttl_ms.map(Duration::from_millis)))
+        Ok(typed(self.kv.write(&key, Some(expected), value, ttl_ms.map(Duration::from_millis))))
     }
 
-    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<Result<i64, String>> {
+    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<Result<i64, KvError>> {
         self.trace(|| format!("kv.increment({:?}, {:?}, {:?})", key, delta, ttl_ms));
-        Ok(self.kv.increment(&key, delta, ttl_ms.map(Duration::from_millis)))
+        Ok(typed(self.kv.increment(&key, delta, ttl_ms.map(Duration::from_millis))))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<bool> {

@@ -1,40 +1,50 @@
-//! `wisp:policy/message`: the message in hand.
+//! `wisp:policy/message`: the message in hand. Every edit is checked by
+//! [`super::validate`] first.
 
 use super::bindings::wisp::policy::message::Host;
-use super::bindings::Peer;
+use super::bindings::{EditError, Method, Peer, Transport};
 use super::context::HostState;
-use crate::sip::scan::{is_token, split_commas, trim};
-use crate::sip::{HeaderName, Uri};
+use super::validate;
+use crate::sip::scan::{split_commas, trim};
+use crate::sip::HeaderName;
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Headers wisp itself maintains; a policy may read but not write them.
-fn host_owned(name: &str) -> bool {
-    matches!(
-        HeaderName::parse(name.as_bytes()),
-        HeaderName::Via | HeaderName::ContentLength | HeaderName::CSeq | HeaderName::CallId
-    )
+/// The WIT method of a request's method token.
+fn method(token: &[u8]) -> Method {
+    match token {
+        b"INVITE" => Method::Invite,
+        b"ACK" => Method::Ack,
+        b"BYE" => Method::Bye,
+        b"CANCEL" => Method::Cancel,
+        b"OPTIONS" => Method::Options,
+        b"REGISTER" => Method::Register,
+        b"SUBSCRIBE" => Method::Subscribe,
+        b"NOTIFY" => Method::Notify,
+        b"REFER" => Method::Refer,
+        b"INFO" => Method::Info,
+        b"UPDATE" => Method::Update,
+        b"PRACK" => Method::Prack,
+        b"MESSAGE" => Method::Message,
+        b"PUBLISH" => Method::Publish,
+        other => Method::Other(lossy(other)),
+    }
 }
 
-fn check_header(name: &str, value: &str) -> Result<(), String> {
-    if !is_token(name.as_bytes()) {
-        return Err(format!("`{name}` is not a valid header name"));
+/// The WIT transport of a listen entry's.
+pub(super) fn transport(p: crate::transport::Proto) -> Transport {
+    match p {
+        crate::transport::Proto::Udp => Transport::Udp,
+        crate::transport::Proto::Tcp => Transport::Tcp,
     }
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(format!("value of `{name}` contains CR, LF or NUL"));
-    }
-    if host_owned(name) {
-        return Err(format!("`{name}` is maintained by wisp and cannot be changed by a policy"));
-    }
-    Ok(())
 }
 
 impl Host for HostState {
-    fn method(&mut self) -> wasmtime::Result<String> {
+    fn method(&mut self) -> wasmtime::Result<Method> {
         self.trace(|| "message.method()".to_string());
-        Ok(lossy(self.call()?.msg.method_bytes()))
+        Ok(method(self.call()?.msg.method_bytes()))
     }
 
     fn status(&mut self) -> wasmtime::Result<Option<u16>> {
@@ -47,14 +57,12 @@ impl Host for HostState {
         Ok(self.call()?.msg.request_uri().map(lossy))
     }
 
-    fn set_request_uri(&mut self, uri: String) -> wasmtime::Result<Result<(), String>> {
+    fn set_request_uri(&mut self, uri: String) -> wasmtime::Result<Result<(), EditError>> {
         self.trace(|| format!("message.set-request-uri({:?})", uri));
+        let limits = self.edit_limits;
         let call = self.call()?;
-        if !call.msg.is_request() {
-            return Ok(Err("a reply has no request-URI".into()));
-        }
-        if let Err(e) = Uri::parse(uri.as_bytes()) {
-            return Ok(Err(format!("`{uri}`: {e}")));
+        if let Err(e) = validate::request_uri(&call.msg, &uri, limits) {
+            return Ok(Err(e));
         }
         call.msg.set_request_uri(uri.as_bytes());
         Ok(Ok(()))
@@ -86,30 +94,34 @@ impl Host for HostState {
         Ok(out)
     }
 
-    fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+    fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), EditError>> {
         self.trace(|| format!("message.set-header({:?}, {:?})", name, value));
-        if let Err(e) = check_header(&name, &value) {
+        let limits = self.edit_limits;
+        let call = self.call()?;
+        if let Err(e) = validate::header_edit(&call.msg, &name, &value, true, limits) {
             return Ok(Err(e));
         }
-        self.call()?.msg.set_header(&name, value.as_bytes());
+        call.msg.set_header(&name, value.as_bytes());
         Ok(Ok(()))
     }
 
-    fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+    fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), EditError>> {
         self.trace(|| format!("message.append-header({:?}, {:?})", name, value));
-        if let Err(e) = check_header(&name, &value) {
+        let limits = self.edit_limits;
+        let call = self.call()?;
+        if let Err(e) = validate::header_edit(&call.msg, &name, &value, false, limits) {
             return Ok(Err(e));
         }
-        self.call()?.msg.append_header(&name, value.as_bytes());
+        call.msg.append_header(&name, value.as_bytes());
         Ok(Ok(()))
     }
 
-    fn remove_header(&mut self, name: String) -> wasmtime::Result<u32> {
+    fn remove_header(&mut self, name: String) -> wasmtime::Result<Result<u32, EditError>> {
         self.trace(|| format!("message.remove-header({:?})", name));
-        if host_owned(&name) {
-            return Ok(0);
+        if let Err(e) = validate::header_removal(&name) {
+            return Ok(Err(e));
         }
-        Ok(self.call()?.msg.remove_header(name.as_bytes()))
+        Ok(Ok(self.call()?.msg.remove_header(name.as_bytes())))
     }
 
     fn has_to_tag(&mut self) -> wasmtime::Result<bool> {
@@ -123,12 +135,17 @@ impl Host for HostState {
         Ok(Peer {
             address: call.source.ip().to_string(),
             port: call.source.port(),
-            transport: call.transport.as_str().to_string(),
+            transport: transport(call.transport),
         })
     }
 
     fn body_length(&mut self) -> wasmtime::Result<u32> {
         self.trace(|| "message.body-length()".to_string());
         Ok(self.call()?.msg.body().len() as u32)
+    }
+
+    fn is_myself(&mut self, uri: String) -> wasmtime::Result<bool> {
+        self.trace(|| format!("message.is-myself({:?})", uri));
+        Ok(self.myself.is_myself(uri.as_bytes()))
     }
 }

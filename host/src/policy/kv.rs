@@ -1,17 +1,35 @@
 //! The policies' shared key-value store: one per process, shared by every
 //! worker and every policy version (state that survives a swap). Sharded
 //! mutexes, entries with a version for compare-and-swap and an optional
-//! expiry; bounded in key size, value size and number of keys.
+//! expiry; bounded in key size, value size, number of keys and total bytes
+//! (keys plus values). Expired entries are swept when a cap is reached.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 pub const MAX_KEY: usize = 256;
 pub const MAX_VALUE: usize = 4096;
 pub const MAX_KEYS: usize = 100_000;
+/// Default `policy.kv_max_bytes`: 16 MiB of keys and values.
+pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
 const SHARDS: usize = 16;
+
+/// Why a write was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("key longer than {MAX_KEY} bytes")]
+    KeyTooLong,
+    #[error("value longer than {MAX_VALUE} bytes")]
+    ValueTooLarge,
+    #[error("store full (key count or total bytes)")]
+    Full,
+    #[error("value is not an integer")]
+    NotAnInteger,
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -27,25 +45,45 @@ impl Entry {
 }
 
 /// The store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Kv {
     shards: [Mutex<HashMap<String, Entry>>; SHARDS],
     versions: AtomicU64,
-    keys: AtomicUsize,
+    max_bytes: usize,
+    /// Keys held (expired ones until swept), for the cap and `/metrics`.
+    pub keys: Gauge,
+    /// Bytes of keys and values held, for the cap and `/metrics`.
+    pub bytes: Gauge,
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Kv::new(DEFAULT_MAX_BYTES)
+    }
 }
 
 impl Kv {
+    pub fn new(max_bytes: usize) -> Kv {
+        Kv {
+            shards: Default::default(),
+            versions: AtomicU64::new(0),
+            max_bytes,
+            keys: Gauge::default(),
+            bytes: Gauge::default(),
+        }
+    }
+
     fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         let i = crate::hash::fnv1a(&[key.as_bytes()]) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn check(key: &str, value: &str) -> Result<(), String> {
+    fn check(key: &str, value: &str) -> Result<(), KvError> {
         if key.len() > MAX_KEY {
-            return Err(format!("key longer than {MAX_KEY} bytes"));
+            return Err(KvError::KeyTooLong);
         }
         if value.len() > MAX_VALUE {
-            return Err(format!("value longer than {MAX_VALUE} bytes"));
+            return Err(KvError::ValueTooLarge);
         }
         Ok(())
     }
@@ -54,6 +92,58 @@ impl Kv {
     pub fn get(&self, key: &str) -> Option<(String, u64)> {
         let now = Instant::now();
         self.shard(key).get(key).filter(|e| e.live(now)).map(|e| (e.value.clone(), e.version))
+    }
+
+    /// Would storing `value` under `key` (replacing `old`, its current
+    /// value's length) stay within the caps?
+    fn fits(&self, key: &str, old: Option<usize>, value: usize) -> bool {
+        let keys = self.keys.get() as usize + usize::from(old.is_none());
+        let grow = (key.len() + value) as i64 - old.map_or(0, |o| (key.len() + o) as i64);
+        keys <= MAX_KEYS && self.bytes.get() + grow <= self.max_bytes as i64
+    }
+
+    /// Store `value` in a locked shard, keeping the counts.
+    fn put(&self, shard: &mut HashMap<String, Entry>, key: &str, entry: Entry) {
+        let grow = entry.value.len() as i64;
+        match shard.insert(key.to_string(), entry) {
+            Some(old) => {
+                self.bytes.inc_by(grow - old.value.len() as i64);
+            }
+            None => {
+                self.keys.inc();
+                self.bytes.inc_by(grow + key.len() as i64);
+            }
+        }
+    }
+
+    /// Drop every expired entry (when a cap is reached).
+    fn sweep(&self, now: Instant) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|k, e| {
+                let keep = e.live(now);
+                if !keep {
+                    self.keys.dec();
+                    self.bytes.dec_by((k.len() + e.value.len()) as i64);
+                }
+                keep
+            });
+        }
+    }
+
+    /// Room for `value` under `key`, sweeping expired entries once when
+    /// the caps are reached. Called without the key's shard locked.
+    fn make_room(&self, key: &str, value: usize, now: Instant) -> Result<(), KvError> {
+        let old = self.shard(key).get(key).map(|e| e.value.len());
+        if self.fits(key, old, value) {
+            return Ok(());
+        }
+        self.sweep(now);
+        let old = self.shard(key).get(key).map(|e| e.value.len());
+        match self.fits(key, old, value) {
+            true => Ok(()),
+            false => Err(KvError::Full),
+        }
     }
 
     /// Write `value` when `expected` matches the current version (`Some(None)`:
@@ -65,9 +155,10 @@ impl Kv {
         expected: Option<Option<u64>>,
         value: String,
         ttl: Option<Duration>,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, KvError> {
         Kv::check(key, &value)?;
         let now = Instant::now();
+        self.make_room(key, value.len(), now)?;
         let mut shard = self.shard(key);
         let current = shard.get(key).filter(|e| e.live(now)).map(|e| e.version);
         if let Some(want) = expected {
@@ -75,46 +166,37 @@ impl Kv {
                 return Ok(None);
             }
         }
-        let exists = shard.contains_key(key);
-        if !exists && self.keys.load(Ordering::Relaxed) >= MAX_KEYS {
-            return Err(format!("store full ({MAX_KEYS} keys)"));
-        }
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        shard.insert(key.to_string(), Entry { value, version, expires: ttl.map(|t| now + t) });
-        if !exists {
-            self.keys.fetch_add(1, Ordering::Relaxed);
-        }
+        self.put(&mut shard, key, Entry { value, version, expires: ttl.map(|t| now + t) });
         Ok(Some(version))
     }
 
     /// Add to an integer value (absent or expired: 0, with `ttl`).
-    pub fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, String> {
+    pub fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
         Kv::check(key, "")?;
         let now = Instant::now();
+        // An i64 is at most 20 bytes.
+        self.make_room(key, 20, now)?;
         let mut shard = self.shard(key);
         let (base, expires) = match shard.get(key).filter(|e| e.live(now)) {
-            Some(e) => (e.value.parse::<i64>().map_err(|_| format!("`{key}` does not hold an integer"))?, e.expires),
+            Some(e) => (e.value.parse::<i64>().map_err(|_| KvError::NotAnInteger)?, e.expires),
             None => (0, ttl.map(|t| now + t)),
         };
-        let exists = shard.contains_key(key);
-        if !exists && self.keys.load(Ordering::Relaxed) >= MAX_KEYS {
-            return Err(format!("store full ({MAX_KEYS} keys)"));
-        }
         let value = base.saturating_add(delta);
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        shard.insert(key.to_string(), Entry { value: value.to_string(), version, expires });
-        if !exists {
-            self.keys.fetch_add(1, Ordering::Relaxed);
-        }
+        self.put(&mut shard, key, Entry { value: value.to_string(), version, expires });
         Ok(value)
     }
 
     pub fn delete(&self, key: &str) -> bool {
-        let removed = self.shard(key).remove(key).is_some();
-        if removed {
-            self.keys.fetch_sub(1, Ordering::Relaxed);
+        match self.shard(key).remove(key) {
+            Some(e) => {
+                self.keys.dec();
+                self.bytes.dec_by((key.len() + e.value.len()) as i64);
+                true
+            }
+            None => false,
         }
-        removed
     }
 }
 
@@ -138,6 +220,30 @@ mod tests {
         assert_eq!(kv.get("t"), None, "expired reads as absent");
         assert!(kv.delete("a"));
         assert!(!kv.delete("a"));
-        assert!(kv.write(&"k".repeat(300), None, String::new(), None).is_err());
+        assert_eq!(kv.write(&"k".repeat(300), None, String::new(), None), Err(KvError::KeyTooLong));
+        assert_eq!(kv.bytes.get(), ("n".len() + 1 + "t".len() + "gone soon".len()) as i64);
+    }
+
+    #[test]
+    fn total_bytes_are_capped_and_expired_entries_make_room() {
+        let kv = Kv::new(10_000);
+        let value = "v".repeat(1000);
+        let mut stored = 0;
+        while kv.write(&format!("k{stored}"), None, value.clone(), Some(Duration::from_millis(50))).is_ok() {
+            stored += 1;
+        }
+        assert_eq!(stored, 9, "9 entries of ~1002 bytes fit in 10,000");
+        assert_eq!(kv.write("other", None, value.clone(), None), Err(KvError::Full));
+        assert!(kv.write("k0", None, "small".into(), None).is_ok(), "replacing within the cap");
+        std::thread::sleep(Duration::from_millis(60));
+        for i in 0..8 {
+            assert!(kv.write(&format!("n{i}"), None, value.clone(), None).is_ok(), "expired entries were swept");
+        }
+        assert_eq!(kv.keys.get(), 9);
+        assert!(kv.delete("k0"));
+        for i in 0..8 {
+            assert!(kv.delete(&format!("n{i}")));
+        }
+        assert_eq!((kv.keys.get(), kv.bytes.get()), (0, 0));
     }
 }

@@ -50,6 +50,7 @@ pub struct HookMetrics {
     traps: Vec<Counter>,
     traps_by_version: Family<Labels, Counter>,
     pub swaps: Counter,
+    violations: Family<Labels, Counter>,
     duration_family: Family<Labels, Histogram>,
     /// One histogram per worker: the crate's histogram takes a mutex, so
     /// workers never share one.
@@ -76,6 +77,7 @@ impl HookMetrics {
             traps,
             traps_by_version: Family::default(),
             swaps: Counter::default(),
+            violations: Family::default(),
             duration_family,
             duration,
         }
@@ -91,6 +93,14 @@ impl HookMetrics {
             self.traps_by_version.clone(),
         );
         registry.register("policy_swaps", "Policy versions published after the first", self.swaps.clone());
+        for rule in super::validate::Violation::RULES {
+            let _ = self.violations.get_or_create(&vec![("rule".to_string(), rule.to_string())]);
+        }
+        registry.register(
+            "policy_violations",
+            "Policy decisions the host refused (answered with policy.on_error), by rule",
+            self.violations.clone(),
+        );
         registry.register(
             "policy_call_duration_seconds",
             "Duration of policy hook calls, per worker",
@@ -112,6 +122,11 @@ impl HookMetrics {
         self.traps_by_version.get_or_create(&labels).inc();
     }
 
+    /// A refused decision (rare: the label lookup is fine here).
+    pub fn violation(&self, rule: &'static str) {
+        self.violations.get_or_create(&vec![("rule".to_string(), rule.to_string())]).inc();
+    }
+
     /// Calls and traps so far, for `policy.info`.
     pub fn counts(&self) -> (u64, u64) {
         (self.calls.iter().map(Counter::get).sum(), self.traps.iter().map(Counter::get).sum())
@@ -125,6 +140,15 @@ enum PolicyValue {
     Gauge(i64),
 }
 
+/// Why a policy metric update was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricError {
+    BadName,
+    BadLabels,
+    TooManySeries,
+    WrongKind,
+}
+
 /// Most policy-defined series per process.
 pub const MAX_POLICY_SERIES: usize = 1000;
 
@@ -135,6 +159,9 @@ pub const MAX_POLICY_SERIES: usize = 1000;
 pub struct PolicyMetrics {
     shards: [std::sync::Mutex<std::collections::HashMap<(String, Labels), PolicyValue>>; 8],
     series: std::sync::atomic::AtomicUsize,
+    /// Policy log lines (log, stdout, stderr) over `policy.log_lines_per_s`,
+    /// dropped (exported by wisp as `wisp_policy_log_dropped_total`).
+    pub log_dropped: Counter,
 }
 
 impl PolicyMetrics {
@@ -149,20 +176,20 @@ impl PolicyMetrics {
         &self,
         name: &str,
         labels: Labels,
-        f: impl FnOnce(Option<PolicyValue>) -> Result<PolicyValue, String>,
-    ) -> Result<(), String> {
+        f: impl FnOnce(Option<PolicyValue>) -> Result<PolicyValue, MetricError>,
+    ) -> Result<(), MetricError> {
         if !PolicyMetrics::valid_name(name) {
-            return Err(format!("metric name `{name}`: use [a-z_][a-z0-9_]*, at most 64 characters"));
+            return Err(MetricError::BadName);
         }
         if labels.len() > 4 || labels.iter().any(|(k, v)| !PolicyMetrics::valid_name(k) || v.len() > 128) {
-            return Err("at most 4 labels, names [a-z_][a-z0-9_]*, values up to 128 bytes".into());
+            return Err(MetricError::BadLabels);
         }
         let i = crate::hash::fnv1a(&[name.as_bytes()]) as usize % self.shards.len();
         let mut shard = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
         let key = (name.to_string(), labels);
         let old = shard.get(&key).copied();
         if old.is_none() && self.series.load(Ordering::Relaxed) >= MAX_POLICY_SERIES {
-            return Err(format!("too many policy metric series (limit {MAX_POLICY_SERIES})"));
+            return Err(MetricError::TooManySeries);
         }
         let new = f(old)?;
         if old.is_none() {
@@ -172,17 +199,17 @@ impl PolicyMetrics {
         Ok(())
     }
 
-    pub fn counter_add(&self, name: &str, labels: Labels, v: u64) -> Result<(), String> {
+    pub fn counter_add(&self, name: &str, labels: Labels, v: u64) -> Result<(), MetricError> {
         self.update(name, labels, |old| match old {
             None => Ok(PolicyValue::Counter(v)),
             Some(PolicyValue::Counter(c)) => Ok(PolicyValue::Counter(c.saturating_add(v))),
-            Some(PolicyValue::Gauge(_)) => Err(format!("`{name}` is a gauge")),
+            Some(PolicyValue::Gauge(_)) => Err(MetricError::WrongKind),
         })
     }
 
-    pub fn gauge_set(&self, name: &str, labels: Labels, v: i64) -> Result<(), String> {
+    pub fn gauge_set(&self, name: &str, labels: Labels, v: i64) -> Result<(), MetricError> {
         self.update(name, labels, |old| match old {
-            Some(PolicyValue::Counter(_)) => Err(format!("`{name}` is a counter")),
+            Some(PolicyValue::Counter(_)) => Err(MetricError::WrongKind),
             _ => Ok(PolicyValue::Gauge(v)),
         })
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::bindings::wisp::policy::dispatcher::Host as Dispatcher;
 use super::bindings::wisp::policy::message::Host as MessageHost;
-use super::bindings::{Algorithm, DstState};
+use super::bindings::{Algorithm, DstState, EditError, FromList};
 use super::context::{CallContext, HostState};
 use crate::dispatcher;
 use crate::transport::Proto;
@@ -75,28 +75,33 @@ fn header_edits_are_checked_at_the_boundary() {
     assert!(s.set_header("X-Route".into(), "a".into()).unwrap().is_ok());
     assert_eq!(s.header("X-Route".into()).unwrap().as_deref(), Some("a"));
     let injected = s.set_header("X-Route".into(), "a\r\nX-Injected: yes".into()).unwrap();
-    assert!(injected.unwrap_err().contains("CR, LF"), "no header injection");
+    assert_eq!(injected, Err(EditError::BadValue), "no header injection");
     assert!(s.append_header("Bad Name".into(), "v".into()).unwrap().is_err(), "a header name is a token");
     for owned in ["Via", "Call-ID", "CSeq", "Content-Length", "v", "i", "l"] {
         assert!(s.set_header(owned.into(), "x".into()).unwrap().is_err(), "{owned} is wisp's");
-        assert_eq!(s.remove_header(owned.into()).unwrap(), 0, "{owned} cannot be removed");
+        assert_eq!(s.remove_header(owned.into()).unwrap(), Err(EditError::Protected), "{owned} cannot be removed");
     }
     assert_eq!(s.header("Call-ID".into()).unwrap().as_deref(), Some("host-fns"));
     assert!(s.set_request_uri("not a uri".into()).unwrap().is_err());
     assert!(s.set_request_uri("sip:carol@127.0.0.1:5090".into()).unwrap().is_ok());
     assert_eq!(s.request_uri().unwrap().as_deref(), Some("sip:carol@127.0.0.1:5090"));
+    assert!(s.current_dst().unwrap().is_none(), "nothing selected yet");
+    let chosen = s.select_dst(1, Algorithm::Serial, None, None).unwrap().map(|d| d.uri);
+    assert_eq!(s.current_dst().unwrap().map(|d| d.uri), chosen, "current-dst is $du");
+    let next = s.next_dst().unwrap().map(|d| d.uri);
+    assert_eq!(s.current_dst().unwrap().map(|d| d.uri), next);
 }
 
 #[test]
 fn is_from_list_matches_address_port_and_transport_as_asked() {
     let mut s = in_call("127.0.0.1:5072", Proto::Udp);
-    assert_eq!(s.is_from_list(None, 0).unwrap(), Some(1), "address, port and transport match set 1");
+    assert_eq!(s.is_from_list(None, FromList::empty()).unwrap(), Some(1), "address, port and transport match set 1");
     let mut s = in_call("127.0.0.1:6000", Proto::Udp);
-    assert_eq!(s.is_from_list(None, 0).unwrap(), None, "another port");
-    assert_eq!(s.is_from_list(None, 1).unwrap(), Some(1), "mode 1 ignores the port");
+    assert_eq!(s.is_from_list(None, FromList::empty()).unwrap(), None, "another port");
+    assert_eq!(s.is_from_list(None, FromList::IGNORE_PORT).unwrap(), Some(1), "mode 1 ignores the port");
     let mut s = in_call("127.0.0.1:5080", Proto::Udp);
-    assert_eq!(s.is_from_list(Some(2), 0).unwrap(), None, "set 2 is reached over TCP");
-    assert_eq!(s.is_from_list(Some(2), 2).unwrap(), Some(2), "mode 2 ignores the transport");
+    assert_eq!(s.is_from_list(Some(2), FromList::empty()).unwrap(), None, "set 2 is reached over TCP");
+    assert_eq!(s.is_from_list(Some(2), FromList::IGNORE_TRANSPORT).unwrap(), Some(2), "mode 2 ignores the transport");
 }
 
 #[test]

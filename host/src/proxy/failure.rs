@@ -67,6 +67,7 @@ impl<S: Sender> Worker<S> {
                 self.relay(id);
             }
             Ok(Route::Reply { code, reason }) => self.reply_with(id, code, &reason),
+            Err(e) if e.violation => self.reply(id, self.cfg.on_error),
             _ => self.finish(id, failure),
         }
     }

@@ -89,7 +89,25 @@ impl<S: Sender> Worker<S> {
         self.server_index.insert(key, id);
         self.txs.insert(id, tx);
         self.metrics.transaction_started(method == Method::Invite);
+        if method == Method::Options && self.cfg.answer_options && self.is_for_myself(id) {
+            // A keepalive to wisp itself: wisp answers, no carrier sees it.
+            return self.reply_with(id, 200, reason_phrase(200));
+        }
         self.run_request_route(id);
+    }
+
+    /// An out-of-dialog request addressed to wisp, not to a user behind
+    /// it: no To tag, no Route left after ours were popped, a request-URI
+    /// without a user part that names wisp.
+    fn is_for_myself(&self, id: u64) -> bool {
+        let Some(tx) = self.txs.get(&id) else { return false };
+        let msg = &tx.request;
+        !msg.has_to_tag()
+            && msg.top_route_uri().is_none()
+            && msg
+                .request_uri()
+                .and_then(|r| Uri::parse(r).ok())
+                .is_some_and(|u| u.user.is_none() && self.is_local(u.host, u.port_or_default()))
     }
 
     /// More transactions in progress than `sip.max_transactions` allows.
@@ -165,7 +183,10 @@ impl<S: Sender> Worker<S> {
             Ok(Route::Relay) => self.relay(id),
             Ok(Route::Reply { code, reason }) => self.reply_with(id, code, &reason),
             Ok(Route::Drop) => self.drop_request(id),
-            Err(_) => self.on_policy_error(id),
+            // A decision the host refused: the policy ran, its answer was
+            // unusable; on_error, never a fallback route.
+            Err(e) if e.violation => self.reply(id, self.cfg.on_error),
+            Ok(Route::GiveUp) | Err(_) => self.on_policy_error(id),
         }
     }
 

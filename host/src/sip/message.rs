@@ -425,6 +425,12 @@ impl Message {
         out.extend_from_slice(self.body());
     }
 
+    /// Octets [`Message::write_to`] would write (edits included).
+    pub fn wire_len(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|h| h.line.len() + 2).sum();
+        self.start_line.len() + 2 + headers + 2 + self.body.len()
+    }
+
     /// Serialise into a new buffer.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();

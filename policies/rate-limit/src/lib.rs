@@ -15,7 +15,7 @@
 //! primary-backup (set 1 round-robin, then set 2).
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p rate-limit`.
-use wisp_policy::{clock, dispatcher, kv, log, metrics, Action, Algorithm, Level, Message, Policy};
+use wisp_policy::{clock, dispatcher, kv, log, metrics, Action, Algorithm, Level, Message, Method, Policy};
 
 /// New calls per second allowed from one source address.
 const LIMIT: i64 = 10;
@@ -27,7 +27,7 @@ impl Policy for RateLimit {
         if req.has_to_tag() {
             return Action::Relay;
         }
-        if req.method() == "INVITE" {
+        if req.method() == Method::Invite {
             let source = req.source().address;
             let second = clock::monotonic_ns() / 1_000_000_000;
             let key = format!("rl:{source}:{second}");

@@ -16,9 +16,14 @@ pub async fn reload(state: &Arc<ControlState>, path: Option<String>) -> Result<V
     };
     let s = state.clone();
     let f = file.clone();
-    let loaded = tokio::task::spawn_blocking(move || s.engine.load(&f, &s.dispatcher))
-        .await
-        .map_err(|e| RpcError::failed(format!("policy load task failed: {e}")))?;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let (inline, file) = &s.policy_config;
+        let settings = crate::policy::settings::to_json(inline.as_ref(), file.as_deref())
+            .map_err(|reason| crate::policy::PolicyLoadError::Settings { path: f.display().to_string(), reason })?;
+        s.engine.load(&f, &settings, &s.dispatcher)
+    })
+    .await
+    .map_err(|e| RpcError::failed(format!("policy load task failed: {e}")))?;
     match loaded {
         Ok(p) => {
             let (version, hash, cached) = (p.version, p.hash.clone(), p.cached);

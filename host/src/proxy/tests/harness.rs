@@ -92,7 +92,7 @@ fn engine() -> Arc<PolicyEngine> {
     static ENGINE: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            PolicyEngine::new(PolicyLimits { max_call_ms: 1000, max_memory_bytes: 64 << 20 }, None).expect("engine")
+            PolicyEngine::new(PolicyLimits { max_call_ms: 1000, ..PolicyLimits::OFFLINE }, None).expect("engine")
         })
         .clone()
 }
@@ -121,7 +121,7 @@ impl Harness {
     pub fn with_timers(list: &str, timers: TimerConfig) -> Harness {
         let dispatcher = Arc::new(Dispatcher::from_list(list, "test.list", 1).expect("list"));
         let engine = engine();
-        let loaded = engine.load(&policy_file("by_header"), &dispatcher).expect("policy");
+        let loaded = engine.load(&policy_file("by_header"), "{}", &dispatcher).expect("policy");
         let handle = Arc::new(PolicyHandle::new(loaded));
         let hooks = Arc::new(HookMetrics::new(1));
         let policy = PolicyWorker::new(0, engine, handle, dispatcher.clone(), hooks);
@@ -137,6 +137,9 @@ impl Harness {
             log_calls: false,
             prober: None,
             overload: Default::default(),
+            aliases: Vec::new(),
+            answer_options: true,
+            myself: Arc::new(sip::Myself::new(vec![addr(WISP)], &[])),
         };
         let wire = Rc::new(RefCell::new(Wire::default()));
         let clock = Clock::manual(Instant::now());

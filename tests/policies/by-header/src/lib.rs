@@ -1,5 +1,5 @@
 //! Test policy: the dispatcher algorithm is named by the request (see README.md).
-use wisp_policy::{dispatcher, failover, Action, Algorithm, DstState, Message, Policy};
+use wisp_policy::{dispatcher, failover, Action, Algorithm, Config, DstState, FromList, Message, Policy};
 
 struct ByHeader;
 
@@ -25,7 +25,7 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 }
 
 impl Policy for ByHeader {
-    fn init() -> Result<(), String> {
+    fn init(_config: &Config) -> Result<(), String> {
         // A load check with teeth, for the tests: set 999 is reserved.
         if dispatcher::set_exists(999) {
             return Err("set 999 is reserved for tests".into());
@@ -38,11 +38,19 @@ impl Policy for ByHeader {
             return Action::Relay;
         }
         if let Some(n) = req.header("X-Inflate").and_then(|n| n.parse::<usize>().ok()) {
-            // A policy whose edit makes the request too large to send.
-            let _ = req.append_header("X-Filler", &"f".repeat(n));
+            // A policy that grows the request by up to n bytes, as far as
+            // wisp lets it: up to `sip.max_message_size`, larger than any
+            // UDP datagram can be.
+            let (mut left, mut chunk) = (n, 8000);
+            while left > 0 && chunk > 0 {
+                match req.append_header("X-Filler", &"f".repeat(chunk.min(left))) {
+                    Ok(()) => left -= chunk.min(left),
+                    Err(_) => chunk /= 2,
+                }
+            }
         }
         if req.header("X-From-List").is_some() {
-            return match dispatcher::is_from_list(None, 0) {
+            return match dispatcher::is_from_list(None, FromList::empty()) {
                 Some(set) => Action::reply(200, &format!("set {set}")),
                 None => Action::reply(404, "Not from a list"),
             };

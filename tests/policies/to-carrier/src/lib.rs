@@ -14,7 +14,7 @@ impl Policy for ToCarrier {
     }
 
     fn failure_route(_req: &Message) -> Action {
-        Action::Drop
+        Action::GiveUp
     }
 }
 
