@@ -95,7 +95,11 @@ impl Config {
     /// `#[derive(Deserialize)] struct Settings { primary: u32, backup: u32 }`.
     /// The error names the field, ready to return from `init`.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_str(&self.0).map_err(|e| format!("policy settings: {e}"))
+        let mut json = serde_json::Deserializer::from_str(&self.0);
+        serde_path_to_error::deserialize(&mut json).map_err(|e| match e.path().to_string().as_str() {
+            "." => format!("policy settings: {}", e.inner()),
+            path => format!("policy settings: `{path}`: {}", e.inner()),
+        })
     }
 
     /// The settings as JSON text (`{}` when there are none).

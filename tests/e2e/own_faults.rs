@@ -7,19 +7,6 @@ use std::time::Duration;
 use crate::support::*;
 use wisp::sip::Method;
 
-/// Every destination of the running list is usable (`A` state).
-fn all_active(wisp: &Wisp) -> bool {
-    let list = wisp.rpc("dispatcher.list", &[]).unwrap();
-    let flags: Vec<String> = list["RECORDS"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["SET"]["TARGETS"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["DEST"]["FLAGS"].as_str().unwrap_or_default().to_string())
-        .collect();
-    !flags.is_empty() && flags.iter().all(|f| f.starts_with('A'))
-}
-
 fn carriers() -> (Uas, Uas, Uas, String) {
     let (a, b, c) = (Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer));
     let list = format!("1 {} 0 10\n1 {} 0 10\n2 {}\n", a.uri(), b.uri(), c.uri());
@@ -50,7 +37,7 @@ fn an_oversized_request_from_tcp_gets_513_and_marks_no_carrier() {
     let (got, _) = crate::tcp::read_responses(&mut s, 2, PROMPT);
     assert!(got.iter().any(|r| r.starts_with("SIP/2.0 513")), "the caller learns its request cannot be sent: {got:?}");
     quiet_for(Duration::from_millis(300));
-    assert!(all_active(&wisp), "no carrier blamed: {}", wisp.rpc("dispatcher.list", &[]).unwrap());
+    assert!(wisp.all_destinations_active(), "no carrier blamed: {}", wisp.rpc("dispatcher.list", &[]).unwrap());
     assert_eq!(a.count(Method::Invite) + b.count(Method::Invite) + c.count(Method::Invite), 0);
     let mut udp = Uac::new(wisp.addr);
     assert_eq!(udp.invite("after-big", "", PROMPT).final_code(), Some(200), "the next call reaches a carrier");
@@ -65,7 +52,7 @@ fn a_policy_edit_that_makes_the_request_too_large_marks_no_carrier() {
     let mut uac = Uac::new(wisp.addr);
     let call = uac.invite("inflate-1", "X-Alg: serial\r\nX-Inflate: 70000\r\n", PROMPT);
     assert_eq!(call.final_code(), Some(513));
-    assert!(all_active(&wisp), "{}", wisp.rpc("dispatcher.list", &[]).unwrap());
+    assert!(wisp.all_destinations_active(), "{}", wisp.rpc("dispatcher.list", &[]).unwrap());
     assert_eq!(uac.invite("inflate-2", "X-Alg: serial\r\n", PROMPT).final_code(), Some(200));
 }
 
@@ -111,7 +98,7 @@ fn icmp_for_a_closed_client_port_blames_no_carrier() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flood.join().unwrap();
     assert_eq!(ok, 40, "every call during the flood completed");
-    assert!(all_active(&wisp), "{}", wisp.rpc("dispatcher.list", &[]).unwrap());
+    assert!(wisp.all_destinations_active(), "{}", wisp.rpc("dispatcher.list", &[]).unwrap());
     let m = wisp.metrics();
     assert!(
         m.lines().any(|l| l == "wisp_transport_failures_total{transport=\"udp\"} 0"),

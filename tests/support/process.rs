@@ -178,6 +178,46 @@ impl Wisp {
         text
     }
 
+    /// One sample of `/metrics` (summed over the series matching `labels`),
+    /// None when no series matches.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.metrics();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).ok()?;
+        let values: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .filter_map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// Every destination of the running list is usable (`A` state).
+    pub fn all_destinations_active(&self) -> bool {
+        let list = self.rpc("dispatcher.list", &[]).unwrap();
+        let flags: Vec<String> = list["RECORDS"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["SET"]["TARGETS"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["DEST"]["FLAGS"].as_str().unwrap_or_default().to_string())
+            .collect();
+        !flags.is_empty() && flags.iter().all(|f| f.starts_with('A'))
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Log lines so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

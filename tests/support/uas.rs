@@ -39,6 +39,8 @@ pub struct Received {
 #[derive(Debug, Clone, Copy)]
 struct Tuning {
     options_code: u16,
+    /// Status of every other request but INVITE, CANCEL and ACK (default 200).
+    other_code: u16,
     delay: Duration,
 }
 
@@ -58,7 +60,7 @@ impl Uas {
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
         let stop = Arc::new(AtomicBool::new(false));
-        let tuning = Arc::new(Mutex::new(Tuning { options_code: 200, delay: Duration::ZERO }));
+        let tuning = Arc::new(Mutex::new(Tuning { options_code: 200, other_code: 200, delay: Duration::ZERO }));
         let (r, b, t, s) = (received.clone(), behaviour.clone(), tuning.clone(), stop.clone());
         std::thread::spawn(move || serve(sock, r, b, t, s));
         Uas { addr, received, behaviour, tuning, stop }
@@ -67,6 +69,12 @@ impl Uas {
     /// The status OPTIONS (keepalives) get (default 200).
     pub fn set_options_code(&self, code: u16) {
         self.tuning.lock().unwrap().options_code = code;
+    }
+
+    /// The status of requests other than INVITE, OPTIONS, CANCEL and ACK
+    /// (BYE, UPDATE, ...; default 200), e.g. 501 to UPDATE.
+    pub fn set_other_code(&self, code: u16) {
+        self.tuning.lock().unwrap().other_code = code;
     }
 
     /// Wait this long before every reply.
@@ -191,7 +199,8 @@ fn serve(
             }
             Method::Ack => {}
             Method::Options => respond(&sock, &msg, to, tuning.options_code, "Keepalive", &tag, addr),
-            _ => respond(&sock, &msg, to, 200, "OK", &tag, addr),
+            _ if tuning.other_code == 200 => respond(&sock, &msg, to, 200, "OK", &tag, addr),
+            _ => respond(&sock, &msg, to, tuning.other_code, "Not Here", &tag, addr),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Test policy that misbehaves on demand (see README.md).
-use wisp_policy::{dispatcher, Action, Algorithm, Message, Policy, ReplyAction};
+use wisp_policy::{dispatcher, kv, log, Action, Algorithm, EditError, Message, Policy, ReplyAction};
 
 struct Hostile;
 
@@ -29,10 +29,63 @@ impl Policy for Hostile {
                 Ok(text) => Action::reply(200, &format!("read {} bytes", text.len())),
                 Err(_) => Action::reply(403, "No file access"),
             },
-            _ => match dispatcher::select_dst(1, Algorithm::RoundRobin, None) {
-                Some(_) => Action::Relay,
-                None => Action::reply(503, "No route available"),
-            },
+            // Decisions wisp must refuse.
+            Some("reply-0") => Action::reply(0, "zero"),
+            Some("reply-100") => Action::reply(100, "Trying"),
+            Some("reply-700") => Action::reply(700, "Too high"),
+            Some("reason-crlf") => Action::reply(299, "OK\r\nX-Injected: yes"),
+            Some("reason-long") => Action::reply(486, &"b".repeat(300)),
+            Some("give-up") => Action::GiveUp,
+            // Edits wisp must refuse; what it answered is reported to the
+            // carrier in X-Edits, and the request is relayed.
+            Some("edits") => {
+                let results = [
+                    req.append_header("X-Huge", &"h".repeat(2 << 20)),
+                    req.append_header("X-Crlf", "a\r\nX-Injected: yes"),
+                    req.set_header("X Bad", "v"),
+                    req.set_header("Via", "SIP/2.0/UDP 10.6.6.6;branch=z9hG4bKevil"),
+                    req.remove_header("Call-ID").map(|_| ()),
+                    req.set_header("CSeq", "1 BYE"),
+                    req.set_header("Max-Forwards", "200"),
+                    req.set_header("Content-Length", "0"),
+                    req.set_header("From", "<sip:mallory@example.com>;tag=stolen"),
+                    req.remove_header("To").map(|_| ()),
+                    req.set_request_uri("sip:bob@example.com\r\nX-Injected: yes"),
+                    req.set_request_uri("not a uri"),
+                ];
+                let names: Vec<&str> = results.iter().map(|r| edit_name(r)).collect();
+                let _ = req.append_header("X-Edits", &names.join(","));
+                relay_to_set_1()
+            }
+            // Fill the kv store until it refuses.
+            Some("kv-flood") => {
+                let value = "v".repeat(4000);
+                let base = wisp_policy::clock::monotonic_ns();
+                let mut stored = 0u32;
+                let refused = loop {
+                    match kv::set(&format!("flood:{base}:{stored}"), &value, None) {
+                        Ok(_) => stored += 1,
+                        Err(e) => break e,
+                    }
+                };
+                Action::reply(200, &format!("stored {stored} then {refused:?}"))
+            }
+            // Log far more than the budget allows.
+            Some("log-flood") => {
+                for i in 0..1000 {
+                    log::info(&format!("flood line {i}"));
+                }
+                relay_to_set_1()
+            }
+            _ => relay_to_set_1(),
+        }
+    }
+
+    /// `fail-drop`: a failure-route that would leave the caller unanswered.
+    fn failure_route(req: &Message) -> Action {
+        match req.header("X-Test").as_deref() {
+            Some("fail-drop") => Action::Drop,
+            _ => Action::GiveUp,
         }
     }
 
@@ -40,6 +93,25 @@ impl Policy for Hostile {
     fn onreply_route(reply: &Message) -> ReplyAction {
         let _ = reply.append_header("X-Policy", Self::TAG);
         ReplyAction::Forward
+    }
+}
+
+fn relay_to_set_1() -> Action {
+    match dispatcher::select_dst(1, Algorithm::RoundRobin, None) {
+        Some(_) => Action::Relay,
+        None => Action::reply(503, "No route available"),
+    }
+}
+
+fn edit_name(r: &Result<(), EditError>) -> &'static str {
+    match r {
+        Ok(()) => "ok",
+        Err(EditError::BadName) => "bad-name",
+        Err(EditError::BadValue) => "bad-value",
+        Err(EditError::Protected) => "protected",
+        Err(EditError::TooLarge) => "too-large",
+        Err(EditError::BadUri) => "bad-uri",
+        Err(EditError::NotARequest) => "not-a-request",
     }
 }
 
