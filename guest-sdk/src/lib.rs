@@ -487,6 +487,24 @@ pub mod kv {
     }
 }
 
+/// Routing data tables declared in wisp.toml (`[tables.NAME]`): prefix
+/// routes, LCR lists, number lists, swapped atomically by wisp on reload.
+pub mod tables {
+    use super::wit::tables as t;
+    pub use super::wit::tables::{Row, TableError};
+
+    /// The row whose key is the longest prefix of `key` (e.g. the dialled
+    /// number); a row with an empty key is the default.
+    pub fn longest_prefix(table: &str, key: &str) -> Result<Option<Row>, TableError> {
+        t::longest_prefix(table, key)
+    }
+
+    /// The row whose key is `key`.
+    pub fn exact(table: &str, key: &str) -> Result<Option<Row>, TableError> {
+        t::exact(table, key)
+    }
+}
+
 /// Time for policies: monotonic only.
 pub mod clock {
     /// Nanoseconds since wisp started.

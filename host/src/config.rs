@@ -35,6 +35,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub overload: OverloadSection,
+    /// `[tables.NAME]`: routing data tables for policies.
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, TableConfig>,
     /// Folder of the config file (set after loading).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -229,6 +232,24 @@ fn default_kv_max_bytes() -> usize {
 
 fn default_log_lines_per_s() -> u32 {
     100
+}
+
+/// `[tables.NAME]`: a routing data table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// The CSV file (`.tsv`: tab-separated): key, then values, per line.
+    pub file: PathBuf,
+    /// `prefix` (longest-prefix lookups, default) or `exact`.
+    #[serde(default = "default_table_match", rename = "match")]
+    pub match_kind: String,
+    /// Reload when the file changes (debounced like `policy.watch`).
+    #[serde(default)]
+    pub watch: bool,
+}
+
+fn default_table_match() -> String {
+    "prefix".into()
 }
 
 /// `[control]`: the JSON-RPC and /metrics listener.
@@ -444,6 +465,9 @@ pub enum ConfigError {
     Syntax { file: String, message: String },
     #[error("{file}: `{key}`: {message}")]
     Invalid { file: String, key: &'static str, message: String },
+    /// A key of a `[tables.NAME]` entry (its name is not static).
+    #[error("{file}: `{key}`: {message}")]
+    Table { file: String, key: String, message: String },
 }
 
 /// Everything the running engine needs from wisp.toml, parsed and checked
@@ -466,6 +490,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// How long a drain waits for calls in progress.
     pub shutdown_grace: Duration,
+    /// The routing data tables, by name.
+    pub tables: std::collections::BTreeMap<String, crate::tables::TableSpec>,
 }
 
 /// `[dispatcher]` beyond the prober's settings.
@@ -585,6 +611,25 @@ impl TryFrom<Config> for Settings {
         };
         tracing_subscriber::EnvFilter::try_new(&c.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", c.log.level)))?;
+        let mut tables = std::collections::BTreeMap::new();
+        for (name, t) in &c.tables {
+            let key = |k: &str| format!("tables.{name}.{k}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(invalid("tables", format!("table name `{name}`: use letters, digits, `_` and `-`")));
+            }
+            let kind = match t.match_kind.as_str() {
+                "prefix" => crate::tables::MatchKind::Prefix,
+                "exact" => crate::tables::MatchKind::Exact,
+                other => {
+                    return Err(ConfigError::Table {
+                        file: file.clone(),
+                        key: key("match"),
+                        message: format!("`{other}`: expected \"prefix\" or \"exact\""),
+                    })
+                }
+            };
+            tables.insert(name.clone(), crate::tables::TableSpec { file: c.resolve(&t.file), kind, watch: t.watch });
+        }
         let myself =
             std::sync::Arc::new(crate::sip::Myself::new(listen.iter().map(|l| l.addr).collect(), &c.sip.aliases));
         Ok(Settings {
@@ -637,6 +682,7 @@ impl TryFrom<Config> for Settings {
             control: ControlSettings { listen: control, token: c.control.token.clone() },
             log: LogSettings { level: c.log.level.clone(), json },
             shutdown_grace: Duration::from_secs(c.sip.shutdown_grace_s),
+            tables,
         })
     }
 }

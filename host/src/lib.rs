@@ -38,6 +38,7 @@ pub mod transaction;
 pub mod proxy;
 pub mod policy;
 pub mod dispatcher;
+pub mod tables;
 pub mod prober;
 pub mod control;
 pub mod ctl;

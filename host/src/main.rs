@@ -85,6 +85,10 @@ enum PolicyCmd {
         /// A TOML file of the policy's settings (as `[policy] config_file`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A routing data table, `NAME=FILE` (longest-prefix) or
+        /// `NAME=FILE:exact`; repeatable.
+        #[arg(long = "table")]
+        tables: Vec<String>,
     },
 }
 
@@ -116,9 +120,10 @@ fn main() -> ExitCode {
             init_log("warn", false);
             check_policy(&file)
         }
-        Command::Policy(PolicyCmd::Test { file, message, list, hook, failure, source, config }) => {
+        Command::Policy(PolicyCmd::Test { file, message, list, hook, failure, source, config, tables }) => {
             init_log("info", false);
-            test_policy(&file, &message, list.as_deref(), &hook, &failure, source, config.as_deref())
+            let offline = Offline { list, config, tables };
+            test_policy(&file, &message, &offline, &hook, &failure, source)
         }
         Command::Ctl { config, url, token, json, method, args } => ctl(&config, url, token, json, &method, &args),
     };
@@ -138,11 +143,20 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         s.dispatcher.probing_threshold,
     )?);
     let engine = wisp::policy::PolicyEngine::new(s.policy.limits, None)?;
+    let tables = wisp::tables::Tables::load(&s.tables)?;
+    let rows: usize = tables.iter().map(|(_, t)| t.current().rows()).sum();
+    engine.tables.store(std::sync::Arc::new(tables));
     let settings = s.policy.settings_json().map_err(|e| anyhow::anyhow!("policy settings: {e}"))?;
     engine.load(&s.policy.file, &settings, &ds)?;
     let snap = ds.snapshot();
     let dests: usize = snap.sets.iter().map(|s| s.destinations.len()).sum();
-    println!("{}: ok ({} sets, {} destinations, policy ok)", path.display(), snap.sets.len(), dests);
+    println!(
+        "{}: ok ({} sets, {} destinations, {} tables with {rows} rows, policy ok)",
+        path.display(),
+        snap.sets.len(),
+        dests,
+        s.tables.len()
+    );
     if let Some(uri) = wisp::server::tcp_destination_without_listener(&ds, &s.proxy.listen) {
         println!("warning: {uri} is reached over TCP but [sip] listen has no tcp: entry; its requests will get 503");
     }
@@ -190,21 +204,46 @@ fn ctl(
     Ok(())
 }
 
+/// What `wisp policy test` gives the policy besides the message.
+struct Offline {
+    list: Option<PathBuf>,
+    config: Option<PathBuf>,
+    tables: Vec<String>,
+}
+
+impl Offline {
+    /// `NAME=FILE[:exact]` entries as table specs.
+    fn table_specs(&self) -> anyhow::Result<std::collections::BTreeMap<String, wisp::tables::TableSpec>> {
+        use wisp::tables::{MatchKind, TableSpec};
+        let mut specs = std::collections::BTreeMap::new();
+        for t in &self.tables {
+            let (name, file) = t.split_once('=').ok_or_else(|| anyhow::anyhow!("--table `{t}`: expected NAME=FILE"))?;
+            let (file, kind) = match file.strip_suffix(":exact") {
+                Some(f) => (f, MatchKind::Exact),
+                None => (file, MatchKind::Prefix),
+            };
+            specs.insert(name.to_string(), TableSpec { file: file.into(), kind, watch: false });
+        }
+        Ok(specs)
+    }
+}
+
 fn test_policy(
     file: &std::path::Path,
     message: &std::path::Path,
-    list: Option<&std::path::Path>,
+    offline: &Offline,
     hook: &str,
     failure: &str,
     source: std::net::SocketAddr,
-    config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use wisp::policy::{BranchFailure, CallContext, Hook, Route, RouteState};
+    let (list, config) = (offline.list.as_deref(), offline.config.as_deref());
+    use wisp::policy::{BranchFailure, CallContext, Hook, Route};
     let ds = std::sync::Arc::new(match list {
         Some(l) => wisp::dispatcher::Dispatcher::load(l, 1)?,
         None => wisp::dispatcher::Dispatcher::empty(),
     });
     let engine = wisp::policy::PolicyEngine::new(wisp::policy::PolicyLimits::OFFLINE, None)?;
+    engine.tables.store(std::sync::Arc::new(wisp::tables::Tables::load(&offline.table_specs()?)?));
     let settings = wisp::policy::settings::to_json(None, config).map_err(|e| anyhow::anyhow!("--config: {e}"))?;
     let policy = engine.load(file, &settings, &ds)?;
     let bytes = std::fs::read(message).map_err(|e| anyhow::anyhow!("{}: {e}", message.display()))?;
@@ -222,14 +261,20 @@ fn test_policy(
         }
         other => anyhow::bail!("--hook `{other}`: expected request or failure"),
     };
-    let mut route = RouteState::default();
-    if hook == Hook::Failure {
-        // As after a request-route that selected from set 1: the failover list is there.
-        route.failover = ds.select(1, wisp::dispatcher::Algorithm::Serial, &Default::default(), None).list;
-        route.current = (!route.failover.is_empty()).then_some(0);
-    }
     let mut ctx = CallContext::new(msg, source, wisp::transport::Proto::Udp);
-    ctx.route = route;
+    if hook == Hook::Failure {
+        // As in wisp: request-route chose the branch that failed (and built
+        // the failover list); failure-route then runs on what it left.
+        let (first, after, trace) = engine.run_traced(&policy, &ds, Hook::Request, ctx);
+        for t in &trace {
+            println!("request-route call: {t}");
+        }
+        match (first, after.route.target()) {
+            (Ok(Route::Relay), Some(d)) => println!("request-route: relay to {}", d.uri),
+            (other, _) => anyhow::bail!("request-route did not relay to a destination ({other:?}): no branch to fail"),
+        }
+        ctx = after;
+    }
     ctx.failure = failure;
     let (result, ctx, trace) = engine.run_traced(&policy, &ds, hook, ctx);
     println!("host calls:");

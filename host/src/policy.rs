@@ -21,6 +21,7 @@ mod host_message;
 mod host_metrics;
 pub mod kv;
 pub mod metrics;
+mod host_tables;
 mod host_transaction;
 pub mod settings;
 pub mod validate;
@@ -125,6 +126,8 @@ pub struct PolicyEngine {
     next_version: AtomicU64,
     /// What `is-myself` answers to: set once the listen ports are known.
     pub myself: ArcSwap<crate::sip::Myself>,
+    /// The routing data tables (set at start; each reloads on its own).
+    pub tables: ArcSwap<crate::tables::Tables>,
 }
 
 impl PolicyEngine {
@@ -153,6 +156,7 @@ impl PolicyEngine {
             epoch: Instant::now(),
             next_version: AtomicU64::new(1),
             myself: ArcSwap::default(),
+            tables: ArcSwap::default(),
         }))
     }
 
@@ -238,6 +242,7 @@ impl PolicyEngine {
         store.limiter(|s| &mut s.limits);
         store.data_mut().edit_limits = self.limits.edits;
         store.data_mut().myself = self.myself.load_full();
+        store.data_mut().tables = self.tables.load_full();
         store.data_mut().log_budget = policy.log_budget.clone();
         // Instantiation runs guest code too: bound it like a call.
         store.set_epoch_deadline(self.limits.max_call_ms);

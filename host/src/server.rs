@@ -4,6 +4,7 @@
 //! the policy, each validated on its own: a bad one is refused and the
 //! running one stays.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     dispatcher.reset_state_on_reload = settings.dispatcher.reset_state_on_reload;
     let dispatcher = Arc::new(dispatcher);
     let engine = PolicyEngine::new(settings.policy.limits, settings.policy.cache_dir.as_deref())?;
+    let table_stamps: TableStamps = settings.tables.iter().map(|(n, t)| (n.clone(), file_stamp(&t.file))).collect();
+    let tables = Arc::new(crate::tables::Tables::load(&settings.tables)?);
+    engine.tables.store(tables.clone());
     let policy_file = settings.policy.file.clone();
     let loaded_stamp = file_stamp(&policy_file);
     let settings_json = settings.policy.settings_json().map_err(|reason| crate::policy::PolicyLoadError::Settings {
@@ -78,6 +82,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         dispatcher: dispatcher.clone(),
         policy_defined: engine.metrics.clone(),
         kv: engine.kv.clone(),
+        tables: tables.clone(),
     });
     let shared = Arc::new(WorkerShared {
         cfg: Arc::new(proxy),
@@ -117,7 +122,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(async {
-        let stop = control_loop(&settings, control, loaded_stamp, &threads).await?;
+        let stop = control_loop(&settings, control, (loaded_stamp, &table_stamps), &threads).await?;
         if stop == Stop::Drain {
             drain(&phase, &shared, settings.shutdown_grace).await;
         }
@@ -211,7 +216,7 @@ pub fn tcp_destination_without_listener(dispatcher: &Dispatcher, listen: &[Liste
 async fn control_loop(
     settings: &Settings,
     state: Arc<ControlState>,
-    policy_stamp: FileStamp,
+    (policy_stamp, table_stamps): (FileStamp, &TableStamps),
     threads: &[std::thread::JoinHandle<()>],
 ) -> anyhow::Result<Stop> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -225,7 +230,15 @@ async fn control_loop(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     if settings.policy.watch {
-        tokio::spawn(watch_policy(state.clone(), policy_stamp));
+        let s = state.clone();
+        let file = move || s.policy_file.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio::spawn(watch_file(state.clone(), file, policy_stamp, Command::PolicyReload(None)));
+    }
+    for (name, spec) in settings.tables.iter().filter(|(_, t)| t.watch) {
+        let path = spec.file.clone();
+        let stamp = table_stamps.get(name).copied().unwrap_or(None);
+        let reload = Command::TableReload(Some(name.clone()));
+        tokio::spawn(watch_file(state.clone(), move || path.clone(), stamp, reload));
     }
     let call_expire = settings.dispatcher.call_expire;
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -250,6 +263,7 @@ async fn control_loop(
             _ = hup.recv() => {
                 // Errors are logged by the commands; the running config stays.
                 let _ = Command::DispatcherReload.apply(&state).await;
+                let _ = Command::TableReload(None).apply(&state).await;
                 let _ = Command::PolicyReload(None).apply(&state).await;
             }
         }
@@ -260,28 +274,29 @@ async fn control_loop(
     Ok(stop)
 }
 
-/// What the policy watcher compares: modification time and length.
+/// What the file watchers compare: modification time and length.
 type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
+
+/// Each table file's stamp when it was read at start.
+type TableStamps = std::collections::BTreeMap<String, FileStamp>;
 
 fn file_stamp(p: &std::path::Path) -> FileStamp {
     std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()))
 }
 
-/// `[policy] watch`: reload the policy when its file changed and then stayed
-/// the same for two polls (500 ms), so a file being written is not loaded
-/// half-way (and a broken one is refused like any reload). `loaded` is the
-/// stamp taken when the running version was read, so a change made before
-/// the watcher first runs is still seen.
-async fn watch_policy(state: Arc<ControlState>, loaded: FileStamp) {
-    let stamp = file_stamp;
-    let file = || state.policy_file.lock().unwrap_or_else(|e| e.into_inner()).clone();
+/// `[policy] watch` and `[tables.NAME] watch`: run `reload` when `file()`
+/// changed and then stayed the same for two polls (500 ms), so a file being
+/// written is not loaded half-way (and a broken one is refused like any
+/// reload). `loaded` is the stamp taken when the running version was read,
+/// so a change made before the watcher first runs is still seen.
+async fn watch_file(state: Arc<ControlState>, file: impl Fn() -> PathBuf, loaded: FileStamp, reload: Command) {
     let mut loaded = loaded;
     let mut seen = loaded;
     let mut stable = 0;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let now = stamp(&file());
+        let now = file_stamp(&file());
         if now != seen {
             seen = now;
             stable = 0;
@@ -290,8 +305,8 @@ async fn watch_policy(state: Arc<ControlState>, loaded: FileStamp) {
         stable += 1;
         if now != loaded && now.is_some() && stable >= 2 {
             loaded = now;
-            tracing::info!(file = %file().display(), "policy file changed");
-            let _ = Command::PolicyReload(None).apply(&state).await;
+            tracing::info!(file = %file().display(), "file changed");
+            let _ = reload.clone().apply(&state).await;
         }
     }
 }

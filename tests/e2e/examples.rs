@@ -54,16 +54,53 @@ fn decision(out: &str) -> &str {
     out.lines().find_map(|l| l.strip_prefix("decision: ")).unwrap_or_else(|| panic!("{out}"))
 }
 
+impl Harness {
+    /// Write a table file into the harness folder; returns `--table` args.
+    fn table(&self, name: &str, text: &str) -> String {
+        let file = self.dir.join(format!("{name}.csv"));
+        std::fs::write(&file, text).unwrap();
+        format!("{name}={}", file.display())
+    }
+}
+
 #[test]
-fn prefix_route_picks_the_set_by_prefix() {
+fn prefix_route_picks_the_set_by_prefix_from_its_table() {
     let h =
         Harness::new("10 sip:127.0.0.1:6010\n11 sip:127.0.0.1:6011\n20 sip:127.0.0.1:6020\n30 sip:127.0.0.1:6030\n");
-    for (number, port) in [("+4930123456", 6011), ("+49891234", 6010), ("12125550100", 6020), ("+33123456", 6030)] {
-        let out = h.run("prefix_route", &format!("sip:{number}@127.0.0.1"), &[]);
+    let table = h.table("prefixes", "# prefix,set\n49,10\n4930,11\n1,20\n");
+    let args = ["--table", &table];
+    for (number, port) in [("+4930123456", 6011), ("+49891234", 6010), ("12125550100", 6020)] {
+        let out = h.run("prefix_route", &format!("sip:{number}@127.0.0.1"), &args);
         assert_eq!(decision(&out), format!("relay to sip:127.0.0.1:{port}"), "{number}: {out}");
+        assert!(out.contains("tables.longest-prefix(\"prefixes\""), "{out}");
     }
-    let out = h.run("prefix_route", "sip:127.0.0.1", &[]);
+    let out = h.run("prefix_route", "sip:+33123456@127.0.0.1", &args);
+    assert_eq!(decision(&out), "reply 404 No route for this number");
+    let out = h.run("prefix_route", "sip:127.0.0.1", &args);
     assert_eq!(decision(&out), "reply 484 Address Incomplete");
+    // A default row (empty key) and another table name from the settings.
+    let table = h.table("routes", "49,10\n,30\n");
+    let settings = h.dir.join("settings.toml");
+    std::fs::write(&settings, "table = \"routes\"\n").unwrap();
+    let args = ["--table", &table, "--config", settings.to_str().unwrap()];
+    let out = h.run("prefix_route", "sip:+33123456@127.0.0.1", &args);
+    assert_eq!(decision(&out), "relay to sip:127.0.0.1:6030", "{out}");
+}
+
+#[test]
+fn lcr_walks_the_carrier_list_of_the_longest_prefix() {
+    let h = Harness::new("10 sip:127.0.0.1:6010\n11 sip:127.0.0.1:6011\n20 sip:127.0.0.1:6020\n");
+    let table = h.table("lcr", "4930,11,10,20\n,20\n");
+    let args = ["--table", table.as_str()];
+    let out = h.run("lcr", "sip:+4930123@127.0.0.1", &args);
+    assert_eq!(decision(&out), "relay to sip:127.0.0.1:6011", "{out}");
+    // Set 11 failed (its only carrier): on to set 10, the next of the list.
+    let failed = ["--table", table.as_str(), "--hook", "failure", "--failure", "503"];
+    let out = h.run("lcr", "sip:+4930123@127.0.0.1", &failed);
+    assert!(out.contains("dispatcher.mark-dst(DstState::Inactive, true)"), "{out}");
+    assert_eq!(decision(&out), "relay to sip:127.0.0.1:6010", "{out}");
+    let out = h.run("lcr", "sip:+1555@127.0.0.1", &args);
+    assert_eq!(decision(&out), "relay to sip:127.0.0.1:6020", "default row: {out}");
 }
 
 #[test]
@@ -111,7 +148,12 @@ fn the_sdk_test_helper_runs_a_policy_offline() {
                   From: <sip:alice@127.0.0.1>;tag=1\nTo: <sip:+4930123@127.0.0.1>\n\
                   Call-ID: sdk-1\nCSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n\n";
     let list = "11 sip:127.0.0.1:6011\n30 sip:127.0.0.1:6030\n";
-    let o = wisp_policy::testing::run(&policy_path("prefix_route"), invite, list, "request", &[]).unwrap();
+    let table = std::env::temp_dir().join(format!("wisp-sdk-prefixes-{}.csv", std::process::id()));
+    std::fs::write(&table, "4930,11\n,30\n").unwrap();
+    let table_arg = format!("prefixes={}", table.display());
+    let o = wisp_policy::testing::run(&policy_path("prefix_route"), invite, list, "request", &["--table", &table_arg])
+        .unwrap();
+    let _ = std::fs::remove_file(&table);
     assert_eq!(o.decision, "relay to sip:127.0.0.1:6011");
     assert_eq!(o.host_calls.first().map(String::as_str), Some("message.has-to-tag()"));
     assert!(o.host_calls.iter().any(|c| c.starts_with("dispatcher.select-dst(11,")), "{o:?}");

@@ -24,6 +24,7 @@ mod reload;
 mod robustness;
 mod shutdown;
 mod sipp;
+mod tables;
 mod tcp;
 mod torture;
 mod toolbox;

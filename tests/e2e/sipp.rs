@@ -271,3 +271,39 @@ fn a_large_sdp_crosses_tcp_framed_by_content_length() {
         .collect();
     assert!(sizes.iter().filter(|&&n| n > 2000).count() >= 5, "INVITEs of more than 2000 octets: {sizes:?}");
 }
+
+#[test]
+fn a_routing_table_reloaded_under_sipp_load_loses_no_call() {
+    let ports = [free_port(), free_port()];
+    let _a = carrier("uas.xml", ports[0], false, None);
+    let _b = carrier("uas.xml", ports[1], false, None);
+    let dir = std::env::temp_dir().join(format!("wisp-table-load-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = dir.join("prefixes.csv");
+    // sipp dials `service`: the empty-key default row picks the set.
+    std::fs::write(&table, "49,2\n,1\n").unwrap();
+    let mut cfg = WispConfig::new(format!("1 sip:127.0.0.1:{}\n2 sip:127.0.0.1:{}\n", ports[0], ports[1]));
+    cfg.policy = policy_path("prefix_route");
+    cfg.extra = format!("[tables.prefixes]\nfile = \"{}\"\n", table.display());
+    let wisp = Wisp::start(cfg);
+    let target = wisp.addr;
+    let load = std::thread::spawn(move || caller("uac.xml", target, false, 800, 200, &[]));
+    // Swap the default between the sets ten times while the calls run, with
+    // a refused file in between.
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let set = 1 + i % 2;
+        std::fs::write(&table, format!("49,2\n,{set}\n")).unwrap();
+        wisp.rpc("table.reload", &[serde_json::json!("prefixes")]).expect("reloaded");
+        if i == 4 {
+            std::fs::write(&table, "49,2\n49,1\n").unwrap();
+            let err = wisp.rpc("table.reload", &[serde_json::json!("prefixes")]).unwrap_err();
+            assert!(err.contains("prefixes.csv:2: duplicate key"), "{err}");
+        }
+    }
+    load.join().expect("sipp: every call succeeded");
+    let on = |port: u16| wisp.metric("wisp_destination_selected_total", &[("uri", &format!("sip:127.0.0.1:{port}"))]);
+    assert!(on(ports[0]).unwrap() > 0.0 && on(ports[1]).unwrap() > 0.0, "both tables served calls");
+    assert_eq!(wisp.metric("wisp_table_reload_failures_total", &[]), Some(1.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -143,9 +143,14 @@ fn config_keys() -> Vec<String> {
             v.visit_seq(Empty)
         }
         fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            // A free-form table (the policy's own settings): one key.
-            self.leaf();
-            v.visit_map(Empty)
+            if self.key == "policy.config" {
+                // A free-form table (the policy's own settings): one key.
+                self.leaf();
+                return v.visit_map(Empty);
+            }
+            // Named entries (`[tables.NAME]`): one, named NAME.
+            let prefix = format!("{}.", self.key);
+            v.visit_map(Fields { prefix, fields: ["NAME"].iter(), current: "", out: self.out })
         }
         fn deserialize_struct<V: Visitor<'de>>(
             self,

@@ -4,6 +4,7 @@
 pub(crate) mod core;
 pub(crate) mod dispatcher;
 pub(crate) mod policy;
+pub(crate) mod tables;
 
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub enum Command {
     DispatcherHash { slots: u32, user: String, host: String },
     PolicyReload(Option<String>),
     PolicyInfo,
+    TableReload(Option<String>),
+    TableList,
     CoreUptime,
     CoreShutdown,
     CoreVersion,
@@ -32,7 +35,7 @@ pub enum Command {
 }
 
 /// Every method name, for `system.listMethods`-style help in errors.
-pub const METHODS: [&str; 14] = [
+pub const METHODS: [&str; 16] = [
     "dispatcher.list",
     "dispatcher.reload",
     "dispatcher.set_state",
@@ -42,6 +45,8 @@ pub const METHODS: [&str; 14] = [
     "dispatcher.hash",
     "policy.reload",
     "policy.info",
+    "table.reload",
+    "table.list",
     "core.uptime",
     "core.shutdown",
     "core.version",
@@ -105,6 +110,8 @@ impl Command {
             },
             "policy.reload" => Command::PolicyReload(optional(p, 0)),
             "policy.info" => Command::PolicyInfo,
+            "table.reload" => Command::TableReload(optional(p, 0)),
+            "table.list" => Command::TableList,
             "core.uptime" => Command::CoreUptime,
             "core.shutdown" => Command::CoreShutdown,
             "core.version" => Command::CoreVersion,
@@ -128,6 +135,8 @@ impl Command {
             Command::DispatcherHash { slots, user, host } => dispatcher::hash(slots, &user, &host),
             Command::PolicyReload(path) => policy::reload(state, path).await,
             Command::PolicyInfo => Ok(policy::info(state)),
+            Command::TableReload(name) => tables::reload(state, name).await,
+            Command::TableList => Ok(tables::list(state)),
             Command::CoreUptime => Ok(core::uptime(state)),
             Command::CoreShutdown => Ok(core::shutdown(state)),
             Command::CoreVersion => Ok(core::version()),

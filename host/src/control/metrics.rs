@@ -29,6 +29,7 @@ pub struct Sources<'a> {
     pub dispatcher: Arc<Dispatcher>,
     pub policy_defined: Arc<PolicyMetrics>,
     pub kv: Arc<Kv>,
+    pub tables: Arc<crate::tables::Tables>,
 }
 
 impl Exposition {
@@ -42,6 +43,12 @@ impl Exposition {
             "Policy log lines over policy.log_lines_per_s, dropped",
             sources.policy_defined.log_dropped.clone(),
         );
+        wisp.register(
+            "table_reload_failures",
+            "Table reloads refused (a bad file; the running table stays)",
+            sources.tables.reload_failures.clone(),
+        );
+        wisp.register_collector(Box::new(crate::tables::TablesCollector(sources.tables.clone())));
         wisp.register("policy_kv_keys", "Keys in the policies' kv store", sources.kv.keys.clone());
         wisp.register(
             "policy_kv_bytes",

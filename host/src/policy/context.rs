@@ -139,6 +139,8 @@ pub struct HostState {
     pub myself: Arc<crate::sip::Myself>,
     /// The policy version's log lines left this second.
     pub log_budget: Arc<super::host_log::Budget>,
+    /// The routing data tables.
+    pub tables: Arc<crate::tables::Tables>,
 }
 
 /// A destination that became usable (`up`) or unusable.
@@ -179,6 +181,7 @@ impl HostState {
             edit_limits: Default::default(),
             myself: Arc::default(),
             log_budget: Arc::new(super::host_log::Budget::new(1000)),
+            tables: Arc::default(),
         }
     }
 
