@@ -11,12 +11,13 @@
 //! does the parsing (quoting, comments, both delimiters) so that operators'
 //! spreadsheets exports load as they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -62,7 +63,9 @@ const SEP: char = '\u{1f}';
 /// One loaded version of a table.
 #[derive(Debug)]
 pub struct Table {
-    keys: HashMap<Box<str>, u32>,
+    /// Fx hashing: keys come from the operator's file, so there is no
+    /// attacker to collide them, and a lookup is several probes.
+    keys: FxHashMap<Box<str>, u32>,
     /// The values of row `i`, joined by [`SEP`].
     values: Vec<Box<str>>,
     /// Distinct key lengths (bytes), longest first.
@@ -104,7 +107,7 @@ impl Table {
             .comment(Some(b'#'))
             .from_reader(text);
         let bad = |line: u64, reason: String| TableError::Line { file: file.to_string(), line, reason };
-        let mut keys: HashMap<Box<str>, u32> = HashMap::new();
+        let mut keys: FxHashMap<Box<str>, u32> = FxHashMap::default();
         let mut values = Vec::new();
         let mut first_line: Vec<u64> = Vec::new();
         let mut record = csv::StringRecord::new();

@@ -1,5 +1,5 @@
 //! Test policy: the dispatcher algorithm is named by the request (see README.md).
-use wisp_policy::{dispatcher, failover, Action, Algorithm, Config, DstState, FromList, Message, Policy};
+use wisp_policy::{dispatcher, failover, tables, Action, Algorithm, Config, DstState, FromList, Message, Policy};
 
 struct ByHeader;
 
@@ -58,7 +58,16 @@ impl Policy for ByHeader {
         let Some(alg) = req.header("X-Alg").as_deref().and_then(algorithm) else {
             return Action::reply(400, "Unknown X-Alg");
         };
-        let set = req.header("X-Set").and_then(|s| s.parse().ok()).unwrap_or(1);
+        let mut set = req.header("X-Set").and_then(|s| s.parse().ok()).unwrap_or(1);
+        if let Some(table) = req.header("X-Table") {
+            // The set from a routing table, by the longest prefix of the R-URI user.
+            let uri = req.request_uri().unwrap_or_default();
+            let user = uri.split_once(':').and_then(|(_, r)| r.split_once('@')).map_or("", |(u, _)| u);
+            match tables::longest_prefix(&table, user) {
+                Ok(Some(row)) => set = row.values.first().and_then(|v| v.parse().ok()).unwrap_or(set),
+                _ => return Action::reply(404, "No route for this number"),
+            }
+        }
         let picked = match req.header("X-Key") {
             Some(key) => dispatcher::select_dst_key(set, alg, &key, None),
             None => dispatcher::select_dst(set, alg, None),
