@@ -20,6 +20,8 @@ for dir in policies/*/; do
   examples+=(-p "$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)")
 done
 cargo test --release "${examples[@]}"
+# The SDK packages on its own (its WIT contract inside the crate).
+cargo package --quiet -p wisp-policy --allow-dirty
 cargo fmt --all -- --check
 cargo clippy --release -p wisp --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 "${wasm[@]}" -- -D warnings

@@ -30,7 +30,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         world: "router",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_router",
         default_bindings_module: "wisp_policy::bindings",
@@ -551,15 +551,23 @@ pub mod testing {
     use std::path::Path;
     use std::process::Command;
 
-    /// What the hook did.
+    /// What the hook did (read from `wisp policy test --json`).
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
     pub struct Outcome {
-        /// `relay to sip:...`, `relay by Route / request-URI`, `reply 503 ...`, `drop`.
+        /// `relay to sip:...`, `relay by Route / request-URI`, `reply 503 ...`,
+        /// `drop`, `give up`.
         pub decision: String,
-        /// Every host call, in order, e.g. `dispatcher.select-dst(1, ...)`.
+        /// The decision as wisp's JSON gives it, e.g.
+        /// `{"action": "reply", "code": 503, "reason": "..."}`.
+        pub decision_json: serde_json::Value,
+        /// Every host call of the hook, in order, e.g. `dispatcher.select-dst(1, ...)`.
         pub host_calls: Vec<String>,
-        /// The failover list after the hook, when it has more than one entry.
+        /// For failure-route: the calls of the request-route run before it.
+        pub request_route_calls: Vec<String>,
+        /// The failover list after the hook.
         pub failover: Vec<String>,
+        /// The request-URI as the policy left it.
+        pub request_uri: String,
     }
 
     /// Run `hook` (`request` or `failure`) of the policy component `policy`
@@ -585,7 +593,7 @@ pub mod testing {
             .arg(&msg)
             .arg("--list")
             .arg(&list)
-            .args(["--hook", hook])
+            .args(["--hook", hook, "--json"])
             .args(extra)
             .output()
             .map_err(|e| format!("cannot run `{bin}` (set WISP_BIN): {e}"));
@@ -595,17 +603,19 @@ pub mod testing {
         if !out.status.success() {
             return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
         }
-        let mut o = Outcome::default();
-        for line in stdout.lines() {
-            if let Some(call) = line.strip_prefix("  ") {
-                o.host_calls.push(call.to_string());
-            } else if let Some(d) = line.strip_prefix("decision: ") {
-                o.decision = d.to_string();
-            } else if let Some(f) = line.strip_prefix("failover list: ") {
-                o.failover = f.split(", ").map(str::to_string).collect();
-            }
-        }
-        Ok(o)
+        let v: serde_json::Value = serde_json::from_str(&stdout)
+            .map_err(|e| format!("`wisp policy test --json` printed no JSON ({e}): {stdout}"))?;
+        let strings = |key: &str| -> Vec<String> {
+            v[key].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+        };
+        Ok(Outcome {
+            decision: v["decision_text"].as_str().unwrap_or_default().to_string(),
+            decision_json: v["decision"].clone(),
+            host_calls: strings("host_calls"),
+            request_route_calls: strings("request_route_calls"),
+            failover: strings("failover"),
+            request_uri: v["request_uri"].as_str().unwrap_or_default().to_string(),
+        })
     }
 
     fn unique() -> u64 {

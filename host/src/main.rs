@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod scaffold;
+
 #[derive(Parser)]
 #[command(name = "wisp", version, about = "SIP routing engine with WebAssembly routing policies")]
 struct Cli {
@@ -58,6 +60,20 @@ enum ConfigCmd {
 
 #[derive(Subcommand)]
 enum PolicyCmd {
+    /// Make a new policy crate (builds anywhere, with an offline test).
+    New {
+        /// The crate name (lower-case letters, digits, `-`, `_`).
+        name: String,
+        /// Folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The guest SDK folder to depend on (default: this wisp's checkout).
+        #[arg(long, conflicts_with = "sdk_git")]
+        sdk: Option<PathBuf>,
+        /// Depend on the SDK from this git repository instead.
+        #[arg(long)]
+        sdk_git: Option<String>,
+    },
     /// Validate a policy component against wisp's policy world.
     Check {
         /// The policy `.wasm` file.
@@ -89,6 +105,10 @@ enum PolicyCmd {
         /// `NAME=FILE:exact`; repeatable.
         #[arg(long = "table")]
         tables: Vec<String>,
+        /// Print one JSON object (decision, host calls, failover list,
+        /// request-URI) instead of text: a stable format for tools.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -120,9 +140,22 @@ fn main() -> ExitCode {
             init_log("warn", false);
             check_policy(&file)
         }
-        Command::Policy(PolicyCmd::Test { file, message, list, hook, failure, source, config, tables }) => {
+        Command::Policy(PolicyCmd::New { name, dir, sdk, sdk_git }) => {
+            let sdk = match (sdk, sdk_git) {
+                (Some(p), _) => scaffold::Sdk::Path(p.canonicalize().unwrap_or(p)),
+                (None, Some(url)) => scaffold::Sdk::Git(url),
+                (None, None) => scaffold::Sdk::of_this_build(),
+            };
+            scaffold::new_policy(&dir, &name, &sdk).map(|made| {
+                println!(
+                    "created {}: cargo build --release --target wasm32-wasip2, then see its README.md",
+                    made.display()
+                )
+            })
+        }
+        Command::Policy(PolicyCmd::Test { file, message, list, hook, failure, source, config, tables, json }) => {
             init_log("info", false);
-            let offline = Offline { list, config, tables };
+            let offline = Offline { list, config, tables, json };
             test_policy(&file, &message, &offline, &hook, &failure, source)
         }
         Command::Ctl { config, url, token, json, method, args } => ctl(&config, url, token, json, &method, &args),
@@ -209,6 +242,7 @@ struct Offline {
     list: Option<PathBuf>,
     config: Option<PathBuf>,
     tables: Vec<String>,
+    json: bool,
 }
 
 impl Offline {
@@ -262,40 +296,60 @@ fn test_policy(
         other => anyhow::bail!("--hook `{other}`: expected request or failure"),
     };
     let mut ctx = CallContext::new(msg, source, wisp::transport::Proto::Udp);
+    let mut first_calls = Vec::new();
     if hook == Hook::Failure {
         // As in wisp: request-route chose the branch that failed (and built
         // the failover list); failure-route then runs on what it left.
         let (first, after, trace) = engine.run_traced(&policy, &ds, Hook::Request, ctx);
-        for t in &trace {
-            println!("request-route call: {t}");
-        }
         match (first, after.route.target()) {
-            (Ok(Route::Relay), Some(d)) => println!("request-route: relay to {}", d.uri),
+            (Ok(Route::Relay), Some(d)) if !offline.json => {
+                for t in &trace {
+                    println!("request-route call: {t}");
+                }
+                println!("request-route: relay to {}", d.uri);
+            }
+            (Ok(Route::Relay), Some(_)) => first_calls = trace,
             (other, _) => anyhow::bail!("request-route did not relay to a destination ({other:?}): no branch to fail"),
         }
         ctx = after;
     }
     ctx.failure = failure;
     let (result, ctx, trace) = engine.run_traced(&policy, &ds, hook, ctx);
+    let target = ctx.route.target().map(|d| d.uri.clone());
+    let failover: Vec<&str> = ctx.route.failover.iter().map(|d| d.uri.as_str()).collect();
+    let request_uri = String::from_utf8_lossy(ctx.msg.request_uri().unwrap_or_default()).into_owned();
+    let (text, decision) = match &result {
+        Ok(Route::Relay) => match &target {
+            Some(uri) => (format!("relay to {uri}"), serde_json::json!({"action": "relay", "to": uri})),
+            None => ("relay by Route / request-URI".into(), serde_json::json!({"action": "relay", "to": null})),
+        },
+        Ok(Route::Reply { code, reason }) => {
+            (format!("reply {code} {reason}"), serde_json::json!({"action": "reply", "code": code, "reason": reason}))
+        }
+        Ok(Route::Drop) => ("drop".into(), serde_json::json!({"action": "drop"})),
+        Ok(Route::GiveUp) => ("give up".into(), serde_json::json!({"action": "give-up"})),
+        Err(e) => (format!("error: {e}"), serde_json::json!({"action": "error", "error": e})),
+    };
+    if offline.json {
+        let out = serde_json::json!({
+            "decision": decision,
+            "decision_text": text,
+            "host_calls": trace,
+            "request_route_calls": first_calls,
+            "failover": failover,
+            "request_uri": request_uri,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     println!("host calls:");
     for t in &trace {
         println!("  {t}");
     }
-    let target = ctx.route.target().map(|d| d.uri.clone());
-    match result {
-        Ok(Route::Relay) => match target {
-            Some(uri) => println!("decision: relay to {uri}"),
-            None => println!("decision: relay by Route / request-URI"),
-        },
-        Ok(Route::Reply { code, reason }) => println!("decision: reply {code} {reason}"),
-        Ok(Route::Drop) => println!("decision: drop"),
-        Ok(Route::GiveUp) => println!("decision: give up"),
-        Err(e) => println!("decision: error: {e}"),
+    println!("decision: {text}");
+    if failover.len() > 1 {
+        println!("failover list: {}", failover.join(", "));
     }
-    if ctx.route.failover.len() > 1 {
-        let rest: Vec<&str> = ctx.route.failover.iter().map(|d| d.uri.as_str()).collect();
-        println!("failover list: {}", rest.join(", "));
-    }
-    println!("request-uri: {}", String::from_utf8_lossy(ctx.msg.request_uri().unwrap_or_default()));
+    println!("request-uri: {request_uri}");
     Ok(())
 }

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use rustc_hash::FxHashMap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use rustc_hash::FxHashMap;
 
 /// How a table is looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

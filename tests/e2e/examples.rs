@@ -166,4 +166,6 @@ fn the_sdk_test_helper_runs_a_policy_offline() {
     )
     .unwrap();
     assert_eq!(o.decision, "give up");
+    assert_eq!(o.decision_json["action"], "give-up");
+    assert!(o.request_route_calls.iter().any(|c| c.starts_with("dispatcher.select-dst(1,")), "{o:?}");
 }

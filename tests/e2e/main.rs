@@ -22,6 +22,7 @@ mod prober;
 mod proxy_checks;
 mod reload;
 mod robustness;
+mod scaffold;
 mod shutdown;
 mod sipp;
 mod tables;

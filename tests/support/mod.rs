@@ -7,7 +7,7 @@ pub mod process;
 pub mod uac;
 pub mod uas;
 
-pub use process::{policy_path, Wisp, WispConfig};
+pub use process::{policy_path, root, Wisp, WispConfig};
 pub use uac::Uac;
 pub use uas::{Behaviour, Uas};
 

@@ -1,8 +1,9 @@
-//! Host bindings generated from `wit/policy.wit` (world `router`).
+//! Host bindings generated from `guest-sdk/wit/policy.wit` (world `router`):
+//! the contract lives in the SDK crate so that the SDK packages on its own.
 
 wasmtime::component::bindgen!({
     world: "router",
-    path: "../wit",
+    path: "../guest-sdk/wit",
     // Every import can fail with a trap (e.g. called outside a hook call).
     imports: { default: trappable },
 });
@@ -12,7 +13,7 @@ pub use self::wisp::policy::types::{
     Transport,
 };
 
-/// The world policies are built against, as `wit/policy.wit` names it
+/// The world policies are built against, as `guest-sdk/wit/policy.wit` names it
 /// (checked by a test below).
 pub const WIT_WORLD: &str = "wisp:policy/router@0.2.0";
 
@@ -20,9 +21,12 @@ pub const WIT_WORLD: &str = "wisp:policy/router@0.2.0";
 mod tests {
     #[test]
     fn wit_world_matches_the_wit_file() {
-        let wit = include_str!("../../../wit/policy.wit");
+        let wit = include_str!("../../../guest-sdk/wit/policy.wit");
         let (package, version) = super::WIT_WORLD.split_once("/router@").unwrap();
-        assert!(wit.contains(&format!("package {package}@{version};")), "wit/policy.wit declares another package");
-        assert!(wit.contains("world router"), "wit/policy.wit has no world `router`");
+        assert!(
+            wit.contains(&format!("package {package}@{version};")),
+            "guest-sdk/wit/policy.wit declares another package"
+        );
+        assert!(wit.contains("world router"), "guest-sdk/wit/policy.wit has no world `router`");
     }
 }
