@@ -130,3 +130,18 @@ fn policy_log_lines_are_rate_limited_and_counted() {
     let logged = wisp.log().iter().filter(|l| l.contains("flood line")).count();
     assert!((1..=100).contains(&logged), "logged {logged}");
 }
+
+#[test]
+fn stdout_and_stderr_of_a_policy_are_log_lines() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = hostile(&carrier, "");
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("print-1", "X-Test: print\r\n", PROMPT);
+    assert_eq!(call.final_code(), Some(200), "println! does not trap: {:?}", call.codes);
+    assert!(wisp.wait_log("hello from stdout", PROMPT));
+    assert!(wisp.wait_log("hello from stderr", PROMPT));
+    assert!(wisp.wait_log("a partial line finished", PROMPT), "lines are joined until their newline");
+    let line = wisp.log().into_iter().find(|l| l.contains("hello from stderr")).unwrap();
+    assert!(line.contains("WARN") && line.contains("hostile") && line.contains("stderr"), "{line}");
+    assert_eq!(wisp.metric("wisp_policy_traps_total", &[("reason", "trap")]), Some(0.0));
+}

@@ -141,6 +141,9 @@ pub struct HostState {
     pub log_budget: Arc<super::host_log::Budget>,
     /// The routing data tables.
     pub tables: Arc<crate::tables::Tables>,
+    /// What the policy wrote to stdout / stderr since its last full line.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
 /// A destination that became usable (`up`) or unusable.
@@ -182,6 +185,8 @@ impl HostState {
             myself: Arc::default(),
             log_budget: Arc::new(super::host_log::Budget::new(1000)),
             tables: Arc::default(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
         }
     }
 

@@ -67,6 +67,15 @@ impl Budget {
 }
 
 impl HostState {
+    /// A line the policy wrote to stdout or stderr: logged at info
+    /// (stderr: warn), under the same budget as its log calls.
+    pub(super) fn log_stdio(&self, stream: &'static str, line: &str) {
+        if self.may_log() {
+            let level = if stream == "stderr" { Level::Warn } else { Level::Info };
+            emit(level, &self.policy, line, Some(stream));
+        }
+    }
+
     /// Within the version's log budget; a line over it is counted.
     fn may_log(&self) -> bool {
         let ok = self.log_budget.take();

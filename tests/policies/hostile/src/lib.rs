@@ -70,6 +70,14 @@ impl Policy for Hostile {
                 };
                 Action::reply(200, &format!("stored {stored} then {refused:?}"))
             }
+            // Plain println!/eprintln!: lines of wisp's log, not a trap.
+            Some("print") => {
+                println!("hello from stdout");
+                eprintln!("hello from stderr");
+                print!("a partial line ");
+                println!("finished");
+                relay_to_set_1()
+            }
             // Log far more than the budget allows.
             Some("log-flood") => {
                 for i in 0..1000 {
