@@ -372,21 +372,30 @@ pub mod failover {
         }
     }
 
-    /// Give up when the caller cancelled or the callee answered; otherwise
-    /// relay to the next destination of the failover list (503 when the
-    /// list is used up), after marking the failed one `mark` with probing
-    /// when it was the carrier's fault. A [`BranchFailure::Local`] failure
-    /// (wisp's own trouble) fails over without marking anybody.
-    pub fn next_carrier(mark: DstState) -> Action {
+    /// After a failed branch: should the call try another carrier? False
+    /// when the caller cancelled or the callee answered (4xx, 6xx). True
+    /// for a carrier failure, after marking the failed carrier `mark` with
+    /// probing, and for [`BranchFailure::Local`] (wisp's own trouble), which
+    /// marks nobody.
+    pub fn retry_after_failure(mark: DstState) -> bool {
         if transaction::is_canceled() {
-            return Action::GiveUp;
+            return false;
         }
         match transaction::branch_failure() {
             f if is_carrier_failure(f) => {
                 dispatcher::mark_dst(mark, true);
+                true
             }
-            Some(BranchFailure::Local) => {}
-            _ => return Action::GiveUp,
+            Some(BranchFailure::Local) => true,
+            _ => false,
+        }
+    }
+
+    /// Kamailio's classic failure-route: [`retry_after_failure`], then the
+    /// next destination of the failover list (503 when it is used up).
+    pub fn next_carrier(mark: DstState) -> Action {
+        if !retry_after_failure(mark) {
+            return Action::GiveUp;
         }
         match dispatcher::next_dst() {
             Some(_) => Action::Relay,

@@ -42,8 +42,12 @@ fn main() -> anyhow::Result<()> {
         .replace("X-Alg: round-robin\r\n", "X-Alg: round-robin\r\nX-Table: prefixes\r\n");
     let table = bench_calls(&mut worker, &with_table)?;
     report("request-route + 1 longest-prefix lookup in a 1,000,000-row table", table);
+    let eleven = bench_calls(&mut worker, &with_table.replace("X-Table:", "X-Lookups: 11\r\nX-Table:"))?;
+    report("request-route + 11 longest-prefix lookups", eleven);
     println!(
-        "one table lookup through the boundary (+1 header read): {:.2} µs (difference of medians)",
+        "one table lookup through the boundary: {:.2} µs ((11 lookups - 1 lookup) / 10, medians); \
+         the first one with its header reads: {:.2} µs",
+        (eleven.0 - table.0) / 10.0,
         table.0 - plain.0
     );
     Ok(())

@@ -7,15 +7,9 @@ use std::time::Duration;
 use crate::support::*;
 use wisp::sip::Method;
 
-fn carriers() -> (Uas, Uas, Uas, String) {
-    let (a, b, c) = (Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer));
-    let list = format!("1 {} 0 10\n1 {} 0 10\n2 {}\n", a.uri(), b.uri(), c.uri());
-    (a, b, c, list)
-}
-
 #[test]
 fn an_oversized_request_from_tcp_gets_513_and_marks_no_carrier() {
-    let (a, b, c, list) = carriers();
+    let (a, b, c, list) = three_carriers();
     let mut cfg = WispConfig::new(list);
     cfg.tcp = true;
     let wisp = Wisp::start(cfg);
@@ -45,7 +39,7 @@ fn an_oversized_request_from_tcp_gets_513_and_marks_no_carrier() {
 
 #[test]
 fn a_policy_edit_that_makes_the_request_too_large_marks_no_carrier() {
-    let (_a, _b, _c, list) = carriers();
+    let (_a, _b, _c, list) = three_carriers();
     let mut cfg = WispConfig::new(list);
     cfg.policy = policy_path("by_header");
     let wisp = Wisp::start(cfg);
@@ -58,7 +52,7 @@ fn a_policy_edit_that_makes_the_request_too_large_marks_no_carrier() {
 
 #[test]
 fn icmp_for_a_closed_client_port_blames_no_carrier() {
-    let (_a, _b, _c, list) = carriers();
+    let (_a, _b, _c, list) = three_carriers();
     let wisp = Wisp::start(WispConfig::new(list));
     // Crashed clients keep sending: every answer wisp relays goes to a
     // closed port, and the kernel queues ICMP port unreachable on wisp's
@@ -108,7 +102,7 @@ fn icmp_for_a_closed_client_port_blames_no_carrier() {
 
 #[test]
 fn the_ack_of_a_stateless_483_reaches_no_carrier() {
-    let (a, b, c, list) = carriers();
+    let (a, b, c, list) = three_carriers();
     let wisp = Wisp::start(WispConfig::new(list));
     let mut uac = Uac::new(wisp.addr);
     let invite = uac.request("INVITE", "mf0-1", 1, "z9hG4bK-mf0", "").replace("Max-Forwards: 70", "Max-Forwards: 0");

@@ -28,15 +28,9 @@ fn in_dialog(uac: &mut Uac, ok: &Message, method: &str, cseq: u32) -> Option<u16
     uac.await_final(&call_id, std::time::Instant::now(), PROMPT).final_code()
 }
 
-fn carriers() -> (Uas, Uas, Uas, String) {
-    let (a, b, c) = (Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer));
-    let list = format!("1 {} 0 10\n1 {} 0 10\n2 {}\n", a.uri(), b.uri(), c.uri());
-    (a, b, c, list)
-}
-
 #[test]
 fn in_dialog_failures_go_upstream_unchanged_and_mark_nobody() {
-    let (a, b, c, list) = carriers();
+    let (a, b, c, list) = three_carriers();
     let wisp = Wisp::start(WispConfig::new(list));
     let mut uac = Uac::new(wisp.addr);
     let call = uac.invite("dlg-1", "", PROMPT);
@@ -55,7 +49,7 @@ fn in_dialog_failures_go_upstream_unchanged_and_mark_nobody() {
 
 #[test]
 fn out_of_dialog_non_invites_reach_no_carrier_and_mark_nobody() {
-    let (a, b, c, list) = carriers();
+    let (a, b, c, list) = three_carriers();
     let mut cfg = WispConfig::new(list);
     cfg.policy_config = Some(String::new()); // the shipped default: INVITE only
     let wisp = Wisp::start(cfg);
@@ -74,7 +68,7 @@ fn out_of_dialog_non_invites_reach_no_carrier_and_mark_nobody() {
 
 #[test]
 fn options_to_wisp_itself_are_answered_by_wisp() {
-    let (a, b, c, list) = carriers();
+    let (a, b, c, list) = three_carriers();
     let wisp = Wisp::start(WispConfig::new(list.clone()));
     let mut uac = Uac::new(wisp.addr);
     let to_wisp = |uac: &Uac, id: &str| {
@@ -101,7 +95,7 @@ fn options_to_wisp_itself_are_answered_by_wisp() {
 
 #[test]
 fn only_trusted_sources_place_calls() {
-    let (a, b, c, list) = carriers();
+    let (a, b, c, list) = three_carriers();
     let mut cfg = WispConfig::new(list.clone());
     cfg.policy_config = Some("callers = [\"10.9.9.0/24\", \"::1\"]\n".into());
     let wisp = Wisp::start(cfg);
@@ -120,7 +114,7 @@ fn only_trusted_sources_place_calls() {
 #[test]
 fn a_carrier_set_can_be_trusted_as_a_caller() {
     // Set 9 lists the caller's address: ds_is_from_list (port ignored).
-    let (a, _b, _c, list) = carriers();
+    let (a, _b, _c, list) = three_carriers();
     let mut cfg = WispConfig::new(format!("{list}9 sip:127.0.0.1:9\n"));
     cfg.policy_config = Some("caller_sets = [9]\n".into());
     let wisp = Wisp::start(cfg);
@@ -131,7 +125,7 @@ fn a_carrier_set_can_be_trusted_as_a_caller() {
 
 #[test]
 fn settings_come_from_wisp_toml_and_a_file_read_again_on_reload() {
-    let (a, b, c, _) = carriers();
+    let (a, b, c, _) = three_carriers();
     let list = format!("5 {}\n6 {}\n7 {}\n", a.uri(), b.uri(), c.uri());
     let mut cfg = WispConfig::new(list);
     cfg.policy_config = Some("backup = 7\n".into());
@@ -174,23 +168,13 @@ fn settings_come_from_wisp_toml_and_a_file_read_again_on_reload() {
 
 #[test]
 fn settings_the_policy_refuses_stop_wisp_at_start_naming_them() {
-    let a = Uas::start(Behaviour::Answer);
-    let dir = std::env::temp_dir().join(format!("wisp-e2e-refused-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("dispatcher.list"), format!("1 {}\n", a.uri())).unwrap();
     let toml = format!(
         "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[dispatcher]\nlist_file = \"dispatcher.list\"\n\
          [policy]\nfile = \"{}\"\n[policy.config]\nprimary = 1\nbakup = 2\n[control]\nlisten = \"127.0.0.1:0\"\n",
         policy_path("primary_backup").display()
     );
-    std::fs::write(dir.join("wisp.toml"), toml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .args(["config", "check", "-c"])
-        .arg(dir.join("wisp.toml"))
-        .output()
-        .unwrap();
+    let out = config_check(&[("dispatcher.list", "1 sip:127.0.0.1:9\n".into()), ("wisp.toml", toml)]);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("bakup"), "names the unknown setting: {text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -79,23 +79,15 @@ fn sighup_and_the_file_watch_reload_tables() {
 
 #[test]
 fn a_bad_table_stops_wisp_at_start_naming_the_line() {
-    let dir = std::env::temp_dir().join(format!("wisp-e2e-badtable-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("dispatcher.list"), "1 sip:127.0.0.1:9\n").unwrap();
-    std::fs::write(dir.join("p.csv"), "1,a\n2,b\n1,c\n").unwrap();
     let toml = format!(
         "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[dispatcher]\nlist_file = \"dispatcher.list\"\n\
          [policy]\nfile = \"{}\"\n[tables.p]\nfile = \"p.csv\"\n",
         policy_path("prefix_route").display()
     );
-    std::fs::write(dir.join("wisp.toml"), toml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .args(["config", "check", "-c"])
-        .arg(dir.join("wisp.toml"))
-        .output()
-        .unwrap();
+    let files =
+        [("dispatcher.list", "1 sip:127.0.0.1:9\n".into()), ("p.csv", "1,a\n2,b\n1,c\n".into()), ("wisp.toml", toml)];
+    let out = config_check(&files);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("p.csv:3: duplicate key \"1\" (first on line 1)"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

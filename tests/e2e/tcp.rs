@@ -288,20 +288,13 @@ fn a_carrier_that_stops_reading_gets_sends_refused_not_unbounded_queues() {
 /// `wisp config check` says when a TCP destination has no TCP listener.
 #[test]
 fn config_check_warns_of_a_tcp_destination_without_a_tcp_listener() {
-    let dir = std::env::temp_dir().join(format!("wisp-check-{}-{:x}", std::process::id(), fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("dispatcher.list"), "1 sip:127.0.0.1:5999;transport=tcp\n").unwrap();
     let check = |listen: &str| {
         let toml = format!(
             "[sip]\nlisten = [{listen}]\n[dispatcher]\nlist_file = \"dispatcher.list\"\n[policy]\nfile = \"{}\"\n",
             policy_path("primary_backup").display()
         );
-        std::fs::write(dir.join("wisp.toml"), toml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .args(["config", "check", "-c"])
-            .arg(dir.join("wisp.toml"))
-            .output()
-            .unwrap();
+        let out =
+            config_check(&[("dispatcher.list", "1 sip:127.0.0.1:5999;transport=tcp\n".into()), ("wisp.toml", toml)]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).to_string()
     };

@@ -7,7 +7,7 @@ pub mod process;
 pub mod uac;
 pub mod uas;
 
-pub use process::{policy_path, root, Wisp, WispConfig};
+pub use process::{config_check, policy_path, root, Wisp, WispConfig};
 pub use uac::Uac;
 pub use uas::{Behaviour, Uas};
 
@@ -35,4 +35,12 @@ pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// sent, a state not reached). Deliberate, unlike a sleep used to wait.
 pub fn quiet_for(d: Duration) {
     std::thread::sleep(d);
+}
+
+/// Three answering carriers and a list with the first two as set 1 (equal
+/// priority) and the third as set 2.
+pub fn three_carriers() -> (Uas, Uas, Uas, String) {
+    let (a, b, c) = (Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer));
+    let list = format!("1 {} 0 10\n1 {} 0 10\n2 {}\n", a.uri(), b.uri(), c.uri());
+    (a, b, c, list)
 }

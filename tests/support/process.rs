@@ -284,3 +284,17 @@ pub fn rpc_at(control: SocketAddr, method: &str, params: &[serde_json::Value]) -
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(wisp::ctl::call(control, None, method, params)).map_err(|e| e.to_string())
 }
+
+/// `wisp config check` on a folder holding `files` (name, text; one of them
+/// `wisp.toml`): its output, the folder removed afterwards.
+pub fn config_check(files: &[(&str, String)]) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("wisp-check-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_wisp")).args(["config", "check", "-c"]).arg(dir.join("wisp.toml")).output();
+    let _ = std::fs::remove_dir_all(&dir);
+    out.unwrap()
+}

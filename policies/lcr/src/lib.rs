@@ -24,8 +24,7 @@
 //! Build: `cargo build --release --target wasm32-wasip2 -p lcr`.
 use serde::Deserialize;
 use wisp_policy::{
-    dispatcher, failover, log, tables, transaction, Action, Algorithm, BranchFailure, Config, DstState, Message,
-    Method, Policy, Settings,
+    dispatcher, failover, log, tables, Action, Algorithm, Config, DstState, Message, Method, Policy, Settings,
 };
 
 #[derive(Deserialize)]
@@ -86,14 +85,8 @@ impl Policy for Lcr {
     }
 
     fn failure_route(req: &Message) -> Action {
-        if req.has_to_tag() || req.method() != Method::Invite || transaction::is_canceled() {
-            return Action::GiveUp;
-        }
-        let failure = transaction::branch_failure();
-        if failover::is_carrier_failure(failure) {
-            dispatcher::mark_dst(DstState::Inactive, true);
-        } else if !matches!(failure, Some(BranchFailure::Local)) {
-            return Action::GiveUp; // the callee's answer
+        if req.has_to_tag() || req.method() != Method::Invite || !failover::retry_after_failure(DstState::Inactive) {
+            return Action::GiveUp; // in dialog, cancelled, or the callee's answer
         }
         let current = dispatcher::current_dst().map(|d| d.set_id);
         if let Some(next) = dispatcher::next_dst() {

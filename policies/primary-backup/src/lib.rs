@@ -67,8 +67,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 use wisp_policy::{
-    dispatcher, failover, log, transaction, Action, Algorithm, BranchFailure, Config, DstState, FromList, Message,
-    Method, Policy, Settings,
+    dispatcher, failover, log, Action, Algorithm, Config, DstState, FromList, Message, Method, Policy, Settings,
 };
 
 #[derive(Debug, Deserialize)]
@@ -192,18 +191,12 @@ impl Policy for PrimaryBackup {
     }
 
     fn failure_route(req: &Message) -> Action {
-        if req.has_to_tag() || req.method() != Method::Invite || transaction::is_canceled() {
-            // In-dialog and non-INVITE failures are the far end's answer.
+        // In-dialog and non-INVITE failures are the far end's answer, and so
+        // are 4xx / 6xx; a carrier's failure marks it, wisp's own
+        // (BranchFailure::Local) marks nobody.
+        if req.has_to_tag() || req.method() != Method::Invite || !failover::retry_after_failure(DstState::Inactive) {
             return Action::GiveUp;
         }
-        let failure = transaction::branch_failure();
-        if failover::is_carrier_failure(failure) {
-            dispatcher::mark_dst(DstState::Inactive, true);
-        } else if !matches!(failure, Some(BranchFailure::Local)) {
-            // 4xx / 6xx: the callee's answer, not the carrier's fault.
-            return Action::GiveUp;
-        }
-        // wisp's own trouble (BranchFailure::Local) marks nobody: try the next.
         let r = ROUTING.get();
         let in_primary = dispatcher::current_dst().is_some_and(|d| d.set_id == r.primary);
         let next = dispatcher::next_dst()
