@@ -264,6 +264,16 @@ impl Message {
         wit::message::body_length()
     }
 
+    /// The user part of the request-URI (Kamailio's `$rU`), user
+    /// parameters after `;` left out: the dialled number. `None` for a
+    /// reply or a URI without a user.
+    pub fn request_user(&self) -> Option<String> {
+        let uri = self.request_uri()?;
+        let (_, rest) = uri.split_once(':')?;
+        let (user, _) = rest.split_once('@')?;
+        Some(user.split(';').next().unwrap_or(user).to_string())
+    }
+
     /// True when the request-URI names wisp itself (Kamailio's
     /// `uri == myself`): one of its listen addresses or `sip.aliases`.
     pub fn is_to_myself(&self) -> bool {

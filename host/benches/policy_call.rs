@@ -1,5 +1,5 @@
 //! The cost of one policy hook call on a warm instance: request-route of
-//! tests/policies/by-header (6 host calls: has-to-tag, four header reads,
+//! tests/policies/by-header (8 host calls: has-to-tag, six header reads,
 //! select-dst) on an INVITE, including the epoch deadline set per call.
 //! Prints the median and p99 over 200,000 calls. Then the routing tables:
 //! the load time of a 1,000,000-row prefix table, a longest-prefix lookup
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     let mut worker = PolicyWorker::new(0, engine, handle, dispatcher, metrics);
 
     let plain = bench_calls(&mut worker, INVITE)?;
-    report("request-route (6 host calls, warm instance)", plain);
+    report("request-route (8 host calls, warm instance)", plain);
     let with_table = INVITE
         .replace("sip:bob@127.0.0.1:5060", "sip:4930123456@127.0.0.1:5060")
         .replace("X-Alg: round-robin\r\n", "X-Alg: round-robin\r\nX-Table: prefixes\r\n");

@@ -44,10 +44,7 @@ static SETTINGS: Settings<LcrSettings> = Settings::new();
 
 /// The carrier sets for the request's number, cheapest first (empty: no route).
 fn carrier_sets(req: &Message) -> Result<Vec<u32>, Action> {
-    let uri = req.request_uri().unwrap_or_default();
-    let number =
-        uri.split_once(':').and_then(|(_, r)| r.split_once('@')).map(|(u, _)| u.split(';').next().unwrap_or(u));
-    let Some(number) = number else { return Err(Action::reply(484, "Address Incomplete")) };
+    let Some(number) = req.request_user() else { return Err(Action::reply(484, "Address Incomplete")) };
     match tables::longest_prefix(&SETTINGS.get().table, number.trim_start_matches('+')) {
         Ok(Some(row)) => {
             row.values.iter().map(|v| v.parse().map_err(|_| Action::reply(500, "Routing table error"))).collect()

@@ -42,13 +42,6 @@ impl Default for PrefixSettings {
 
 static SETTINGS: Settings<PrefixSettings> = Settings::new();
 
-/// The user part of a SIP URI.
-fn user(uri: &str) -> Option<&str> {
-    let rest = uri.split_once(':')?.1;
-    let (user, _) = rest.split_once('@')?;
-    Some(user.split(';').next().unwrap_or(user))
-}
-
 struct PrefixRoute;
 
 impl Policy for PrefixRoute {
@@ -61,7 +54,7 @@ impl Policy for PrefixRoute {
         if req.has_to_tag() {
             return Action::Relay;
         }
-        let Some(number) = req.request_uri().as_deref().and_then(user).map(str::to_string) else {
+        let Some(number) = req.request_user() else {
             return Action::reply(484, "Address Incomplete");
         };
         let digits = number.trim_start_matches('+');

@@ -61,13 +61,12 @@ impl Policy for ByHeader {
         let mut set = req.header("X-Set").and_then(|s| s.parse().ok()).unwrap_or(1);
         if let Some(table) = req.header("X-Table") {
             // The set from a routing table, by the longest prefix of the R-URI user.
-            let uri = req.request_uri().unwrap_or_default();
-            let user = uri.split_once(':').and_then(|(_, r)| r.split_once('@')).map_or("", |(u, _)| u);
+            let user = req.request_user().unwrap_or_default();
             // X-Lookups: N repeats the lookup (the benchmark's way to
             // isolate one lookup's cost from the rest of the call).
             let times = req.header("X-Lookups").and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
             for _ in 0..times {
-                match tables::longest_prefix(&table, user) {
+                match tables::longest_prefix(&table, &user) {
                     Ok(Some(row)) => set = row.values.first().and_then(|v| v.parse().ok()).unwrap_or(set),
                     _ => return Action::reply(404, "No route for this number"),
                 }
