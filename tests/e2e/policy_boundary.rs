@@ -145,3 +145,27 @@ fn stdout_and_stderr_of_a_policy_are_log_lines() {
     assert!(line.contains("WARN") && line.contains("hostile") && line.contains("stderr"), "{line}");
     assert_eq!(wisp.metric("wisp_policy_traps_total", &[("reason", "trap")]), Some(0.0));
 }
+
+#[test]
+fn hostile_cases_over_and_over_keep_memory_bounded() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = hostile(&carrier, "");
+    let mut uac = Uac::new(wisp.addr);
+    let cases = ["reply-0", "reason-crlf", "give-up", "edits", "log-flood", "print", "trap"];
+    // One round first: instances, caches and log buffers reach their size.
+    for (i, case) in cases.iter().enumerate() {
+        let call = uac.invite(&format!("warm-{i}"), &format!("X-Test: {case}\r\n"), PROMPT);
+        assert!(call.final_code().is_some(), "{case}: {:?}", call.codes);
+    }
+    let before = wisp.rss_kib();
+    for round in 0..30 {
+        for (i, case) in cases.iter().enumerate() {
+            let call = uac.invite(&format!("rss-{round}-{i}"), &format!("X-Test: {case}\r\n"), PROMPT);
+            assert!(call.final_code().is_some(), "{case}: every call gets a final answer");
+        }
+    }
+    let grown = wisp.rss_kib().saturating_sub(before);
+    eprintln!("RSS grew {grown} KiB over 210 hostile calls");
+    assert!(grown < 16 * 1024, "RSS grew {grown} KiB over 210 hostile calls");
+    next_call_routes(&mut uac, &carrier, "after-rss");
+}
