@@ -35,6 +35,10 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub overload: OverloadSection,
+    /// `[tls]`: the certificate, key and trust of `tls:` listen entries and
+    /// `transport=tls` destinations.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     /// `[tables.NAME]`: routing data tables for policies.
     #[serde(default)]
     pub tables: std::collections::BTreeMap<String, TableConfig>,
@@ -232,6 +236,26 @@ fn default_kv_max_bytes() -> usize {
 
 fn default_log_lines_per_s() -> u32 {
     100
+}
+
+/// `[tls]`: one TLS profile (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate with its chain, leaf first.
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// CAs trusted for peers: client certificates on `tls:` listeners,
+    /// server certificates of `transport=tls` destinations.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `none` (default), `optional` or `required`.
+    #[serde(default = "default_verify_client")]
+    pub verify_client: String,
+}
+
+fn default_verify_client() -> String {
+    "none".into()
 }
 
 /// `[tables.NAME]`: a routing data table.
@@ -492,6 +516,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The routing data tables, by name.
     pub tables: std::collections::BTreeMap<String, crate::tables::TableSpec>,
+    /// The TLS profile, when `[tls]` is there.
+    pub tls: Option<crate::transport::tls::TlsSpec>,
 }
 
 /// `[dispatcher]` beyond the prober's settings.
@@ -611,6 +637,35 @@ impl TryFrom<Config> for Settings {
         };
         tracing_subscriber::EnvFilter::try_new(&c.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", c.log.level)))?;
+        let tls = match &c.tls {
+            Some(t) => {
+                use crate::transport::tls::{TlsSpec, VerifyClient};
+                let verify_client = match t.verify_client.as_str() {
+                    "none" => VerifyClient::None,
+                    "optional" => VerifyClient::Optional,
+                    "required" => VerifyClient::Required,
+                    other => {
+                        return Err(invalid(
+                            "tls.verify_client",
+                            format!("`{other}`: expected \"none\", \"optional\" or \"required\""),
+                        ))
+                    }
+                };
+                if verify_client != VerifyClient::None && t.ca.is_none() {
+                    return Err(invalid("tls.verify_client", "checking client certificates needs `tls.ca`".into()));
+                }
+                Some(TlsSpec {
+                    certificate: c.resolve(&t.certificate),
+                    private_key: c.resolve(&t.private_key),
+                    ca: t.ca.as_deref().map(|p| c.resolve(p)),
+                    verify_client,
+                })
+            }
+            None => None,
+        };
+        if tls.is_none() && listen.iter().any(|l| l.proto == crate::transport::Proto::Tls) {
+            return Err(invalid("sip.listen", "a tls: entry needs a [tls] section (certificate, private_key)".into()));
+        }
         let mut tables = std::collections::BTreeMap::new();
         for (name, t) in &c.tables {
             let key = |k: &str| format!("tables.{name}.{k}");
@@ -683,6 +738,7 @@ impl TryFrom<Config> for Settings {
             log: LogSettings { level: c.log.level.clone(), json },
             shutdown_grace: Duration::from_secs(c.sip.shutdown_grace_s),
             tables,
+            tls,
         })
     }
 }

@@ -64,12 +64,14 @@ pub fn render(method: &str, result: &Value) -> String {
 
 /// One line per connection, like `kamcmd core.tcp_list`.
 fn render_tcp(result: &Value) -> String {
-    let mut out = format!("{:>6}  {:<4} {:<40} {:>8} {:>10}\n", "ID", "DIR", "PEER", "AGE(s)", "QUEUED(B)");
+    let mut out =
+        format!("{:>6}  {:<4} {:<4} {:<40} {:>8} {:>10}\n", "ID", "PROTO", "DIR", "PEER", "AGE(s)", "QUEUED(B)");
     for c in result["connections"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:>6}  {:<4} {:<40} {:>8} {:>10}",
+            "{:>6}  {:<4} {:<4} {:<40} {:>8} {:>10}",
             c["id"],
+            c["transport"].as_str().unwrap_or("-"),
             c["direction"].as_str().unwrap_or("-"),
             c["peer"].as_str().unwrap_or("-"),
             c["age_s"],

@@ -213,12 +213,13 @@ impl Dispatcher {
 /// an IP literal directly, a name through the system resolver.
 fn resolve(uri: &str) -> Result<(SocketAddr, Proto), String> {
     let parsed = crate::sip::Uri::parse(uri.as_bytes()).map_err(|e| e.to_string())?;
-    let transport = match parsed.transport() {
-        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Proto::Tcp,
-        Some(t) if !t.eq_ignore_ascii_case(b"udp") => {
-            return Err(format!("transport `{}` is not supported", String::from_utf8_lossy(t)))
+    let transport = match (parsed.scheme, parsed.transport()) {
+        // sips: is TLS whatever the parameter says (RFC 5630 §3.1.3).
+        (crate::sip::Scheme::Sips, _) => Proto::Tls,
+        (_, None) => Proto::Udp,
+        (_, Some(t)) => {
+            Proto::from_name(t).ok_or_else(|| format!("transport `{}` is not supported", String::from_utf8_lossy(t)))?
         }
-        _ => Proto::Udp,
     };
     if let Some(addr) = parsed.socket_addr() {
         return Ok((addr, transport));

@@ -48,7 +48,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         // may hand out a port another process shares the same way.)
         let free = match l.proto {
             Proto::Udp => udp::free_port(l.addr),
-            Proto::Tcp => tcp::free_port(l.addr),
+            Proto::Tcp | Proto::Tls => tcp::free_port(l.addr),
         };
         l.addr = free.with_context(|| format!("cannot find a free port for {l}"))?;
     }
@@ -58,7 +58,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         for l in &proxy.listen {
             let bound = match l.proto {
                 Proto::Udp => udp::bind(l.addr, settings.socket_buffer).map(Bound::Udp),
-                Proto::Tcp => tcp::bind(l.addr).map(Bound::Tcp),
+                Proto::Tcp | Proto::Tls => tcp::bind(l.addr).map(Bound::Tcp),
             };
             socks.push(bound.with_context(|| format!("cannot listen on {l}"))?);
         }
@@ -84,6 +84,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         kv: engine.kv.clone(),
         tables: tables.clone(),
     });
+    let proxy_listen = proxy.listen.clone();
     let shared = Arc::new(WorkerShared {
         cfg: Arc::new(proxy),
         dispatcher: dispatcher.clone(),
@@ -95,7 +96,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     let (bus, inboxes) = Bus::new(workers, transport_metrics.inbox_dropped.clone());
-    let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics);
+    let tls = settings.tls.as_ref().map(crate::transport::tls::TlsProfile::load).transpose()?;
+    let protos = proxy_listen.iter().map(|l| l.proto).collect();
+    let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics, protos, tls);
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),

@@ -1,9 +1,11 @@
 //! Transports: where wisp listens and how bytes leave. UDP (one socket per
-//! worker and listen address) and TCP (a connection pool shared by the
-//! workers); TLS is the next one. Nothing here knows SIP beyond framing.
+//! worker and listen address), TCP and TLS (a connection pool shared by the
+//! workers; TLS is TCP with a rustls session on it). Nothing here knows SIP
+//! beyond framing.
 
 pub mod bus;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 pub use bus::{Bus, Event, Inbox};
@@ -47,10 +49,11 @@ pub struct ListenAddr {
 }
 
 /// Transport protocol of a listen address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Proto {
@@ -58,6 +61,7 @@ impl Proto {
         match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         }
     }
     /// As written in a Via sent-protocol.
@@ -65,19 +69,27 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         }
     }
     /// Reliable transports do not retransmit (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        self == Proto::Tcp
+        self != Proto::Udp
+    }
+
+    /// Carried by the connection pool (TCP, TLS).
+    pub fn is_stream(self) -> bool {
+        self != Proto::Udp
     }
     /// From a Via transport or a URI `transport` parameter; None for the
-    /// transports wisp does not speak (TLS, SCTP, WS, ...).
+    /// transports wisp does not speak (SCTP, WS, ...).
     pub fn from_name(name: &[u8]) -> Option<Proto> {
         if name.eq_ignore_ascii_case(b"udp") {
             Some(Proto::Udp)
         } else if name.eq_ignore_ascii_case(b"tcp") {
             Some(Proto::Tcp)
+        } else if name.eq_ignore_ascii_case(b"tls") {
+            Some(Proto::Tls)
         } else {
             None
         }
@@ -88,15 +100,15 @@ impl std::str::FromStr for ListenAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (proto, addr) =
-            s.split_once(':').ok_or_else(|| format!("`{s}`: expected `udp:IP:PORT` or `tcp:IP:PORT`"))?;
+        let (proto, addr) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}`: expected `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT`"))?;
         let proto = match proto {
             "udp" => Proto::Udp,
             "tcp" => Proto::Tcp,
-            "tls" | "ws" | "wss" => {
-                return Err(format!("`{s}`: transport `{proto}` is not supported yet (udp and tcp)"))
-            }
-            _ => return Err(format!("`{s}`: unknown transport `{proto}` (expected udp or tcp)")),
+            "tls" => Proto::Tls,
+            "ws" | "wss" => return Err(format!("`{s}`: transport `{proto}` is not supported yet (udp, tcp, tls)")),
+            _ => return Err(format!("`{s}`: unknown transport `{proto}` (expected udp, tcp or tls)")),
         };
         let addr: SocketAddr =
             addr.parse().map_err(|_| format!("`{s}`: `{addr}` is not IP:PORT (IPv6 as [::1]:5060)"))?;
@@ -127,7 +139,8 @@ mod tests {
         let l: ListenAddr = "udp:[::1]:5062".parse().unwrap();
         assert!(l.addr.is_ipv6());
         assert_eq!("tcp:127.0.0.1:5060".parse::<ListenAddr>().unwrap().proto, Proto::Tcp);
-        assert!("tls:127.0.0.1:5061".parse::<ListenAddr>().unwrap_err().contains("not supported yet"));
+        assert_eq!("tls:127.0.0.1:5061".parse::<ListenAddr>().unwrap().proto, Proto::Tls);
+        assert!("wss:127.0.0.1:443".parse::<ListenAddr>().unwrap_err().contains("not supported yet"));
         assert!("udp:0.0.0.0:5060".parse::<ListenAddr>().is_err());
         assert!("127.0.0.1:5060".parse::<ListenAddr>().is_err());
     }

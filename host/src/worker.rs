@@ -242,7 +242,7 @@ impl Sender for WorkerSender {
     }
 
     fn connected(&self, socket: usize, to: SocketAddr) -> bool {
-        self.protos[socket] == Proto::Udp || self.tcp.is_open(to)
+        self.protos[socket] == Proto::Udp || self.tcp.is_open(socket, to)
     }
 
     fn resolve(&self, host: String) {

@@ -26,6 +26,7 @@ mod scaffold;
 mod shutdown;
 mod sipp;
 mod tables;
+mod tls;
 mod tcp;
 mod torture;
 mod toolbox;

@@ -47,6 +47,8 @@ pub struct WispConfig {
     pub sip_extra: String,
     /// Listen on TCP too (`tcp:127.0.0.1:0`).
     pub tcp: bool,
+    /// A `[tls]` section: listen on TLS too (`tls:127.0.0.1:0`).
+    pub tls: Option<String>,
     /// Whole sections appended to the file.
     pub extra: String,
     /// `sip.shutdown_grace_s` (short in tests: a drop waits for it).
@@ -72,6 +74,7 @@ impl WispConfig {
             control_extra: String::new(),
             sip_extra: String::new(),
             tcp: false,
+            tls: None,
             extra: String::new(),
             shutdown_grace_s: 1,
             env: Vec::new(),
@@ -85,6 +88,8 @@ pub struct Wisp {
     pub addr: SocketAddr,
     /// The TCP listen address, when [`WispConfig::tcp`] asked for one.
     pub tcp: Option<SocketAddr>,
+    /// The TLS listen address, when [`WispConfig::tls`] asked for one.
+    pub tls: Option<SocketAddr>,
     /// The control (JSON-RPC, /metrics) address.
     pub control: SocketAddr,
     pub dir: PathBuf,
@@ -102,11 +107,17 @@ impl Wisp {
             None if primary_backup => "methods = [\"INVITE\", \"OPTIONS\"]\n".into(),
             None => String::new(),
         };
+        let listen_extra = [(cfg.tcp, ", \"tcp:127.0.0.1:0\""), (cfg.tls.is_some(), ", \"tls:127.0.0.1:0\"")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, entry)| *entry)
+            .collect::<String>();
+        let sections = format!("{}{}", cfg.extra, cfg.tls.as_deref().unwrap_or(""));
         let toml = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\nshutdown_grace_s = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n{}\n\
              [policy.config]\n{}\n[control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
-            if cfg.tcp { ", \"tcp:127.0.0.1:0\"" } else { "" },
+            listen_extra,
             cfg.workers,
             cfg.shutdown_grace_s,
             cfg.sip_extra,
@@ -120,7 +131,7 @@ impl Wisp {
             cfg.control_extra,
             cfg.log_level,
             cfg.log_format,
-            cfg.extra
+            sections
         );
         std::fs::write(dir.join("wisp.toml"), toml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
@@ -138,7 +149,7 @@ impl Wisp {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for key in ["listening on udp:", "listening on tcp:", "control listening on "] {
+                for key in ["listening on udp:", "listening on tcp:", "listening on tls:", "control listening on "] {
                     if let Some(rest) = line.split(key).nth(1) {
                         let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ',').next().unwrap_or("");
                         let addr = addr.to_string();
@@ -148,11 +159,12 @@ impl Wisp {
                 log2.lock().unwrap().push(line);
             }
         });
-        let (mut addr, mut control, mut tcp) = (None, None, None);
+        let (mut addr, mut control, mut tcp, mut tls) = (None, None, None, None);
         while addr.is_none() || control.is_none() {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(("listening on udp:", a)) => addr = Some(a.parse().expect("listen address")),
                 Ok(("listening on tcp:", a)) => tcp = Some(a.parse().expect("tcp listen address")),
+                Ok(("listening on tls:", a)) => tls = Some(a.parse().expect("tls listen address")),
                 Ok((_, a)) => control = Some(a.parse().expect("control address")),
                 Err(_) => {
                     let _ = child.kill();
@@ -160,7 +172,7 @@ impl Wisp {
                 }
             }
         }
-        Wisp { child, addr: addr.unwrap(), tcp, control: control.unwrap(), dir, log }
+        Wisp { child, addr: addr.unwrap(), tcp, tls, control: control.unwrap(), dir, log }
     }
 
     /// A JSON-RPC call on the control address.

@@ -38,6 +38,7 @@ pub(super) fn transport(p: crate::transport::Proto) -> Transport {
     match p {
         crate::transport::Proto::Udp => Transport::Udp,
         crate::transport::Proto::Tcp => Transport::Tcp,
+        crate::transport::Proto::Tls => Transport::Tls,
     }
 }
 

@@ -76,14 +76,15 @@ impl<S: Sender> Worker<S> {
         }
         let uri = msg.top_route_uri().or_else(|| msg.request_uri()).unwrap_or_default();
         match Uri::parse(uri) {
-            // sips: needs TLS, which wisp does not speak yet.
-            Ok(u) if u.scheme == Scheme::Sip => {
-                let proto = match u.transport() {
-                    None => Some(Proto::Udp),
-                    Some(t) => Proto::from_name(t),
+            Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips) => {
+                let proto = match (u.scheme, u.transport()) {
+                    // sips: is TLS whatever the parameter says (RFC 5630 §3.1.3).
+                    (Scheme::Sips, _) => Some(Proto::Tls),
+                    (_, None) => Some(Proto::Udp),
+                    (_, Some(t)) => Proto::from_name(t),
                 };
                 let Some(proto) = proto else { return NextHop::Refuse(503) };
-                let fixed = u.transport().is_some();
+                let fixed = u.transport().is_some() || u.scheme == Scheme::Sips;
                 if let Some(addr) = u.socket_addr() {
                     return NextHop::Addr(Target { proto, addr, destination: None, fixed });
                 }
@@ -106,7 +107,6 @@ impl<S: Sender> Worker<S> {
                     dns::Lookup::Unknown => NextHop::Name(host),
                 }
             }
-            Ok(u) if u.scheme == Scheme::Sips => NextHop::Refuse(503),
             Ok(_) => NextHop::Refuse(416),
             Err(_) => NextHop::Refuse(400),
         }

@@ -1,7 +1,9 @@
-//! TCP (RFC 3261 §18): listeners, and one pool of connections that every
-//! worker sends through.
+//! TCP and TLS (RFC 3261 §18, §26.2): listeners, and one pool of
+//! connections that every worker sends through. A TLS connection is a TCP
+//! one with a rustls session on it (the listen entry's profile); the rest
+//! (framing, queues, idle close, failure announcements) is shared.
 //!
-//! Connections are found by the peer's address, whichever side opened them,
+//! Connections are found by transport and peer address, whichever side opened them,
 //! so a response goes back on the connection its request came in on and
 //! requests to a destination reuse the connection already open to it. Each
 //! connection is one task on the worker that accepted or opened it: it
@@ -18,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::tls::TlsProfile;
 use super::{Bus, Event, Proto};
 use crate::sip::framing::{frame, Frame};
 
@@ -57,6 +60,8 @@ struct Conn {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConnInfo {
     pub id: u64,
+    /// `tcp` or `tls`.
+    pub transport: &'static str,
     pub peer: String,
     /// `in` (accepted) or `out` (opened by wisp).
     pub direction: &'static str,
@@ -89,11 +94,18 @@ impl Conn {
     }
 }
 
-/// Every open TCP connection, by peer address (sharded: workers look up
-/// different peers without contending).
+/// A connection's identity: its transport and its peer.
+type Key = (Proto, SocketAddr);
+
+/// Every open TCP and TLS connection, by transport and peer address
+/// (sharded: workers look up different peers without contending).
 pub struct Pool {
     cfg: TcpConfig,
-    shards: Vec<Mutex<HashMap<SocketAddr, Conn>>>,
+    shards: Vec<Mutex<HashMap<Key, Conn>>>,
+    /// The transport of each listen entry (the `listen` of a send).
+    protos: Vec<Proto>,
+    /// The TLS profile of `tls:` listen entries and `transport=tls` sends.
+    tls: Option<TlsProfile>,
     open: AtomicUsize,
     next_id: AtomicU64,
     /// Where framed messages and failures go.
@@ -104,10 +116,18 @@ pub struct Pool {
 const SHARDS: usize = 16;
 
 impl Pool {
-    pub fn new(cfg: TcpConfig, bus: Arc<Bus>, metrics: super::TransportMetrics) -> Arc<Pool> {
+    pub fn new(
+        cfg: TcpConfig,
+        bus: Arc<Bus>,
+        metrics: super::TransportMetrics,
+        protos: Vec<Proto>,
+        tls: Option<TlsProfile>,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             cfg,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            protos,
+            tls,
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             bus,
@@ -116,8 +136,9 @@ impl Pool {
     }
 
     /// True while a connection to `peer` is open (or being opened).
-    pub fn is_open(&self, peer: SocketAddr) -> bool {
-        self.shard(&peer).contains_key(&peer)
+    pub fn is_open(&self, listen: usize, peer: SocketAddr) -> bool {
+        let key = (self.protos[listen], peer);
+        self.shard(&key).contains_key(&key)
     }
 
     /// Every open connection, oldest first.
@@ -125,8 +146,9 @@ impl Pool {
         let mut all: Vec<ConnInfo> = Vec::new();
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            all.extend(shard.iter().map(|(peer, c)| ConnInfo {
+            all.extend(shard.iter().map(|((proto, peer), c)| ConnInfo {
                 id: c.id,
+                transport: proto.as_str(),
                 peer: peer.to_string(),
                 direction: if c.inbound { "in" } else { "out" },
                 age_s: c.opened.elapsed().as_secs(),
@@ -137,7 +159,7 @@ impl Pool {
         all
     }
 
-    fn shard(&self, peer: &SocketAddr) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Conn>> {
+    fn shard(&self, (_, peer): &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Conn>> {
         let ip = match peer.ip() {
             std::net::IpAddr::V4(v4) => u32::from(v4),
             std::net::IpAddr::V6(v6) => {
@@ -165,7 +187,8 @@ impl Pool {
     /// An error means nothing will be sent; a failure to connect later comes
     /// as [`Event::Failed`].
     pub fn send(self: &Arc<Self>, worker: usize, listen: usize, peer: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
-        if let Some(conn) = self.shard(&peer).get(&peer).cloned() {
+        let key = (self.protos[listen], peer);
+        if let Some(conn) = self.shard(&key).get(&key).cloned() {
             match conn.queue(bytes) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() != std::io::ErrorKind::NotConnected => return Err(e),
@@ -180,55 +203,92 @@ impl Pool {
         let conn = Conn { id, out, queued: Arc::default(), inbound: false, opened: std::time::Instant::now() };
         let _ = conn.queue(bytes);
         let queued = conn.queued.clone();
-        self.shard(&peer).insert(peer, conn);
+        self.shard(&key).insert(key, conn);
         let pool = self.clone();
+        let served = Served { key, id, worker, listen };
         tokio::spawn(async move {
-            match tokio::time::timeout(pool.cfg.connect_timeout, TcpStream::connect(peer)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    tracing::debug!(%peer, "tcp connected");
-                    pool.run(stream, Served { peer, id, worker, listen }, rx, queued).await;
-                }
+            // Connect and (TLS) handshake within connect_timeout.
+            let opened = tokio::time::timeout(pool.cfg.connect_timeout, pool.connect(key)).await;
+            match opened {
+                Ok(Ok(Stream::Tcp(s))) => pool.run(s, served, rx, queued).await,
+                Ok(Ok(Stream::Tls(s))) => pool.run(*s, served, rx, queued).await,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "tcp connect failed");
-                    pool.closed(peer, id, true);
+                    tracing::debug!(peer = %key.1, transport = key.0.as_str(), error = %e, "connect failed");
+                    pool.closed(key, id, true);
                 }
                 Err(_) => {
-                    tracing::debug!(%peer, "tcp connect timed out");
-                    pool.closed(peer, id, true);
+                    tracing::debug!(peer = %key.1, transport = key.0.as_str(), "connect timed out");
+                    pool.closed(key, id, true);
                 }
             }
         });
         Ok(())
     }
 
-    /// A connection accepted by `worker` on listen entry `listen`.
+    /// Open a connection to `peer`: TCP, then the TLS handshake for TLS
+    /// (the peer's certificate verified for its IP address).
+    async fn connect(&self, (proto, peer): Key) -> std::io::Result<Stream> {
+        let stream = TcpStream::connect(peer).await?;
+        let _ = stream.set_nodelay(true);
+        if proto != Proto::Tls {
+            return Ok(Stream::Tcp(stream));
+        }
+        let profile =
+            self.tls.as_ref().ok_or_else(|| std::io::Error::other("no [tls] profile for a tls destination"))?;
+        let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(profile.client.clone()).connect(name, stream).await?;
+        tracing::debug!(%peer, "tls connected");
+        Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+    }
+
+    /// A connection accepted by `worker` on listen entry `listen` (for a
+    /// TLS entry, the handshake runs first, within connect_timeout).
     pub fn accepted(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, worker: usize, listen: usize) {
         if !self.reserve() {
-            tracing::warn!(%peer, max = self.cfg.max_connections, "tcp connection refused: max_connections reached");
+            tracing::warn!(%peer, max = self.cfg.max_connections, "connection refused: tcp max_connections reached");
             return; // dropping the stream closes it
         }
         let _ = stream.set_nodelay(true);
+        let key = (self.protos[listen], peer);
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queued = Arc::<AtomicUsize>::default();
         let opened = std::time::Instant::now();
-        self.shard(&peer).insert(peer, Conn { id, out, queued: queued.clone(), inbound: true, opened });
+        self.shard(&key).insert(key, Conn { id, out, queued: queued.clone(), inbound: true, opened });
         let pool = self.clone();
-        tokio::spawn(async move { pool.run(stream, Served { peer, id, worker, listen }, rx, queued).await });
+        let served = Served { key, id, worker, listen };
+        let Some(profile) = self.tls.as_ref().filter(|_| key.0 == Proto::Tls).cloned() else {
+            tokio::spawn(async move { pool.run(stream, served, rx, queued).await });
+            return;
+        };
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(profile.server.clone());
+            match tokio::time::timeout(pool.cfg.connect_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => pool.run(tls, served, rx, queued).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    pool.closed(key, id, false);
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "tls handshake timed out");
+                    pool.closed(key, id, false);
+                }
+            }
+        });
     }
 
     /// Read, frame and deliver; write what is queued; close when idle, on
     /// an unframeable stream, or when the peer goes.
-    async fn run(
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: S,
         served: Served,
         mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
         queued: Arc<AtomicUsize>,
     ) {
-        let Served { peer, id, worker, listen } = served;
-        let (mut rd, mut wr) = stream.into_split();
+        let Served { key, id, worker, listen } = served;
+        let peer = key.1;
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
         let failed = loop {
@@ -258,7 +318,10 @@ impl Pool {
                 },
                 out = rx.recv() => match out {
                     Some(bytes) => {
-                        let written = wr.write_all(&bytes).await;
+                        let written = match wr.write_all(&bytes).await {
+                            Ok(()) => wr.flush().await,
+                            Err(e) => Err(e),
+                        };
                         queued.fetch_sub(bytes.len(), Ordering::Relaxed);
                         if let Err(e) = written {
                             tracing::debug!(%peer, error = %e, "tcp write failed");
@@ -274,7 +337,7 @@ impl Pool {
             }
         };
         let _ = wr.shutdown().await;
-        self.closed(peer, id, failed);
+        self.closed(key, id, failed);
     }
 
     /// Hand every whole message in `buf` to the worker.
@@ -302,17 +365,17 @@ impl Pool {
     }
 
     /// Forget a connection; tell every worker when it failed.
-    fn closed(&self, peer: SocketAddr, id: u64, failed: bool) {
+    fn closed(&self, key: Key, id: u64, failed: bool) {
         {
-            let mut shard = self.shard(&peer);
-            if shard.get(&peer).is_some_and(|c| c.id == id) {
-                shard.remove(&peer);
+            let mut shard = self.shard(&key);
+            if shard.get(&key).is_some_and(|c| c.id == id) {
+                shard.remove(&key);
             }
         }
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.metrics.tcp_connections.dec();
         if failed {
-            self.bus.announce_failure(Proto::Tcp, peer);
+            self.bus.announce_failure(key.0, key.1);
         }
     }
 }
@@ -320,10 +383,16 @@ impl Pool {
 /// Who a connection task serves: the peer, the pool entry, the worker that
 /// gets its messages and the listen entry they arrived on.
 struct Served {
-    peer: SocketAddr,
+    key: Key,
     id: u64,
     worker: usize,
     listen: usize,
+}
+
+/// A connection opened by wisp.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 enum Delivered {

@@ -1,0 +1,121 @@
+//! SIP over TLS (issue 14, first part): a `tls:` listener and
+//! `;transport=tls` destinations with rustls, certificates made at test
+//! time; handshakes checked with openssl s_client.
+
+use std::process::{Command, Stdio};
+
+use crate::support::tls::{Pki, TlsUac, TlsUas};
+use crate::support::*;
+use wisp::sip::Method;
+
+fn tls_wisp(pki: &Pki, list: String, verify_client: &str) -> Wisp {
+    let mut cfg = WispConfig::new(list);
+    cfg.tls = Some(pki.section(verify_client));
+    Wisp::start(cfg)
+}
+
+#[test]
+fn a_call_over_tls_reaches_a_udp_carrier_and_the_answer_comes_back_on_the_connection() {
+    let pki = Pki::new();
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = tls_wisp(&pki, format!("1 {}\n", carrier.uri()), "none");
+    let tls = wisp.tls.expect("a tls listener");
+    let mut uac = TlsUac::connect(tls, pki.client(false)).expect("handshake");
+    uac.send(&uac.invite("tls-in-1", tls));
+    let codes: Vec<u16> = std::iter::from_fn(|| uac.recv()).map_while(|m| m.status()).take(3).collect();
+    assert_eq!(codes, [100, 180, 200], "answers over the same TLS connection");
+    let got = carrier.received().into_iter().find(|r| r.method == Method::Invite).expect("relayed");
+    let rr: Vec<String> =
+        got.msg.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    assert_eq!(rr.len(), 2, "a double Record-Route across transports: {rr:?}");
+    assert!(rr.iter().any(|r| r.contains(";transport=tls")), "{rr:?}");
+    let vias: Vec<String> = got.msg.vias().map(|v| String::from_utf8_lossy(v.transport).into_owned()).collect();
+    assert_eq!(vias, ["UDP", "TLS"], "wisp's UDP Via over the caller's TLS one");
+}
+
+#[test]
+fn a_tls_destination_is_reached_over_a_verified_tls_connection() {
+    let pki = Pki::new();
+    let carrier = TlsUas::start(&pki);
+    let wisp = tls_wisp(&pki, format!("1 {}\n", carrier.uri()), "none");
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("tls-out-1", "", PROMPT);
+    assert_eq!(call.final_code(), Some(200), "codes {:?}", call.codes);
+    let got = carrier.received.lock().unwrap().clone();
+    let invite = got.iter().find(|m| m.method() == Method::Invite).expect("the INVITE over TLS");
+    let top = invite.top_via().unwrap();
+    assert_eq!(top.transport, b"TLS", "wisp's Via says TLS");
+    let list = wisp.rpc("core.tcp_list", &[]).unwrap();
+    assert!(list["connections"].as_array().unwrap().iter().any(|c| c["transport"] == "tls" && c["direction"] == "out"));
+}
+
+#[test]
+fn a_required_client_certificate_and_old_tls_versions_are_refused() {
+    let pki = Pki::new();
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = tls_wisp(&pki, format!("1 {}\n", carrier.uri()), "required");
+    let tls = wisp.tls.unwrap();
+    // Without a certificate: the handshake (or the first read) fails.
+    let refused = TlsUac::connect(tls, pki.client(false)).and_then(|mut u| {
+        u.send(&u.invite("no-cert", tls));
+        u.recv().ok_or_else(|| std::io::Error::other("closed"))
+    });
+    assert!(refused.is_err(), "a client without a certificate gets nothing");
+    // With one the CA signed: served.
+    let mut uac = TlsUac::connect(tls, pki.client(true)).expect("handshake with a client certificate");
+    uac.send(&uac.invite("with-cert", tls));
+    assert_eq!(uac.recv().and_then(|m| m.status()), Some(100));
+    // TLS 1.1 is refused (openssl s_client as an independent client).
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &tls.to_string(), "-tls1_1", "-CAfile"])
+        .arg(pki.path("ca.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "TLS 1.1 must not be accepted");
+    // TLS 1.2 and 1.3 are, as openssl sees it.
+    for version in ["-tls1_2", "-tls1_3"] {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &tls.to_string(), version, "-CAfile"])
+            .arg(pki.path("ca.pem"))
+            .args(["-cert"])
+            .arg(pki.path("server.pem"))
+            .arg("-key")
+            .arg(pki.path("server.key"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Verify return code: 0 (ok)"), "{version}: {text}");
+    }
+}
+
+#[test]
+fn a_tls_listen_entry_without_a_tls_section_and_a_bad_certificate_are_refused() {
+    let list = "1 sip:127.0.0.1:9\n".to_string();
+    let toml = |extra: &str| {
+        format!(
+            "[sip]\nlisten = [\"tls:127.0.0.1:0\"]\n[dispatcher]\nlist_file = \"dispatcher.list\"\n[policy]\nfile = \"{}\"\n{extra}",
+            policy_path("primary_backup").display()
+        )
+    };
+    let out = config_check(&[("dispatcher.list", list.clone()), ("wisp.toml", toml(""))]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a [tls] section"));
+    let bad = "[tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n";
+    let files = [
+        ("dispatcher.list", list),
+        ("cert.pem", "not a certificate\n".to_string()),
+        ("key.pem", String::new()),
+        ("wisp.toml", toml(bad)),
+    ];
+    let dir = std::env::temp_dir().join(format!("wisp-badcert-{:x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_wisp")).args(["run", "-c"]).arg(dir.join("wisp.toml")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("cert.pem") && text.contains("no certificate"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
