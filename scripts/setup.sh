@@ -2,7 +2,8 @@
 # Install what wisp needs to build and test: the wasm32-wasip2 target (for
 # policies) and, as root on Debian/Ubuntu, sipp (package sip-tester) and the
 # tools the torture-corpus replay uses to make a loopback-only network
-# namespace (`unshare` from util-linux, `ip` from iproute2).
+# namespace (`unshare` from util-linux, `ip` from iproute2), and the openssl
+# CLI (the TLS tests make their certificates with it and use s_client).
 set -euo pipefail
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
@@ -14,6 +15,7 @@ missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]}"
