@@ -99,6 +99,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let tls = settings.tls.as_ref().map(crate::transport::tls::TlsProfile::load).transpose()?;
     let protos = proxy_listen.iter().map(|l| l.proto).collect();
     let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics, protos, tls);
+    pool.set_server_names(tls_server_names(dispatcher.clone()));
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),
@@ -200,6 +201,26 @@ async fn drain(phase: &watch::Sender<Phase>, shared: &WorkerShared, grace: std::
         }
     }
     tracing::warn!(transactions = unfinished(), "second signal: stopping at once");
+}
+
+/// The name a TLS destination's certificate must carry: its `tls_server_name`
+/// attr, else the host of its URI when that is a name (an IP literal is
+/// verified as an address). Read from the running list at connect time.
+fn tls_server_names(dispatcher: Arc<Dispatcher>) -> tcp::ServerNames {
+    Arc::new(move |peer| {
+        let snapshot = dispatcher.snapshot();
+        let d = snapshot
+            .sets
+            .iter()
+            .flat_map(|s| s.destinations.iter())
+            .find(|d| d.addr == peer && d.transport == Proto::Tls)?;
+        if let Some(name) = d.attr("tls_server_name") {
+            return Some(name.to_string());
+        }
+        let uri = crate::sip::Uri::parse(d.uri.as_bytes()).ok()?;
+        let host = String::from_utf8_lossy(uri.host_unbracketed()).into_owned();
+        host.parse::<std::net::IpAddr>().is_err().then_some(host)
+    })
 }
 
 /// A `;transport=tcp` destination when wisp has no `tcp:` listen entry to

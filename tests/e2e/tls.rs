@@ -50,6 +50,26 @@ fn a_tls_destination_is_reached_over_a_verified_tls_connection() {
 }
 
 #[test]
+fn a_tls_destination_is_verified_for_its_server_name() {
+    let pki = Pki::new();
+    let carrier = TlsUas::start(&pki);
+    // The certificate names carrier.test: the right name is served...
+    let list = format!("1 {} 0 0 tls_server_name=carrier.test\n", carrier.uri());
+    let wisp = tls_wisp(&pki, list, "none");
+    let mut uac = Uac::new(wisp.addr);
+    assert_eq!(uac.invite("named-1", "", PROMPT).final_code(), Some(200));
+    // ...another name is refused in the handshake: nothing reaches the carrier.
+    let other = TlsUas::start(&pki);
+    let list = format!("1 {} 0 0 tls_server_name=other.test\n", other.uri());
+    let wisp = tls_wisp(&pki, list, "none");
+    let mut uac = Uac::new(wisp.addr);
+    let call = uac.invite("named-2", "", PROMPT);
+    assert_ne!(call.final_code(), Some(200), "codes {:?}", call.codes);
+    assert!(call.final_code().is_some(), "the caller gets a final answer");
+    assert!(other.received.lock().unwrap().is_empty(), "no SIP over an unverified connection");
+}
+
+#[test]
 fn a_required_client_certificate_and_old_tls_versions_are_refused() {
     let pki = Pki::new();
     let carrier = Uas::start(Behaviour::Answer);

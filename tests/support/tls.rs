@@ -13,8 +13,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use wisp::sip::{parse, reply, Limits, Message};
 
-/// A test CA, a certificate for 127.0.0.1 it signed (server and client
-/// use), and their keys, as PEM files in a temporary folder.
+/// A test CA, a certificate for 127.0.0.1 and `carrier.test` it signed
+/// (server and client use), and their keys, as PEM files in a temporary
+/// folder.
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -36,7 +37,7 @@ impl Pki {
         openssl(&dir, &[&["req"][..], &csr.concat()].concat());
         std::fs::write(
             dir.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+            "subjectAltName=IP:127.0.0.1,DNS:carrier.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
              extendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();

@@ -97,6 +97,10 @@ impl Conn {
 /// A connection's identity: its transport and its peer.
 type Key = (Proto, SocketAddr);
 
+/// The name a TLS peer's certificate must carry (and wisp sends as SNI),
+/// when it has one: set by the server from the dispatcher's destinations.
+pub type ServerNames = Arc<dyn Fn(SocketAddr) -> Option<String> + Send + Sync>;
+
 /// Every open TCP and TLS connection, by transport and peer address
 /// (sharded: workers look up different peers without contending).
 pub struct Pool {
@@ -106,6 +110,8 @@ pub struct Pool {
     protos: Vec<Proto>,
     /// The TLS profile of `tls:` listen entries and `transport=tls` sends.
     tls: Option<TlsProfile>,
+    /// The server name to verify for a TLS peer (else its IP address).
+    names: std::sync::RwLock<Option<ServerNames>>,
     open: AtomicUsize,
     next_id: AtomicU64,
     /// Where framed messages and failures go.
@@ -128,11 +134,19 @@ impl Pool {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             protos,
             tls,
+            names: std::sync::RwLock::new(None),
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             bus,
             metrics,
         })
+    }
+
+    /// Where outbound TLS connections get the name to verify (and send as
+    /// SNI) for a peer; without one, or when it answers None, the peer's IP
+    /// address is verified.
+    pub fn set_server_names(&self, names: ServerNames) {
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = Some(names);
     }
 
     /// True while a connection to `peer` is open (or being opened).
@@ -226,7 +240,8 @@ impl Pool {
     }
 
     /// Open a connection to `peer`: TCP, then the TLS handshake for TLS
-    /// (the peer's certificate verified for its IP address).
+    /// (the peer's certificate verified for its server name, else its IP
+    /// address).
     async fn connect(&self, (proto, peer): Key) -> std::io::Result<Stream> {
         let stream = TcpStream::connect(peer).await?;
         let _ = stream.set_nodelay(true);
@@ -235,7 +250,12 @@ impl Pool {
         }
         let profile =
             self.tls.as_ref().ok_or_else(|| std::io::Error::other("no [tls] profile for a tls destination"))?;
-        let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
+        let named = self.names.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|f| f(peer));
+        let name = match named {
+            Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
+                .map_err(|_| std::io::Error::other(format!("`{n}` is not a TLS server name")))?,
+            None => rustls::pki_types::ServerName::IpAddress(peer.ip().into()),
+        };
         let tls = tokio_rustls::TlsConnector::from(profile.client.clone()).connect(name, stream).await?;
         tracing::debug!(%peer, "tls connected");
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
