@@ -1,8 +1,8 @@
 //! Running wisp: load the dispatcher and the policy, start one worker
 //! thread per core ([`crate::worker`]), then serve the control plane and
-//! signals until Ctrl-C / SIGTERM. SIGHUP reloads the dispatcher list and
-//! the policy, each validated on its own: a bad one is refused and the
-//! running one stays.
+//! signals until Ctrl-C / SIGTERM. SIGHUP reloads the dispatcher list, the
+//! routing tables, the TLS certificate and the policy, each validated on its
+//! own: a bad one is refused and the running one stays.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,7 +96,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     let (bus, inboxes) = Bus::new(workers, transport_metrics.inbox_dropped.clone());
-    let tls = settings.tls.as_ref().map(crate::transport::tls::TlsProfile::load).transpose()?;
+    let tls = match &settings.tls {
+        Some(spec) => Some((spec.clone(), crate::transport::tls::TlsProfile::load(spec)?)),
+        None => None,
+    };
     let protos = proxy_listen.iter().map(|l| l.proto).collect();
     let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics, protos, tls);
     pool.set_server_names(tls_server_names(dispatcher.clone()));
@@ -235,7 +238,7 @@ pub fn tcp_destination_without_listener(dispatcher: &Dispatcher, listen: &[Liste
 }
 
 /// The control plane, and signals: SIGINT/SIGTERM (or `core.shutdown`)
-/// start a drain, SIGHUP reloads the dispatcher list and the policy (each
+/// start a drain, SIGHUP reloads the dispatcher list, tables, TLS and the policy (each
 /// validated on its own). A worker thread that ended is fatal.
 async fn control_loop(
     settings: &Settings,
@@ -288,6 +291,9 @@ async fn control_loop(
                 // Errors are logged by the commands; the running config stays.
                 let _ = Command::DispatcherReload.apply(&state).await;
                 let _ = Command::TableReload(None).apply(&state).await;
+                if settings.tls.is_some() {
+                    let _ = Command::TlsReload.apply(&state).await;
+                }
                 let _ = Command::PolicyReload(None).apply(&state).await;
             }
         }

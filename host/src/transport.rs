@@ -14,20 +14,48 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// What the transports count: TCP connections open, messages a full
 /// worker inbox dropped.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TransportMetrics {
     pub tcp_connections: Gauge<i64, AtomicI64>,
     pub inbox_dropped: Counter,
+    handshakes: Family<Vec<(String, String)>, Counter>,
+    tls_ok: Counter,
+    tls_failed: Counter,
+}
+
+impl Default for TransportMetrics {
+    fn default() -> Self {
+        let handshakes = Family::<Vec<(String, String)>, Counter>::default();
+        let result = |r: &str| handshakes.get_or_create_owned(&vec![("result".to_string(), r.to_string())]);
+        let (tls_ok, tls_failed) = (result("ok"), result("failed"));
+        TransportMetrics {
+            tcp_connections: Gauge::default(),
+            inbox_dropped: Counter::default(),
+            handshakes,
+            tls_ok,
+            tls_failed,
+        }
+    }
 }
 
 impl TransportMetrics {
+    /// A TLS handshake ended (either side).
+    pub fn tls_handshake(&self, ok: bool) {
+        match ok {
+            true => self.tls_ok.inc(),
+            false => self.tls_failed.inc(),
+        };
+    }
+
     /// Add the series to `registry` (prefixed `wisp_` by the caller).
     pub fn register(&self, registry: &mut Registry) {
+        registry.register("tls_handshakes", "TLS handshakes, accepted and opened, by result", self.handshakes.clone());
         registry.register(
             "tcp_connections",
             "TCP connections open (accepted and opened)",

@@ -139,3 +139,58 @@ fn a_tls_listen_entry_without_a_tls_section_and_a_bad_certificate_are_refused() 
     assert!(text.contains("cert.pem") && text.contains("no certificate"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One call over `uac`'s connection: the codes up to the final one.
+fn call_over(uac: &mut TlsUac, id: &str, tls: std::net::SocketAddr) -> Vec<u16> {
+    uac.send(&uac.invite(id, tls));
+    let mut codes = Vec::new();
+    while let Some(code) = uac.recv().and_then(|m| m.status()) {
+        codes.push(code);
+        if code >= 200 {
+            break;
+        }
+    }
+    codes
+}
+
+#[test]
+fn a_certificate_reload_under_tls_calls_loses_none_and_new_handshakes_see_it() {
+    let pki = Pki::new();
+    pki.reissue();
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = tls_wisp(&pki, format!("1 {}\n", carrier.uri()), "none");
+    let tls = wisp.tls.unwrap();
+    let (first, second) = (pki.der("server.pem"), pki.der("server2.pem"));
+    let mut long_lived = TlsUac::connect(tls, pki.client(false)).unwrap();
+    assert_eq!(long_lived.peer_certificate(), first);
+    // Calls on new connections while the certificate is swapped.
+    let client = pki.client(false);
+    let load = std::thread::spawn(move || {
+        (0..200)
+            .map(|i| {
+                let mut uac = TlsUac::connect(tls, client.clone()).expect("handshake");
+                let codes = call_over(&mut uac, &format!("load-{i}"), tls);
+                (codes.last().copied(), uac.peer_certificate())
+            })
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::copy(pki.path("server2.pem"), pki.path("server.pem")).unwrap();
+    std::fs::copy(pki.path("server2.key"), pki.path("server.key")).unwrap();
+    wisp.rpc("tls.reload", &[]).expect("reloaded");
+    let results = load.join().unwrap();
+    assert!(results.iter().all(|(code, _)| *code == Some(200)), "every call completed: {results:?}");
+    let served = |cert: &Vec<u8>| results.iter().filter(|(_, c)| c == cert).count();
+    eprintln!("calls during the reload: {} on the old certificate, {} on the new", served(&first), served(&second));
+    assert!(served(&first) > 0 && served(&second) > 0, "the reload happened while calls ran");
+    let fresh = TlsUac::connect(tls, pki.client(false)).unwrap();
+    assert_eq!(fresh.peer_certificate(), second, "a new handshake sees the new certificate");
+    assert_eq!(call_over(&mut long_lived, "long-after", tls).last(), Some(&200), "the open connection keeps serving");
+    // A broken file: refused, naming it; the new certificate keeps serving.
+    std::fs::write(pki.path("server.pem"), "garbage\n").unwrap();
+    let err = wisp.rpc("tls.reload", &[]).unwrap_err();
+    assert!(err.contains("server.pem") && err.contains("running certificate stays"), "{err}");
+    let after = TlsUac::connect(tls, pki.client(false)).unwrap();
+    assert_eq!(after.peer_certificate(), second);
+    assert!(wisp.metric("wisp_tls_handshakes_total", &[("result", "ok")]).unwrap() >= 203.0);
+}

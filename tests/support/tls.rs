@@ -64,6 +64,39 @@ impl Pki {
         Pki { dir }
     }
 
+    /// Another certificate for the same names from the same CA, as
+    /// `server2.pem` / `server2.key` (for reload tests).
+    pub fn reissue(&self) {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let csr = [&ec[..], &["-keyout", "server2.key", "-out", "server2.csr", "-subj", "/CN=127.0.0.1 (2)"]];
+        openssl(&self.dir, &[&["req"][..], &csr.concat()].concat());
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server2.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server2.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+    }
+
+    /// The DER of the first certificate in a PEM file.
+    pub fn der(&self, name: &str) -> Vec<u8> {
+        CertificateDer::pem_file_iter(self.path(name)).unwrap().next().unwrap().unwrap().to_vec()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -151,6 +184,11 @@ impl TlsUac {
             stream.conn.complete_io(&mut stream.sock)?;
         }
         Ok(TlsUac { stream, local, buf: Vec::new() })
+    }
+
+    /// The DER of the certificate the server presented.
+    pub fn peer_certificate(&self) -> Vec<u8> {
+        self.stream.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default()
     }
 
     pub fn send(&mut self, text: &str) {

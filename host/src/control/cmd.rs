@@ -25,6 +25,7 @@ pub enum Command {
     PolicyReload(Option<String>),
     PolicyInfo,
     TableReload(Option<String>),
+    TlsReload,
     TableList,
     CoreUptime,
     CoreShutdown,
@@ -35,7 +36,7 @@ pub enum Command {
 }
 
 /// Every method name, for `system.listMethods`-style help in errors.
-pub const METHODS: [&str; 16] = [
+pub const METHODS: [&str; 17] = [
     "dispatcher.list",
     "dispatcher.reload",
     "dispatcher.set_state",
@@ -47,6 +48,7 @@ pub const METHODS: [&str; 16] = [
     "policy.info",
     "table.reload",
     "table.list",
+    "tls.reload",
     "core.uptime",
     "core.shutdown",
     "core.version",
@@ -112,6 +114,7 @@ impl Command {
             "policy.info" => Command::PolicyInfo,
             "table.reload" => Command::TableReload(optional(p, 0)),
             "table.list" => Command::TableList,
+            "tls.reload" => Command::TlsReload,
             "core.uptime" => Command::CoreUptime,
             "core.shutdown" => Command::CoreShutdown,
             "core.version" => Command::CoreVersion,
@@ -137,6 +140,7 @@ impl Command {
             Command::PolicyInfo => Ok(policy::info(state)),
             Command::TableReload(name) => tables::reload(state, name).await,
             Command::TableList => Ok(tables::list(state)),
+            Command::TlsReload => core::tls_reload(state),
             Command::CoreUptime => Ok(core::uptime(state)),
             Command::CoreShutdown => Ok(core::shutdown(state)),
             Command::CoreVersion => Ok(core::version()),

@@ -108,8 +108,11 @@ pub struct Pool {
     shards: Vec<Mutex<HashMap<Key, Conn>>>,
     /// The transport of each listen entry (the `listen` of a send).
     protos: Vec<Proto>,
-    /// The TLS profile of `tls:` listen entries and `transport=tls` sends.
-    tls: Option<TlsProfile>,
+    /// The TLS profile of `tls:` listen entries and `transport=tls` sends:
+    /// swapped by [`Pool::reload_tls`]; a connection keeps what it started with.
+    tls: arc_swap::ArcSwapOption<TlsProfile>,
+    /// Where the profile is read from, for reloads.
+    tls_spec: Option<super::tls::TlsSpec>,
     /// The server name to verify for a TLS peer (else its IP address).
     names: std::sync::RwLock<Option<ServerNames>>,
     open: AtomicUsize,
@@ -127,19 +130,31 @@ impl Pool {
         bus: Arc<Bus>,
         metrics: super::TransportMetrics,
         protos: Vec<Proto>,
-        tls: Option<TlsProfile>,
+        tls: Option<(super::tls::TlsSpec, TlsProfile)>,
     ) -> Arc<Pool> {
+        let (tls_spec, tls) = tls.map_or((None, None), |(spec, profile)| (Some(spec), Some(Arc::new(profile))));
         Arc::new(Pool {
             cfg,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             protos,
-            tls,
+            tls: arc_swap::ArcSwapOption::new(tls),
+            tls_spec,
             names: std::sync::RwLock::new(None),
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             bus,
             metrics,
         })
+    }
+
+    /// Read the TLS profile's files again: new handshakes use the new
+    /// certificate and trust, connections already open keep theirs. A file
+    /// that does not load changes nothing (the error names it).
+    pub fn reload_tls(&self) -> Result<(), super::tls::TlsError> {
+        let Some(spec) = &self.tls_spec else { return Err(super::tls::TlsError::Config("no [tls] section".into())) };
+        let profile = TlsProfile::load(spec)?;
+        self.tls.store(Some(Arc::new(profile)));
+        Ok(())
     }
 
     /// Where outbound TLS connections get the name to verify (and send as
@@ -249,14 +264,16 @@ impl Pool {
             return Ok(Stream::Tcp(stream));
         }
         let profile =
-            self.tls.as_ref().ok_or_else(|| std::io::Error::other("no [tls] profile for a tls destination"))?;
+            self.tls.load_full().ok_or_else(|| std::io::Error::other("no [tls] profile for a tls destination"))?;
         let named = self.names.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|f| f(peer));
         let name = match named {
             Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
                 .map_err(|_| std::io::Error::other(format!("`{n}` is not a TLS server name")))?,
             None => rustls::pki_types::ServerName::IpAddress(peer.ip().into()),
         };
-        let tls = tokio_rustls::TlsConnector::from(profile.client.clone()).connect(name, stream).await?;
+        let tls = tokio_rustls::TlsConnector::from(profile.client.clone()).connect(name, stream).await;
+        self.metrics.tls_handshake(tls.is_ok());
+        let tls = tls?;
         tracing::debug!(%peer, "tls connected");
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
     }
@@ -277,13 +294,15 @@ impl Pool {
         self.shard(&key).insert(key, Conn { id, out, queued: queued.clone(), inbound: true, opened });
         let pool = self.clone();
         let served = Served { key, id, worker, listen };
-        let Some(profile) = self.tls.as_ref().filter(|_| key.0 == Proto::Tls).cloned() else {
+        let Some(profile) = self.tls.load_full().filter(|_| key.0 == Proto::Tls) else {
             tokio::spawn(async move { pool.run(stream, served, rx, queued).await });
             return;
         };
         tokio::spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(profile.server.clone());
-            match tokio::time::timeout(pool.cfg.connect_timeout, acceptor.accept(stream)).await {
+            let accepted = tokio::time::timeout(pool.cfg.connect_timeout, acceptor.accept(stream)).await;
+            pool.metrics.tls_handshake(matches!(accepted, Ok(Ok(_))));
+            match accepted {
                 Ok(Ok(tls)) => pool.run(tls, served, rx, queued).await,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "tls handshake failed");

@@ -1,8 +1,9 @@
-//! `core.uptime`, `core.version`, `tm.stats`, `core.tcp_list`, `core.shutdown`.
+//! `core.uptime`, `core.version`, `tm.stats`, `core.tcp_list`, `core.shutdown`,
+//! `tls.reload`.
 
 use serde_json::{json, Value};
 
-use super::super::ControlState;
+use super::super::{ControlState, RpcError};
 
 pub fn uptime(state: &ControlState) -> Value {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -30,4 +31,19 @@ pub fn shutdown(state: &ControlState) -> Value {
     tracing::info!("core.shutdown asked on the control API");
     state.shutdown.notify_one();
     json!({"shutdown": "draining"})
+}
+
+/// Read the `[tls]` files again (Kamailio's `tls.reload`): new handshakes
+/// use them, open connections keep theirs; a bad file changes nothing.
+pub fn tls_reload(state: &ControlState) -> Result<Value, RpcError> {
+    match state.tcp.reload_tls() {
+        Ok(()) => {
+            tracing::info!("tls profile reloaded");
+            Ok(json!({"tls": "reloaded"}))
+        }
+        Err(e) => {
+            tracing::error!("tls reload refused, the running certificate stays: {e}");
+            Err(RpcError::failed(format!("refused, the running certificate stays: {e}")))
+        }
+    }
 }
