@@ -95,6 +95,12 @@ pub struct SipConfig {
     /// listens on: for `is-myself` and for the Route headers wisp pops.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// A host name wisp puts in Via, Record-Route and keepalives for a
+    /// listen entry instead of its IP address (Teams Direct Routing refuses
+    /// IPs): `{ "tls:10.0.0.5:5061" = "sbc.example.com" }`. The names are
+    /// aliases of wisp too.
+    #[serde(default)]
+    pub advertise: std::collections::BTreeMap<String, String>,
     /// Answer an out-of-dialog OPTIONS addressed to wisp itself (no user
     /// part, request-URI `is-myself`) with 200 without asking the policy
     /// (default true; false hands it to request-route).
@@ -685,8 +691,21 @@ impl TryFrom<Config> for Settings {
             };
             tables.insert(name.clone(), crate::tables::TableSpec { file: c.resolve(&t.file), kind, watch: t.watch });
         }
-        let myself =
-            std::sync::Arc::new(crate::sip::Myself::new(listen.iter().map(|l| l.addr).collect(), &c.sip.aliases));
+        let mut advertise = vec![None; listen.len()];
+        for (entry, name) in &c.sip.advertise {
+            let Some(i) = c.sip.listen.iter().position(|l| l == entry) else {
+                return Err(invalid("sip.advertise", format!("`{entry}` is not one of sip.listen")));
+            };
+            let host_name = !name.is_empty()
+                && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if !host_name {
+                return Err(invalid("sip.advertise", format!("`{name}` is not a host name")));
+            }
+            advertise[i] = Some(name.to_ascii_lowercase());
+        }
+        let mut aliases = c.sip.aliases.clone();
+        aliases.extend(advertise.iter().flatten().cloned());
+        let myself = std::sync::Arc::new(crate::sip::Myself::new(listen.iter().map(|l| l.addr).collect(), &aliases));
         Ok(Settings {
             proxy: ProxyConfig {
                 listen,
@@ -704,7 +723,8 @@ impl TryFrom<Config> for Settings {
                 log_calls: c.log.calls,
                 prober,
                 overload: overload_settings(&c.overload).map_err(|(key, m)| invalid(key, m))?,
-                aliases: c.sip.aliases.clone(),
+                aliases,
+                advertise,
                 answer_options: c.sip.answer_options,
                 myself,
             },

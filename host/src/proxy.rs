@@ -63,8 +63,10 @@ pub struct ProxyConfig {
     pub prober: Option<crate::prober::ProberConfig>,
     /// Local overload control.
     pub overload: overload::OverloadConfig,
-    /// `[sip] aliases`: names that are wisp too.
+    /// `[sip] aliases` (and the advertised names): names that are wisp too.
     pub aliases: Vec<String>,
+    /// The host name advertised for each listen entry, if any (`[sip] advertise`).
+    pub advertise: Vec<Option<String>>,
     /// Answer OPTIONS to wisp itself without the policy.
     pub answer_options: bool,
     /// The listen addresses and aliases (built once the ports are known).

@@ -194,3 +194,26 @@ fn a_certificate_reload_under_tls_calls_loses_none_and_new_handshakes_see_it() {
     assert_eq!(after.peer_certificate(), second);
     assert!(wisp.metric("wisp_tls_handshakes_total", &[("result", "ok")]).unwrap() >= 203.0);
 }
+
+#[test]
+fn an_advertised_name_replaces_the_address_in_via_and_record_route() {
+    // Teams Direct Routing refuses IP addresses in Via, Record-Route and Contact.
+    let pki = Pki::new();
+    let carrier = TlsUas::start(&pki);
+    let mut cfg = WispConfig::new(format!("1 {} 0 0 tls_server_name=carrier.test\n", carrier.uri()));
+    cfg.tls = Some(pki.section("none"));
+    cfg.sip_extra = "advertise = { \"tls:127.0.0.1:0\" = \"sbc.test\" }\n".into();
+    let wisp = Wisp::start(cfg);
+    let port = wisp.tls.unwrap().port();
+    let mut uac = Uac::new(wisp.addr);
+    assert_eq!(uac.invite("fqdn-1", "", PROMPT).final_code(), Some(200));
+    let got = carrier.received.lock().unwrap().clone();
+    let invite = got.iter().find(|m| m.method() == Method::Invite).unwrap();
+    let via = invite.top_via().unwrap();
+    assert_eq!((via.transport, via.host), (&b"TLS"[..], &b"sbc.test"[..]));
+    assert_eq!(via.port, Some(port));
+    let rr: Vec<String> =
+        invite.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    assert!(rr.contains(&format!("<sip:sbc.test:{port};transport=tls;lr>")), "{rr:?}");
+    assert!(!rr.iter().any(|r| r.contains(&format!("127.0.0.1:{port}"))), "no IP address for the TLS side: {rr:?}");
+}

@@ -143,7 +143,7 @@ fn config_keys() -> Vec<String> {
             v.visit_seq(Empty)
         }
         fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            if self.key == "policy.config" {
+            if self.key == "policy.config" || self.key == "sip.advertise" {
                 // A free-form table (the policy's own settings): one key.
                 self.leaf();
                 return v.visit_map(Empty);

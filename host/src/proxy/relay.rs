@@ -112,9 +112,13 @@ impl<S: Sender> Worker<S> {
         }
     }
 
-    /// Our address as a `host:port` for Via and Record-Route, for a socket.
+    /// Our address as a `host:port` for Via and Record-Route, for a socket:
+    /// its advertised name when it has one, else its IP address.
     pub(super) fn local_hostport(&self, socket: usize) -> String {
         let a = self.cfg.listen[socket].addr;
+        if let Some(name) = self.cfg.advertise.get(socket).and_then(Option::as_ref) {
+            return format!("{name}:{}", a.port());
+        }
         match a {
             SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
             SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),

@@ -138,6 +138,7 @@ impl Harness {
             prober: None,
             overload: Default::default(),
             aliases: Vec::new(),
+            advertise: vec![None],
             answer_options: true,
             myself: Arc::new(sip::Myself::new(vec![addr(WISP)], &[])),
         };
