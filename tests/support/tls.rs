@@ -25,71 +25,41 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A new P-256 key with `openssl req`, then `more` (the subject, the
+/// output names, `-x509` for a self-signed CA).
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+
 impl Pki {
     pub fn new() -> Pki {
         let dir = std::env::temp_dir().join(format!("wisp-pki-{}-{:x}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        let ca =
-            [&ec[..], &["-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=wisp test CA"]];
-        openssl(&dir, &[&["req"][..], &ca.concat()].concat());
-        let csr = [&ec[..], &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]];
-        openssl(&dir, &[&["req"][..], &csr.concat()].concat());
+        let ca = ["-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=wisp test CA"];
+        openssl(&dir, &[&["req"][..], &EC_KEY, &ca].concat());
         std::fs::write(
             dir.join("ext.cnf"),
             "subjectAltName=IP:127.0.0.1,DNS:carrier.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
              extendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-        Pki { dir }
+        let pki = Pki { dir };
+        pki.issue("server");
+        pki
+    }
+
+    /// A certificate for 127.0.0.1 and `carrier.test` from the CA, as
+    /// `STEM.pem` / `STEM.key`.
+    fn issue(&self, stem: &str) {
+        let (key, csr, pem) = (format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.pem"));
+        let req = ["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"];
+        openssl(&self.dir, &[&["req"][..], &EC_KEY, &req].concat());
+        let sign = ["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem];
+        openssl(&self.dir, &[&sign[..], &["-days", "2", "-extfile", "ext.cnf"]].concat());
     }
 
     /// Another certificate for the same names from the same CA, as
     /// `server2.pem` / `server2.key` (for reload tests).
     pub fn reissue(&self) {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        let csr = [&ec[..], &["-keyout", "server2.key", "-out", "server2.csr", "-subj", "/CN=127.0.0.1 (2)"]];
-        openssl(&self.dir, &[&["req"][..], &csr.concat()].concat());
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server2.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server2.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
+        self.issue("server2");
     }
 
     /// The DER of the first certificate in a PEM file.
