@@ -131,17 +131,24 @@ impl Kv {
         }
     }
 
-    /// Room for `value` under `key`, sweeping expired entries once when
-    /// the caps are reached. Called without the key's shard locked.
-    fn make_room(&self, key: &str, value: usize, now: Instant) -> Result<(), KvError> {
-        let old = self.shard(key).get(key).map(|e| e.value.len());
-        if self.fits(key, old, value) {
-            return Ok(());
+    /// The key's shard, locked, with room for `value` under `key`: one lock
+    /// when it fits; when a cap is reached, the lock is let go, expired
+    /// entries are swept (every shard), and the shard locked again.
+    fn locked_with_room(
+        &self,
+        key: &str,
+        value: usize,
+        now: Instant,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, Entry>>, KvError> {
+        let shard = self.shard(key);
+        if self.fits(key, shard.get(key).map(|e| e.value.len()), value) {
+            return Ok(shard);
         }
+        drop(shard);
         self.sweep(now);
-        let old = self.shard(key).get(key).map(|e| e.value.len());
-        match self.fits(key, old, value) {
-            true => Ok(()),
+        let shard = self.shard(key);
+        match self.fits(key, shard.get(key).map(|e| e.value.len()), value) {
+            true => Ok(shard),
             false => Err(KvError::Full),
         }
     }
@@ -158,8 +165,7 @@ impl Kv {
     ) -> Result<Option<u64>, KvError> {
         Kv::check(key, &value)?;
         let now = Instant::now();
-        self.make_room(key, value.len(), now)?;
-        let mut shard = self.shard(key);
+        let mut shard = self.locked_with_room(key, value.len(), now)?;
         let current = shard.get(key).filter(|e| e.live(now)).map(|e| e.version);
         if let Some(want) = expected {
             if want != current {
@@ -176,8 +182,7 @@ impl Kv {
         Kv::check(key, "")?;
         let now = Instant::now();
         // An i64 is at most 20 bytes.
-        self.make_room(key, 20, now)?;
-        let mut shard = self.shard(key);
+        let mut shard = self.locked_with_room(key, 20, now)?;
         let (base, expires) = match shard.get(key).filter(|e| e.live(now)) {
             Some(e) => (e.value.parse::<i64>().map_err(|_| KvError::NotAnInteger)?, e.expires),
             None => (0, ttl.map(|t| now + t)),
