@@ -97,12 +97,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
     let (bus, inboxes) = Bus::new(workers, transport_metrics.inbox_dropped.clone());
     let tls = match &settings.tls {
-        Some(spec) => Some((spec.clone(), crate::transport::tls::TlsProfile::load(spec)?)),
+        Some(spec) => Some(tcp::TlsSetup {
+            spec: spec.clone(),
+            profile: crate::transport::tls::TlsProfile::load(spec)?,
+            names: tls_server_names(dispatcher.clone()),
+        }),
         None => None,
     };
     let protos = proxy_listen.iter().map(|l| l.proto).collect();
     let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics, protos, tls);
-    pool.set_server_names(tls_server_names(dispatcher.clone()));
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),

@@ -101,6 +101,16 @@ type Key = (Proto, SocketAddr);
 /// when it has one: set by the server from the dispatcher's destinations.
 pub type ServerNames = Arc<dyn Fn(SocketAddr) -> Option<String> + Send + Sync>;
 
+/// What the pool needs for TLS.
+pub struct TlsSetup {
+    /// Where the profile is read from (again on reload).
+    pub spec: super::tls::TlsSpec,
+    /// The profile loaded from it.
+    pub profile: TlsProfile,
+    /// The name to verify (and send as SNI) for a peer; None: its IP address.
+    pub names: ServerNames,
+}
+
 /// Every open TCP and TLS connection, by transport and peer address
 /// (sharded: workers look up different peers without contending).
 pub struct Pool {
@@ -114,7 +124,7 @@ pub struct Pool {
     /// Where the profile is read from, for reloads.
     tls_spec: Option<super::tls::TlsSpec>,
     /// The server name to verify for a TLS peer (else its IP address).
-    names: std::sync::RwLock<Option<ServerNames>>,
+    names: Option<ServerNames>,
     open: AtomicUsize,
     next_id: AtomicU64,
     /// Where framed messages and failures go.
@@ -130,16 +140,19 @@ impl Pool {
         bus: Arc<Bus>,
         metrics: super::TransportMetrics,
         protos: Vec<Proto>,
-        tls: Option<(super::tls::TlsSpec, TlsProfile)>,
+        tls: Option<TlsSetup>,
     ) -> Arc<Pool> {
-        let (tls_spec, tls) = tls.map_or((None, None), |(spec, profile)| (Some(spec), Some(Arc::new(profile))));
+        let (tls_spec, names, tls) = match tls {
+            Some(t) => (Some(t.spec), Some(t.names), Some(Arc::new(t.profile))),
+            None => (None, None, None),
+        };
         Arc::new(Pool {
             cfg,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             protos,
             tls: arc_swap::ArcSwapOption::new(tls),
             tls_spec,
-            names: std::sync::RwLock::new(None),
+            names,
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             bus,
@@ -155,13 +168,6 @@ impl Pool {
         let profile = TlsProfile::load(spec)?;
         self.tls.store(Some(Arc::new(profile)));
         Ok(())
-    }
-
-    /// Where outbound TLS connections get the name to verify (and send as
-    /// SNI) for a peer; without one, or when it answers None, the peer's IP
-    /// address is verified.
-    pub fn set_server_names(&self, names: ServerNames) {
-        *self.names.write().unwrap_or_else(|e| e.into_inner()) = Some(names);
     }
 
     /// True while a connection to `peer` is open (or being opened).
@@ -265,7 +271,7 @@ impl Pool {
         }
         let profile =
             self.tls.load_full().ok_or_else(|| std::io::Error::other("no [tls] profile for a tls destination"))?;
-        let named = self.names.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|f| f(peer));
+        let named = self.names.as_ref().and_then(|f| f(peer));
         let name = match named {
             Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
                 .map_err(|_| std::io::Error::other(format!("`{n}` is not a TLS server name")))?,
