@@ -53,7 +53,12 @@ fn a_policy_edit_that_makes_the_request_too_large_marks_no_carrier() {
 #[test]
 fn icmp_for_a_closed_client_port_blames_no_carrier() {
     let (_a, _b, _c, list) = three_carriers();
-    let wisp = Wisp::start(WispConfig::new(list));
+    let mut cfg = WispConfig::new(list);
+    // The flood is up to 10,000 INVITEs a second: on a busy machine the
+    // overload control rightly sheds some of the test's own calls with 503
+    // (seen in CI). This test is about ICMP reports, so it runs without it.
+    cfg.extra = "[overload]\nenabled = false\n".into();
+    let wisp = Wisp::start(cfg);
     // Crashed clients keep sending: every answer wisp relays goes to a
     // closed port, and the kernel queues ICMP port unreachable on wisp's
     // sockets (on any socket of the SO_REUSEPORT group) while calls go on.
@@ -78,7 +83,10 @@ fn icmp_for_a_closed_client_port_blames_no_carrier() {
                     let _ = gone.send_to(req.as_bytes(), target);
                 }
                 drop(gone);
-                std::thread::sleep(Duration::from_millis(2));
+                // ~2,000 INVITEs a second, each answered three times toward
+                // a closed port: a steady stream of ICMP reports that a
+                // loaded 2-core machine still serves within PROMPT.
+                std::thread::sleep(Duration::from_millis(10));
             }
         })
     };
