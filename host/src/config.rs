@@ -16,7 +16,7 @@ use crate::proxy::overload::OverloadConfig;
 use crate::proxy::ProxyConfig;
 use crate::transaction::TimerConfig;
 use crate::transport::tcp::TcpConfig;
-use crate::transport::ListenAddr;
+use crate::transport::{ListenAddr, Proto};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +31,9 @@ pub struct Config {
     pub control: ControlConfig,
     #[serde(default)]
     pub tcp: TcpSection,
+    /// `[websocket]`: the checks and keepalives of `ws:`/`wss:` listeners.
+    #[serde(default)]
+    pub websocket: WebSocketSection,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -295,8 +298,9 @@ pub struct ControlConfig {
     pub token: Option<String>,
 }
 
-/// `[tcp]`: connection limits (used when a `tcp:` listen entry or a
-/// `;transport=tcp` destination exists).
+/// `[tcp]`: connection limits of the stream transports. They apply to
+/// TCP, and to TLS, WS and WSS unless `[tcp.tls]`, `[tcp.ws]` or
+/// `[tcp.wss]` says otherwise (each key separately).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpSection {
@@ -310,8 +314,30 @@ pub struct TcpSection {
     pub idle_timeout_s: u64,
     /// How long opening a connection may take (default 3000 ms); a
     /// refused or timed-out connect fails its branches at once (503).
+    /// Accepted connections: how long the TLS handshake and the WebSocket
+    /// upgrade may take.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// Octets queued for one connection whose peer does not read (default
+    /// 4 MiB); beyond, sends to it fail and the branch fails over.
+    #[serde(default = "default_max_queued")]
+    pub max_queued_bytes: usize,
+    #[serde(default)]
+    pub tls: Option<LimitsOverride>,
+    #[serde(default)]
+    pub ws: Option<LimitsOverride>,
+    #[serde(default)]
+    pub wss: Option<LimitsOverride>,
+}
+
+/// `[tcp.tls]`, `[tcp.ws]`, `[tcp.wss]`: a transport's own limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    pub max_connections: Option<usize>,
+    pub idle_timeout_s: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub max_queued_bytes: Option<usize>,
 }
 
 impl Default for TcpSection {
@@ -320,8 +346,42 @@ impl Default for TcpSection {
             max_connections: default_max_connections(),
             idle_timeout_s: default_idle_timeout(),
             connect_timeout_ms: default_connect_timeout(),
+            max_queued_bytes: default_max_queued(),
+            tls: None,
+            ws: None,
+            wss: None,
         }
     }
+}
+
+fn default_max_queued() -> usize {
+    4 << 20
+}
+
+/// `[websocket]`: what `ws:` and `wss:` listeners accept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSection {
+    /// Host header names accepted (port ignored); empty: any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Origin header values accepted (`https://app.example.com`); empty:
+    /// any. Clients that send no Origin (not browsers) are not checked.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// A WebSocket Ping after this many seconds without traffic (default 30).
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval_s: u64,
+}
+
+impl Default for WebSocketSection {
+    fn default() -> Self {
+        WebSocketSection { hosts: Vec::new(), origins: Vec::new(), ping_interval_s: default_ping_interval() }
+    }
+}
+
+fn default_ping_interval() -> u64 {
+    30
 }
 
 fn default_max_connections() -> usize {
@@ -601,7 +661,7 @@ impl TryFrom<Config> for Settings {
         if !(256..=c.sip.max_message_size).contains(&c.sip.max_header_line) {
             return Err(invalid("sip.max_header_line", "must be 256 octets up to max_message_size".into()));
         }
-        let tcp = tcp_settings(&c.tcp, c.sip.max_message_size).map_err(|(key, m)| invalid(key, m))?;
+        let tcp = tcp_settings(&c.tcp, &c.websocket, c.sip.max_message_size).map_err(|(key, m)| invalid(key, m))?;
         let timers = timer_settings(&c.transaction).map_err(|(key, m)| invalid(key, m))?;
         if !(1..=1000).contains(&c.transaction.max_branches) {
             return Err(invalid("transaction.max_branches", "must be 1..=1000".into()));
@@ -669,8 +729,11 @@ impl TryFrom<Config> for Settings {
             }
             None => None,
         };
-        if tls.is_none() && listen.iter().any(|l| l.proto == crate::transport::Proto::Tls) {
-            return Err(invalid("sip.listen", "a tls: entry needs a [tls] section (certificate, private_key)".into()));
+        if tls.is_none() && listen.iter().any(|l| matches!(l.proto, Proto::Tls | Proto::Wss)) {
+            return Err(invalid(
+                "sip.listen",
+                "a tls: or wss: entry needs a [tls] section (certificate, private_key)".into(),
+            ));
         }
         let mut tables = std::collections::BTreeMap::new();
         for (name, t) in &c.tables {
@@ -727,6 +790,7 @@ impl TryFrom<Config> for Settings {
                 advertise,
                 answer_options: c.sip.answer_options,
                 myself,
+                flows: crate::proxy::flow::FlowTokens::random(),
             },
             workers,
             socket_buffer: c.sip.socket_buffer,
@@ -790,22 +854,68 @@ fn listen_entries(entries: &[String]) -> Result<Vec<ListenAddr>, String> {
 
 type Invalid = (&'static str, String);
 
-fn tcp_settings(t: &TcpSection, max_message: usize) -> Result<TcpConfig, Invalid> {
-    if t.max_connections == 0 {
-        return Err(("tcp.max_connections", "must be at least 1".into()));
+fn tcp_settings(t: &TcpSection, w: &WebSocketSection, max_message: usize) -> Result<TcpConfig, Invalid> {
+    use crate::transport::tcp::StreamLimits;
+    // Keys by section, so an error names the one the operator wrote.
+    const KEYS: [[&str; 4]; 4] = [
+        ["tcp.max_connections", "tcp.idle_timeout_s", "tcp.connect_timeout_ms", "tcp.max_queued_bytes"],
+        ["tcp.tls.max_connections", "tcp.tls.idle_timeout_s", "tcp.tls.connect_timeout_ms", "tcp.tls.max_queued_bytes"],
+        ["tcp.ws.max_connections", "tcp.ws.idle_timeout_s", "tcp.ws.connect_timeout_ms", "tcp.ws.max_queued_bytes"],
+        ["tcp.wss.max_connections", "tcp.wss.idle_timeout_s", "tcp.wss.connect_timeout_ms", "tcp.wss.max_queued_bytes"],
+    ];
+    let none = LimitsOverride::default();
+    let sections =
+        [&none, t.tls.as_ref().unwrap_or(&none), t.ws.as_ref().unwrap_or(&none), t.wss.as_ref().unwrap_or(&none)];
+    let mut limits = [StreamLimits {
+        max_connections: 0,
+        idle_timeout: Duration::ZERO,
+        handshake_timeout: Duration::ZERO,
+        max_queued: 0,
+    }; 4];
+    for (i, o) in sections.into_iter().enumerate() {
+        let [max_key, idle_key, connect_key, queued_key] = KEYS[i];
+        let max_connections = o.max_connections.unwrap_or(t.max_connections);
+        if max_connections == 0 {
+            return Err((max_key, "must be at least 1".into()));
+        }
+        let idle = o.idle_timeout_s.unwrap_or(t.idle_timeout_s);
+        if idle == 0 {
+            return Err((idle_key, "must be above 0".into()));
+        }
+        let connect = o.connect_timeout_ms.unwrap_or(t.connect_timeout_ms);
+        if connect == 0 {
+            return Err((connect_key, "must be above 0".into()));
+        }
+        let max_queued = o.max_queued_bytes.unwrap_or(t.max_queued_bytes);
+        if max_queued < max_message {
+            return Err((queued_key, format!("must be at least sip.max_message_size ({max_message})")));
+        }
+        limits[i] = StreamLimits {
+            max_connections,
+            idle_timeout: Duration::from_secs(idle),
+            handshake_timeout: Duration::from_millis(connect),
+            max_queued,
+        };
     }
-    if t.idle_timeout_s == 0 {
-        return Err(("tcp.idle_timeout_s", "must be above 0".into()));
+    if w.ping_interval_s == 0 {
+        return Err(("websocket.ping_interval_s", "must be above 0".into()));
     }
-    if t.connect_timeout_ms == 0 {
-        return Err(("tcp.connect_timeout_ms", "must be above 0".into()));
+    for h in &w.hosts {
+        if h.is_empty() || h.contains(['/', ' ']) {
+            return Err(("websocket.hosts", format!("`{h}` is not a host name")));
+        }
     }
-    Ok(TcpConfig {
-        max_connections: t.max_connections,
-        idle_timeout: Duration::from_secs(t.idle_timeout_s),
-        connect_timeout: Duration::from_millis(t.connect_timeout_ms),
-        max_message,
-    })
+    for o in &w.origins {
+        if !(o.starts_with("https://") || o.starts_with("http://")) {
+            return Err(("websocket.origins", format!("`{o}`: an origin is `https://host[:port]`")));
+        }
+    }
+    let ws = crate::transport::ws::WsConfig {
+        hosts: w.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        origins: w.origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
+        ping_interval: Duration::from_secs(w.ping_interval_s),
+    };
+    Ok(TcpConfig { limits, max_message, ws })
 }
 
 fn timer_settings(t: &TransactionConfig) -> Result<TimerConfig, Invalid> {

@@ -221,6 +221,9 @@ fn resolve(uri: &str) -> Result<(SocketAddr, Proto), String> {
             Proto::from_name(t).ok_or_else(|| format!("transport `{}` is not supported", String::from_utf8_lossy(t)))?
         }
     };
+    if transport.is_websocket() {
+        return Err("transport `ws`: wisp accepts WebSocket connections but does not open them".into());
+    }
     if let Some(addr) = parsed.socket_addr() {
         return Ok((addr, transport));
     }

@@ -12,6 +12,7 @@
 mod dns;
 pub use dns::lookup;
 mod failure;
+pub mod flow;
 pub mod metrics;
 pub mod overload;
 mod ping;
@@ -71,6 +72,8 @@ pub struct ProxyConfig {
     pub answer_options: bool,
     /// The listen addresses and aliases (built once the ports are known).
     pub myself: Arc<sip::Myself>,
+    /// Names WebSocket clients' connections in Record-Route.
+    pub flows: flow::FlowTokens,
 }
 
 /// Where bytes go out: one worker's sockets, the other workers, the resolver.

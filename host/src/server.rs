@@ -48,7 +48,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         // may hand out a port another process shares the same way.)
         let free = match l.proto {
             Proto::Udp => udp::free_port(l.addr),
-            Proto::Tcp | Proto::Tls => tcp::free_port(l.addr),
+            _ => tcp::free_port(l.addr),
         };
         l.addr = free.with_context(|| format!("cannot find a free port for {l}"))?;
     }
@@ -58,7 +58,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         for l in &proxy.listen {
             let bound = match l.proto {
                 Proto::Udp => udp::bind(l.addr, settings.socket_buffer).map(Bound::Udp),
-                Proto::Tcp | Proto::Tls => tcp::bind(l.addr).map(Bound::Tcp),
+                _ => tcp::bind(l.addr).map(Bound::Tcp),
             };
             socks.push(bound.with_context(|| format!("cannot listen on {l}"))?);
         }
@@ -105,7 +105,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let protos = proxy_listen.iter().map(|l| l.proto).collect();
-    let pool = tcp::Pool::new(settings.tcp, bus.clone(), transport_metrics, protos, tls);
+    let pool = tcp::Pool::new(settings.tcp.clone(), bus.clone(), transport_metrics, protos, tls);
     let control = Arc::new(ControlState {
         dispatcher: dispatcher.clone(),
         engine: engine.clone(),

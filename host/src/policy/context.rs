@@ -56,6 +56,10 @@ pub struct RouteState {
     pub record_route: bool,
     /// Relay forks to every destination of the failover list at once.
     pub parallel: bool,
+    /// A Route of wisp's named a WebSocket client's connection (a flow
+    /// token): without a destination of the policy's, the request goes
+    /// there. Host-only: the policy does not see it.
+    pub flow: Option<crate::proxy::flow::Flow>,
 }
 
 impl RouteState {

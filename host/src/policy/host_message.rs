@@ -39,6 +39,8 @@ pub(super) fn transport(p: crate::transport::Proto) -> Transport {
         crate::transport::Proto::Udp => Transport::Udp,
         crate::transport::Proto::Tcp => Transport::Tcp,
         crate::transport::Proto::Tls => Transport::Tls,
+        crate::transport::Proto::Ws => Transport::Ws,
+        crate::transport::Proto::Wss => Transport::Wss,
     }
 }
 

@@ -74,6 +74,14 @@ impl<S: Sender> Worker<S> {
             let fixed = names_transport(d.uri.as_bytes());
             return NextHop::Addr(Target { proto: d.transport, addr: d.addr, destination: Some(d.clone()), fixed });
         }
+        if let Some((proto, addr)) = route.flow {
+            // Only the client can reopen its connection (RFC 5626 §5.3).
+            let open = self.socket_for(proto, addr).is_some_and(|s| self.sender.connected(s, addr));
+            return match open {
+                true => NextHop::Addr(Target { proto, addr, destination: None, fixed: true }),
+                false => NextHop::Refuse(430),
+            };
+        }
         let uri = msg.top_route_uri().or_else(|| msg.request_uri()).unwrap_or_default();
         match Uri::parse(uri) {
             Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips) => {
@@ -126,27 +134,38 @@ impl<S: Sender> Worker<S> {
     }
 
     /// Our Record-Route URI for a listen entry (`;transport=tcp` over TCP).
-    fn record_route_uri(&self, socket: usize) -> String {
+    /// On a WebSocket entry it carries the flow token of `peer`'s
+    /// connection, so the other side's requests find the client again.
+    fn record_route_uri(&self, socket: usize, peer: SocketAddr) -> String {
         let me = self.local_hostport(socket);
         match self.proto(socket) {
             Proto::Udp => format!("<sip:{me};lr>"),
+            p if p.is_websocket() => format!("<sip:{}@{me};transport=ws;lr>", self.cfg.flows.encode((p, peer))),
             p => format!("<sip:{me};transport={};lr>", p.as_str()),
         }
     }
 
-    /// Prepare a copy of `msg` for the next hop: Max-Forwards − 1, our Via
+    /// Prepare a copy of `msg` for `dest`: Max-Forwards − 1, our Via
     /// on top, Record-Route when asked, Content-Length present. `record_route`
-    /// names the listen entry the request came in on: when it differs from
-    /// the outgoing one (UDP in, TCP out) both are recorded (RFC 5658), so
-    /// each side reaches wisp over its own transport.
-    fn outgoing(&self, msg: &Message, socket: usize, branch: &str, record_route: Option<usize>) -> Message {
+    /// names the listen entry the request came in on and its sender: when
+    /// the entry differs from the outgoing one (UDP in, TCP out) both are
+    /// recorded (RFC 5658), so each side reaches wisp over its own transport.
+    fn outgoing(
+        &self,
+        msg: &Message,
+        (socket, dest): (usize, SocketAddr),
+        branch: &str,
+        record_route: Option<(usize, SocketAddr)>,
+    ) -> Message {
         let mut out = msg.clone();
         out.set_max_forwards(msg.core().max_forwards.map_or(70, |m| m.saturating_sub(1)).min(255));
-        if let Some(inbound) = record_route {
-            if inbound != socket {
-                out.insert_header(0, "Record-Route", self.record_route_uri(inbound).as_bytes());
+        if let Some((inbound, source)) = record_route {
+            // WebSocket to WebSocket: each side's entry names its own client.
+            let two_clients = self.proto(socket).is_websocket() && source != dest;
+            if inbound != socket || two_clients {
+                out.insert_header(0, "Record-Route", self.record_route_uri(inbound, source).as_bytes());
             }
-            out.insert_header(0, "Record-Route", self.record_route_uri(socket).as_bytes());
+            out.insert_header(0, "Record-Route", self.record_route_uri(socket, dest).as_bytes());
         }
         let via = format!("SIP/2.0/{} {};branch={branch}", self.proto(socket).via_name(), self.local_hostport(socket));
         out.insert_header(0, "Via", via.as_bytes());
@@ -235,8 +254,8 @@ impl<S: Sender> Worker<S> {
             return Err(NotSent::Failed(BranchFailure::Local));
         };
         let branch = new_branch(self.id, tx.loop_hash);
-        let record_route = tx.route.record_route.then_some(tx.server.socket);
-        let mut fwd = self.outgoing(&tx.request, socket, &branch, record_route);
+        let record_route = tx.route.record_route.then_some((tx.server.socket, tx.source));
+        let mut fwd = self.outgoing(&tx.request, (socket, addr), &branch, record_route);
         let mut bytes = fwd.to_bytes();
         let mut switched = false;
         if proto == Proto::Udp && bytes.len() > self.udp_limit() {
@@ -245,7 +264,7 @@ impl<S: Sender> Worker<S> {
                 Some(tcp) => {
                     tracing::debug!(%addr, size = bytes.len(), "too large for UDP: over TCP");
                     (proto, socket, switched) = (Proto::Tcp, tcp, true);
-                    fwd = self.outgoing(&tx.request, socket, &branch, record_route);
+                    fwd = self.outgoing(&tx.request, (socket, addr), &branch, record_route);
                     bytes = fwd.to_bytes();
                 }
                 None => return Err(NotSent::TooLarge),
@@ -329,7 +348,7 @@ impl<S: Sender> Worker<S> {
         let Some(socket) = self.socket_for(proto, dest) else { return };
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
         let branch = format!("z9hG4bKwsp{:x}.s{:08x}", self.id, crate::hash::fnv1a(&[incoming, msg.call_id()]));
-        let fwd = self.outgoing(&msg, socket, &branch, None);
+        let fwd = self.outgoing(&msg, (socket, dest), &branch, None);
         let _ = self.sender.send(socket, &fwd.to_bytes(), dest);
     }
 

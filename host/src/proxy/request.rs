@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use super::flow::Flow;
 use super::{Sender, Transaction, Worker};
 use crate::policy::{CallContext, Route, RouteState};
 use crate::sip::reply::{self, reason_phrase};
@@ -85,7 +86,7 @@ impl<S: Sender> Worker<S> {
             let _ = self.sender.send(socket, &trying, to);
             tx.server.respond(trying, 100, &self.cfg.timers);
         }
-        self.pop_own_routes(&mut tx.request);
+        tx.route.flow = self.pop_own_routes(&mut tx.request, (self.proto(socket), src));
         self.server_index.insert(key, id);
         self.txs.insert(id, tx);
         self.metrics.transaction_started(method == Method::Invite);
@@ -146,8 +147,10 @@ impl<S: Sender> Worker<S> {
     /// Loose routing (§16.4): Route entries naming this proxy are removed.
     /// A request-URI naming this proxy (a Record-Route URI of ours, put
     /// there by a strict router upstream) is replaced by the last Route
-    /// value first.
-    fn pop_own_routes(&self, msg: &mut Message) {
+    /// value first. A removed entry that names a WebSocket client's
+    /// connection other than the one the request came from (a flow token)
+    /// is where the request goes.
+    fn pop_own_routes(&self, msg: &mut Message, from: Flow) -> Option<Flow> {
         let ruri_is_ours = msg
             .request_uri()
             .and_then(|r| Uri::parse(r).ok())
@@ -157,13 +160,14 @@ impl<S: Sender> Worker<S> {
                 msg.set_request_uri(&uri);
             }
         }
+        let mut flow = None;
         while let Some(uri) = msg.top_route_uri() {
-            let ours = Uri::parse(uri).is_ok_and(|u| self.is_local(u.host, u.port_or_default()));
-            if !ours {
-                break;
-            }
+            let Some(u) = Uri::parse(uri).ok().filter(|u| self.is_local(u.host, u.port_or_default())) else { break };
+            let named = u.user.and_then(|token| self.cfg.flows.decode(token)).filter(|f| *f != from);
+            flow = flow.or(named);
             msg.pop_top_route();
         }
+        flow
     }
 
     /// Call request-route for a new transaction and act on the decision.
@@ -174,6 +178,7 @@ impl<S: Sender> Worker<S> {
         let request = std::mem::replace(&mut tx.request, Message::placeholder());
         let mut ctx = CallContext::new(request, tx.source, self.cfg.listen[tx.server.socket].proto);
         ctx.route.record_route = initial_invite;
+        ctx.route.flow = tx.route.flow;
         let version = tx.policy.clone();
         let (decision, ctx) = self.policy.request_route(&version, ctx);
         let Some(tx) = self.txs.get_mut(&id) else { return };
@@ -232,8 +237,9 @@ impl<S: Sender> Worker<S> {
             return;
         }
         msg.stamp_received(src);
-        self.pop_own_routes(&mut msg);
-        let ctx = CallContext::new(msg, src, self.proto(socket));
+        let flow = self.pop_own_routes(&mut msg, (self.proto(socket), src));
+        let mut ctx = CallContext::new(msg, src, self.proto(socket));
+        ctx.route.flow = flow;
         let current = self.policy.current();
         let (decision, ctx) = self.policy.request_route(&current, ctx);
         if let Ok(Route::Relay) = decision {

@@ -1,7 +1,8 @@
-//! TCP and TLS (RFC 3261 §18, §26.2): listeners, and one pool of
-//! connections that every worker sends through. A TLS connection is a TCP
-//! one with a rustls session on it (the listen entry's profile); the rest
-//! (framing, queues, idle close, failure announcements) is shared.
+//! TCP and TLS (RFC 3261 §18, §26.2), WS and WSS (RFC 7118): listeners,
+//! and one pool of connections that every worker sends through. A TLS
+//! connection is a TCP one with a rustls session on it (the listen entry's
+//! profile); a WebSocket one is upgraded first ([`super::ws`]); the rest
+//! (queues, idle close, failure announcements) is shared.
 //!
 //! Connections are found by transport and peer address, whichever side opened them,
 //! so a response goes back on the connection its request came in on and
@@ -28,17 +29,30 @@ use super::tls::TlsProfile;
 use super::{Bus, Event, Proto};
 use crate::sip::framing::{frame, Frame};
 
-/// `[tcp]` settings.
+/// The limits of one stream transport (`[tcp]`, `[tcp.tls]`, `[tcp.ws]`,
+/// `[tcp.wss]`).
 #[derive(Debug, Clone, Copy)]
-pub struct TcpConfig {
-    /// Most connections open at once, both directions.
+pub struct StreamLimits {
+    /// Most connections of this transport open at once, both directions.
     pub max_connections: usize,
     /// A connection with nothing read or written for this long is closed.
     pub idle_timeout: Duration,
-    /// How long opening a connection may take.
-    pub connect_timeout: Duration,
+    /// How long opening or accepting a connection may take: TCP connect,
+    /// TLS handshake, WebSocket upgrade.
+    pub handshake_timeout: Duration,
+    /// Most octets queued for one connection; beyond, sends to it fail (the
+    /// branch fails over) until the peer reads again.
+    pub max_queued: usize,
+}
+
+/// `[tcp]` and `[websocket]` settings.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// By [`Proto::stream_index`]: TCP, TLS, WS, WSS.
+    pub limits: [StreamLimits; 4],
     /// Largest message (same as `[sip] max_message_size`).
     pub max_message: usize,
+    pub ws: super::ws::WsConfig,
 }
 
 /// A queued write for a connection.
@@ -51,6 +65,7 @@ struct Conn {
     /// Octets queued and not yet written: a peer that stops reading is
     /// not allowed to grow wisp's memory without bound.
     queued: Arc<AtomicUsize>,
+    max_queued: usize,
     /// Accepted (true) or opened by wisp.
     inbound: bool,
     opened: std::time::Instant,
@@ -60,7 +75,7 @@ struct Conn {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConnInfo {
     pub id: u64,
-    /// `tcp` or `tls`.
+    /// `tcp`, `tls`, `ws` or `wss`.
     pub transport: &'static str,
     pub peer: String,
     /// `in` (accepted) or `out` (opened by wisp).
@@ -80,13 +95,9 @@ pub fn is_peer_not_reading(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<PeerNotReading>())
 }
 
-/// Most octets queued for one connection; beyond, sends to it fail (the
-/// branch fails over) until the peer reads again.
-const MAX_QUEUED: usize = 4 << 20;
-
 impl Conn {
     fn queue(&self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.queued.load(Ordering::Relaxed) + bytes.len() > MAX_QUEUED {
+        if self.queued.load(Ordering::Relaxed) + bytes.len() > self.max_queued {
             return Err(std::io::Error::other(PeerNotReading));
         }
         self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
@@ -95,7 +106,7 @@ impl Conn {
 }
 
 /// A connection's identity: its transport and its peer.
-type Key = (Proto, SocketAddr);
+pub(super) type Key = (Proto, SocketAddr);
 
 /// The name a TLS peer's certificate must carry (and wisp sends as SNI),
 /// when it has one: set by the server from the dispatcher's destinations.
@@ -125,7 +136,8 @@ pub struct Pool {
     tls_spec: Option<super::tls::TlsSpec>,
     /// The server name to verify for a TLS peer (else its IP address).
     names: Option<ServerNames>,
-    open: AtomicUsize,
+    /// Connections open, by [`Proto::stream_index`].
+    open: [AtomicUsize; 4],
     next_id: AtomicU64,
     /// Where framed messages and failures go.
     bus: Arc<Bus>,
@@ -153,7 +165,7 @@ impl Pool {
             tls: arc_swap::ArcSwapOption::new(tls),
             tls_spec,
             names,
-            open: AtomicUsize::new(0),
+            open: Default::default(),
             next_id: AtomicU64::new(1),
             bus,
             metrics,
@@ -194,6 +206,23 @@ impl Pool {
         all
     }
 
+    /// The limits of a stream transport.
+    pub(super) fn limits(&self, proto: Proto) -> StreamLimits {
+        self.cfg.limits[proto.stream_index()]
+    }
+
+    pub(super) fn ws_config(&self) -> super::ws::WsConfig {
+        self.cfg.ws.clone()
+    }
+
+    pub(super) fn max_message(&self) -> usize {
+        self.cfg.max_message
+    }
+
+    pub(super) fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     fn shard(&self, (_, peer): &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Conn>> {
         let ip = match peer.ip() {
             std::net::IpAddr::V4(v4) => u32::from(v4),
@@ -206,13 +235,13 @@ impl Pool {
         self.shards[h as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reserve(&self) -> bool {
-        let ok = self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < self.cfg.max_connections).then_some(n + 1))
+    fn reserve(&self, proto: Proto) -> bool {
+        let max = self.limits(proto).max_connections;
+        let ok = self.open[proto.stream_index()]
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
             .is_ok();
         if ok {
-            self.metrics.tcp_connections.inc();
+            self.metrics.connection_opened(proto);
         }
         ok
     }
@@ -230,12 +259,18 @@ impl Pool {
                 Err(_) => {} // the connection just ended: open a new one
             }
         }
-        if !self.reserve() {
-            return Err(std::io::Error::other("tcp max_connections reached"));
+        if key.0.is_websocket() {
+            // Only the client can open it again.
+            return Err(std::io::Error::from(std::io::ErrorKind::NotConnected));
+        }
+        if !self.reserve(key.0) {
+            return Err(std::io::Error::other(format!("{} max_connections reached", key.0.as_str())));
         }
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Conn { id, out, queued: Arc::default(), inbound: false, opened: std::time::Instant::now() };
+        let max_queued = self.limits(key.0).max_queued;
+        let conn =
+            Conn { id, out, queued: Arc::default(), max_queued, inbound: false, opened: std::time::Instant::now() };
         let _ = conn.queue(bytes);
         let queued = conn.queued.clone();
         self.shard(&key).insert(key, conn);
@@ -243,7 +278,7 @@ impl Pool {
         let served = Served { key, id, worker, listen };
         tokio::spawn(async move {
             // Connect and (TLS) handshake within connect_timeout.
-            let opened = tokio::time::timeout(pool.cfg.connect_timeout, pool.connect(key)).await;
+            let opened = tokio::time::timeout(pool.limits(key.0).handshake_timeout, pool.connect(key)).await;
             match opened {
                 Ok(Ok(Stream::Tcp(s))) => pool.run(s, served, rx, queued).await,
                 Ok(Ok(Stream::Tls(s))) => pool.run(*s, served, rx, queued).await,
@@ -285,30 +320,40 @@ impl Pool {
     }
 
     /// A connection accepted by `worker` on listen entry `listen` (for a
-    /// TLS entry, the handshake runs first, within connect_timeout).
+    /// TLS or WSS entry, the TLS handshake runs first; for WS and WSS, the
+    /// WebSocket upgrade; both within the transport's handshake timeout).
     pub fn accepted(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, worker: usize, listen: usize) {
-        if !self.reserve() {
-            tracing::warn!(%peer, max = self.cfg.max_connections, "connection refused: tcp max_connections reached");
+        let proto = self.protos[listen];
+        if !self.reserve(proto) {
+            let max = self.limits(proto).max_connections;
+            tracing::warn!(%peer, max, "connection refused: {} max_connections reached", proto.as_str());
             return; // dropping the stream closes it
         }
         let _ = stream.set_nodelay(true);
-        let key = (self.protos[listen], peer);
+        let key = (proto, peer);
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queued = Arc::<AtomicUsize>::default();
-        let opened = std::time::Instant::now();
-        self.shard(&key).insert(key, Conn { id, out, queued: queued.clone(), inbound: true, opened });
+        let (opened, max_queued) = (std::time::Instant::now(), self.limits(proto).max_queued);
+        self.shard(&key).insert(key, Conn { id, out, queued: queued.clone(), max_queued, inbound: true, opened });
         let pool = self.clone();
         let served = Served { key, id, worker, listen };
-        let Some(profile) = self.tls.load_full().filter(|_| key.0 == Proto::Tls) else {
-            tokio::spawn(async move { pool.run(stream, served, rx, queued).await });
+        if !matches!(proto, Proto::Tls | Proto::Wss) {
+            match proto {
+                Proto::Ws => tokio::spawn(super::ws::serve(pool, stream, served, rx, queued)),
+                _ => tokio::spawn(async move { pool.run(stream, served, rx, queued).await }),
+            };
             return;
+        }
+        let Some(profile) = self.tls.load_full() else {
+            return self.closed(key, id, false);
         };
         tokio::spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(profile.server.clone());
-            let accepted = tokio::time::timeout(pool.cfg.connect_timeout, acceptor.accept(stream)).await;
+            let accepted = tokio::time::timeout(pool.limits(proto).handshake_timeout, acceptor.accept(stream)).await;
             pool.metrics.tls_handshake(matches!(accepted, Ok(Ok(_))));
             match accepted {
+                Ok(Ok(tls)) if proto == Proto::Wss => super::ws::serve(pool, tls, served, rx, queued).await,
                 Ok(Ok(tls)) => pool.run(tls, served, rx, queued).await,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "tls handshake failed");
@@ -375,7 +420,7 @@ impl Pool {
                     }
                     None => break false,
                 },
-                _ = tokio::time::sleep(self.cfg.idle_timeout) => {
+                _ = tokio::time::sleep(self.limits(key.0).idle_timeout) => {
                     tracing::debug!(%peer, "tcp connection idle: closed");
                     break false;
                 }
@@ -410,15 +455,15 @@ impl Pool {
     }
 
     /// Forget a connection; tell every worker when it failed.
-    fn closed(&self, key: Key, id: u64, failed: bool) {
+    pub(super) fn closed(&self, key: Key, id: u64, failed: bool) {
         {
             let mut shard = self.shard(&key);
             if shard.get(&key).is_some_and(|c| c.id == id) {
                 shard.remove(&key);
             }
         }
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.tcp_connections.dec();
+        self.open[key.0.stream_index()].fetch_sub(1, Ordering::AcqRel);
+        self.metrics.connection_closed(key.0);
         if failed {
             self.bus.announce_failure(key.0, key.1);
         }
@@ -427,11 +472,11 @@ impl Pool {
 
 /// Who a connection task serves: the peer, the pool entry, the worker that
 /// gets its messages and the listen entry they arrived on.
-struct Served {
-    key: Key,
-    id: u64,
-    worker: usize,
-    listen: usize,
+pub(super) struct Served {
+    pub(super) key: Key,
+    pub(super) id: u64,
+    pub(super) worker: usize,
+    pub(super) listen: usize,
 }
 
 /// A connection opened by wisp.
