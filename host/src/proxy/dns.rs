@@ -28,7 +28,7 @@ pub enum Waiting {
     /// A transaction's relay.
     Relay(u64),
     /// A request forwarded without a transaction (ACK for a 2xx).
-    Stateless(Message, RouteState),
+    Stateless(Box<(Message, RouteState)>),
 }
 
 /// One worker's names: answers, and what waits for the ones being looked up.
@@ -98,7 +98,10 @@ impl<S: Sender> Worker<S> {
         for waiting in self.names.pending.remove(&host).unwrap_or_default() {
             match waiting {
                 Waiting::Relay(id) => self.relay(id),
-                Waiting::Stateless(msg, route) => self.forward_stateless(msg, &route),
+                Waiting::Stateless(waiting) => {
+                    let (msg, route) = *waiting;
+                    self.forward_stateless(msg, &route)
+                }
             }
         }
     }

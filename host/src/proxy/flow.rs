@@ -79,7 +79,7 @@ impl FlowTokens {
 
     /// The connection a token names, if wisp made it.
     pub fn decode(&self, token: &[u8]) -> Option<Flow> {
-        if token.len() % 2 != 0 || token.len() > 2 * (1 + 16 + 2 + MAC_LEN) {
+        if !token.len().is_multiple_of(2) || token.len() > 2 * (1 + 16 + 2 + MAC_LEN) {
             return None;
         }
         let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

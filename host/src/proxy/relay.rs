@@ -340,7 +340,7 @@ impl<S: Sender> Worker<S> {
         let (proto, dest) = match self.next_hop(&msg, route) {
             NextHop::Addr(t) => (t.proto, t.addr),
             NextHop::Name(host) => {
-                let _ = self.wait_for_name(&host, dns::Waiting::Stateless(msg, route.clone()));
+                let _ = self.wait_for_name(&host, dns::Waiting::Stateless(Box::new((msg, route.clone()))));
                 return;
             }
             NextHop::Refuse(..) => return,

@@ -49,7 +49,7 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
 /// The handshake checks of RFC 7118 §4 and the operator's lists: the
 /// client must offer the `sip` subprotocol (400 otherwise), and its Host and
 /// Origin must be allowed (403).
-fn check_upgrade(cfg: &WsConfig, req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+fn check_upgrade(cfg: &WsConfig, req: &Request, mut resp: Response) -> Result<Response, (StatusCode, &'static str)> {
     let offered = req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL);
     let sip = offered
         .iter()
@@ -57,19 +57,19 @@ fn check_upgrade(cfg: &WsConfig, req: &Request, mut resp: Response) -> Result<Re
         .flat_map(|v| v.split(','))
         .any(|p| p.trim().eq_ignore_ascii_case("sip"));
     if !sip {
-        return Err(refuse(StatusCode::BAD_REQUEST, "the WebSocket subprotocol `sip` is required (RFC 7118)"));
+        return Err((StatusCode::BAD_REQUEST, "the WebSocket subprotocol `sip` is required (RFC 7118)"));
     }
     if !cfg.hosts.is_empty() {
         let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
         let name = strip_port(host).to_ascii_lowercase();
-        if !cfg.hosts.iter().any(|h| *h == name) {
-            return Err(refuse(StatusCode::FORBIDDEN, "Host not served here"));
+        if !cfg.hosts.contains(&name) {
+            return Err((StatusCode::FORBIDDEN, "Host not served here"));
         }
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
         if !cfg.origins.is_empty() && !cfg.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
-            return Err(refuse(StatusCode::FORBIDDEN, "Origin not allowed"));
+            return Err((StatusCode::FORBIDDEN, "Origin not allowed"));
         }
     }
     resp.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("sip"));
@@ -98,17 +98,15 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let cfg = pool.ws_config();
     let max = pool.max_message();
     let ws_cfg = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
-    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        |req: &Request, resp: Response| {
-            let checked = check_upgrade(&cfg, req, resp);
-            if let Err(e) = &checked {
-                tracing::debug!(%peer, status = %e.status(), reason = e.body().as_deref().unwrap_or(""), "websocket upgrade refused");
-            }
-            checked
-        },
-        Some(ws_cfg),
-    );
+    // tungstenite's callback type returns the whole error response.
+    #[allow(clippy::result_large_err)]
+    let answer = |req: &Request, resp: Response| {
+        check_upgrade(&cfg, req, resp).map_err(|(status, why)| {
+            tracing::debug!(%peer, %status, why, "websocket upgrade refused");
+            refuse(status, why)
+        })
+    };
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, answer, Some(ws_cfg));
     let mut ws = match tokio::time::timeout(limits.handshake_timeout, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -204,9 +202,9 @@ mod tests {
         let ok = check_upgrade(&cfg, &upgrade(&[("Sec-WebSocket-Protocol", "msrp, sip")]), Response::new(())).unwrap();
         assert_eq!(ok.headers()[header::SEC_WEBSOCKET_PROTOCOL], "sip");
         let no = check_upgrade(&cfg, &upgrade(&[("Sec-WebSocket-Protocol", "chat")]), Response::new(())).unwrap_err();
-        assert_eq!(no.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(no.0, StatusCode::BAD_REQUEST);
         let none = check_upgrade(&cfg, &upgrade(&[]), Response::new(())).unwrap_err();
-        assert_eq!(none.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(none.0, StatusCode::BAD_REQUEST);
     }
 
     #[test]
@@ -223,9 +221,9 @@ mod tests {
         assert!(check_upgrade(&cfg, &upgrade(&no_origin), Response::new(())).is_ok());
         let other_origin = [sip, ("Host", "sbc.example.com"), ("Origin", "https://evil.example.net")];
         let e = check_upgrade(&cfg, &upgrade(&other_origin), Response::new(())).unwrap_err();
-        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(e.0, StatusCode::FORBIDDEN);
         let other_host = [sip, ("Host", "10.0.0.1:8443")];
-        assert_eq!(check_upgrade(&cfg, &upgrade(&other_host), Response::new(())).unwrap_err().status(), 403);
+        assert_eq!(check_upgrade(&cfg, &upgrade(&other_host), Response::new(())).unwrap_err().0, 403);
         assert_eq!(strip_port("[::1]:443"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
     }
