@@ -28,5 +28,6 @@ mod sipp;
 mod tables;
 mod tls;
 mod tcp;
+mod websocket;
 mod torture;
 mod toolbox;

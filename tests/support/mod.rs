@@ -7,6 +7,7 @@ pub mod process;
 pub mod tls;
 pub mod uac;
 pub mod uas;
+pub mod ws;
 
 pub use process::{config_check, policy_path, root, Wisp, WispConfig};
 pub use uac::Uac;

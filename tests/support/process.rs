@@ -49,6 +49,10 @@ pub struct WispConfig {
     pub tcp: bool,
     /// A `[tls]` section: listen on TLS too (`tls:127.0.0.1:0`).
     pub tls: Option<String>,
+    /// Listen on WS too (`ws:127.0.0.1:0`).
+    pub ws: bool,
+    /// Listen on WSS too (`wss:127.0.0.1:0`; needs [`WispConfig::tls`]).
+    pub wss: bool,
     /// Whole sections appended to the file.
     pub extra: String,
     /// `sip.shutdown_grace_s` (short in tests: a drop waits for it).
@@ -75,6 +79,8 @@ impl WispConfig {
             sip_extra: String::new(),
             tcp: false,
             tls: None,
+            ws: false,
+            wss: false,
             extra: String::new(),
             shutdown_grace_s: 1,
             env: Vec::new(),
@@ -90,6 +96,9 @@ pub struct Wisp {
     pub tcp: Option<SocketAddr>,
     /// The TLS listen address, when [`WispConfig::tls`] asked for one.
     pub tls: Option<SocketAddr>,
+    /// The WS and WSS listen addresses, when asked for.
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
     /// The control (JSON-RPC, /metrics) address.
     pub control: SocketAddr,
     pub dir: PathBuf,
@@ -107,11 +116,16 @@ impl Wisp {
             None if primary_backup => "methods = [\"INVITE\", \"OPTIONS\"]\n".into(),
             None => String::new(),
         };
-        let listen_extra = [(cfg.tcp, ", \"tcp:127.0.0.1:0\""), (cfg.tls.is_some(), ", \"tls:127.0.0.1:0\"")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, entry)| *entry)
-            .collect::<String>();
+        let listen_extra = [
+            (cfg.tcp, ", \"tcp:127.0.0.1:0\""),
+            (cfg.tls.is_some(), ", \"tls:127.0.0.1:0\""),
+            (cfg.ws, ", \"ws:127.0.0.1:0\""),
+            (cfg.wss, ", \"wss:127.0.0.1:0\""),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, entry)| *entry)
+        .collect::<String>();
         let sections = format!("{}{}", cfg.extra, cfg.tls.as_deref().unwrap_or(""));
         let toml = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\nshutdown_grace_s = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
@@ -149,7 +163,8 @@ impl Wisp {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for key in ["listening on udp:", "listening on tcp:", "listening on tls:", "control listening on "] {
+                let keys = ["listening on udp:", "listening on tcp:", "listening on tls:", "listening on ws:"];
+                for key in keys.into_iter().chain(["listening on wss:", "control listening on "]) {
                     if let Some(rest) = line.split(key).nth(1) {
                         let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ',').next().unwrap_or("");
                         let addr = addr.to_string();
@@ -159,12 +174,14 @@ impl Wisp {
                 log2.lock().unwrap().push(line);
             }
         });
-        let (mut addr, mut control, mut tcp, mut tls) = (None, None, None, None);
+        let (mut addr, mut control, mut tcp, mut tls, mut ws, mut wss) = (None, None, None, None, None, None);
         while addr.is_none() || control.is_none() {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(("listening on udp:", a)) => addr = Some(a.parse().expect("listen address")),
                 Ok(("listening on tcp:", a)) => tcp = Some(a.parse().expect("tcp listen address")),
                 Ok(("listening on tls:", a)) => tls = Some(a.parse().expect("tls listen address")),
+                Ok(("listening on ws:", a)) => ws = Some(a.parse().expect("ws listen address")),
+                Ok(("listening on wss:", a)) => wss = Some(a.parse().expect("wss listen address")),
                 Ok((_, a)) => control = Some(a.parse().expect("control address")),
                 Err(_) => {
                     let _ = child.kill();
@@ -172,7 +189,7 @@ impl Wisp {
                 }
             }
         }
-        Wisp { child, addr: addr.unwrap(), tcp, tls, control: control.unwrap(), dir, log }
+        Wisp { child, addr: addr.unwrap(), tcp, tls, ws, wss, control: control.unwrap(), dir, log }
     }
 
     /// A JSON-RPC call on the control address.
