@@ -2,9 +2,12 @@
 # Install what wisp needs to build and test: the wasm32-wasip2 target (for
 # policies) and, as root on Debian/Ubuntu, sipp (package sip-tester) and the
 # tools the torture-corpus replay uses to make a loopback-only network
-# namespace (`unshare` from util-linux, `ip` from iproute2), and the openssl
-# CLI (the TLS tests make their certificates with it and use s_client).
+# namespace (`unshare` from util-linux, `ip` from iproute2), the openssl
+# CLI (the TLS tests make their certificates with it and use s_client), and
+# Node.js with npm for JsSIP, the WebRTC SIP stack the WebSocket tests run
+# (`npm ci` in tests/jssip, versions pinned by its package-lock.json).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   echo "setup: adding the wasm32-wasip2 target (policies are built for it)"
@@ -16,6 +19,8 @@ command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]}"
@@ -25,4 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+if [ ! -d tests/jssip/node_modules/jssip ]; then
+  echo "setup: installing JsSIP for the WebSocket tests (npm ci in tests/jssip)"
+  (cd tests/jssip && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

@@ -170,3 +170,33 @@ fn a_wss_client_registers_and_sends_a_message_through_a_udp_carrier() {
     let conns = list["connections"].as_array().unwrap();
     assert!(conns.iter().any(|c| c["transport"] == "wss" && c["direction"] == "in"), "{conns:?}");
 }
+
+#[test]
+fn jssip_registers_sends_options_and_a_message_over_wss() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/jssip");
+    assert!(
+        dir.join("node_modules/jssip").exists(),
+        "JsSIP is not installed: scripts/setup.sh runs `npm ci` in tests/jssip (needs node and npm)"
+    );
+    let pki = Pki::new();
+    let carrier = Uas::start(Behaviour::Answer);
+    let wisp = ws_wisp(&carrier, Some(&pki), "");
+    let out = std::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("client.js")
+        .arg(format!("wss://{}", wisp.wss.unwrap()))
+        .arg(carrier.uri())
+        .arg(pki.path("ca.pem"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "JsSIP: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["registered", "options 200", "message 200"]);
+    // What the carrier got is JsSIP's: an `.invalid` Via below wisp's.
+    let reg = carrier.received().into_iter().find(|r| r.method == Method::Register).expect("REGISTER relayed");
+    let client_via = reg.msg.vias().nth(1).unwrap();
+    assert_eq!(client_via.transport, b"WSS");
+    assert!(String::from_utf8_lossy(client_via.host).ends_with(".invalid"));
+    let messages = carrier.received().iter().filter(|r| r.msg.method_bytes() == b"MESSAGE").count();
+    assert!(carrier.count(Method::Options) >= 1 && messages == 1, "OPTIONS and MESSAGE relayed");
+}

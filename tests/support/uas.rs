@@ -121,7 +121,12 @@ impl Drop for Uas {
 
 fn respond(sock: &UdpSocket, req: &Message, to: SocketAddr, code: u16, reason: &str, tag: &str, addr: SocketAddr) {
     let rr: Vec<String> = req.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-    let contact = format!("<sip:carrier@{addr}>");
+    // A registrar answers with the bindings it holds: the REGISTER's Contact.
+    let contact = match req.method() {
+        Method::Register => req.values_named(b"Contact").next().map(|c| String::from_utf8_lossy(c).into_owned()),
+        _ => None,
+    }
+    .unwrap_or_else(|| format!("<sip:carrier@{addr}>"));
     let mut extra: Vec<(&str, &str)> = vec![("Contact", &contact)];
     let rr_joined = rr.join(", ");
     if !rr.is_empty() && code < 300 && code > 100 {
