@@ -200,3 +200,45 @@ fn jssip_registers_sends_options_and_a_message_over_wss() {
     let messages = carrier.received().iter().filter(|r| r.msg.method_bytes() == b"MESSAGE").count();
     assert!(carrier.count(Method::Options) >= 1 && messages == 1, "OPTIONS and MESSAGE relayed");
 }
+
+#[test]
+fn a_websocket_caller_reaches_a_sipp_carrier_whose_bye_comes_back_over_the_websocket() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut sipp = std::process::Command::new("sipp")
+        .arg("-sf")
+        .arg(root.join("tests/sipp/uas-bye.xml"))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp runs");
+    // sipp holds its port once it is ready.
+    assert!(wait_until(PROMPT, || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()), "sipp started");
+    let carrier_list = format!("1 sip:127.0.0.1:{port}\n");
+    let mut cfg = WispConfig::new(carrier_list);
+    cfg.ws = true;
+    let wisp = Wisp::start(cfg);
+    let mut uac = WsUac::connect(wisp.ws.unwrap(), Upgrade::default()).expect("upgrade");
+    uac.send(&uac.request("INVITE", &format!("sip:bob@127.0.0.1:{port}"), "ws-sipp-1", 1, ""));
+    let ok = final_response(&mut uac).expect("the carrier's answer");
+    assert_eq!(ok.status(), Some(200));
+    // The ACK goes along the route set (Record-Route reversed) to sipp's Contact.
+    let mut routes: Vec<String> = ok
+        .values_named(b"Record-Route")
+        .flat_map(|v| String::from_utf8_lossy(v).split(", ").map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    routes.reverse();
+    let contact = String::from_utf8_lossy(ok.values_named(b"Contact").next().unwrap()).into_owned();
+    let target = contact.trim_start_matches('<').split('>').next().unwrap().to_string();
+    let to = String::from_utf8_lossy(ok.values_named(b"To").next().unwrap()).into_owned();
+    let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    let ack = uac
+        .request("ACK", &target, "ws-sipp-1", 1, &route_lines)
+        .replace(&format!("To: <{target}>"), &format!("To: {to}"));
+    uac.send(&ack);
+    let bye = std::iter::from_fn(|| uac.recv(PROMPT)).find(|m| m.method() == Method::Bye).expect("sipp's BYE");
+    uac.send(std::str::from_utf8(&reply::response(&bye, 200, "OK", b"", &[])).unwrap());
+    let status = sipp.wait().unwrap();
+    assert!(status.success(), "sipp's scenario ended with its BYE answered 200 ({status})");
+}

@@ -93,11 +93,12 @@ impl WsUac {
         let _ = self.ws.flush();
     }
 
-    /// A request from this client as a browser writes it: Via `WS` with
-    /// the `.invalid` host, Contact `;transport=ws`.
+    /// A request from this client as a browser writes it: Via `WSS` with
+    /// the `.invalid` host, Contact `;transport=ws`; a new branch per
+    /// method and CSeq (an ACK for a 2xx is its own transaction).
     pub fn request(&self, method: &str, ruri: &str, call_id: &str, cseq: u32, extra: &str) -> String {
         format!(
-            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/WSS {host};branch=z9hG4bK-{call_id}-{cseq}\r\n\
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/WSS {host};branch=z9hG4bK-{call_id}-{cseq}-{method}\r\n\
              From: <sip:alice@example.com>;tag=ws-{call_id}\r\nTo: <{ruri}>\r\nCall-ID: {call_id}\r\n\
              CSeq: {cseq} {method}\r\nContact: <sip:alice@{host};transport=ws;ob>\r\nMax-Forwards: 70\r\n\
              {extra}Content-Length: 0\r\n\r\n",
