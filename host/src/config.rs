@@ -247,10 +247,14 @@ fn default_log_lines_per_s() -> u32 {
     100
 }
 
-/// `[tls]`: one TLS profile (PEM files).
+/// `[tls]`: the default TLS profile (PEM files), and named ones.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
+    /// `[tls.profiles.NAME]`: more profiles, chosen on listeners by the
+    /// client's SNI and on destinations by their `tls_profile` attr.
+    #[serde(default)]
+    pub profiles: std::collections::BTreeMap<String, TlsProfileSection>,
     /// The certificate with its chain, leaf first.
     pub certificate: PathBuf,
     pub private_key: PathBuf,
@@ -261,6 +265,31 @@ pub struct TlsSection {
     /// `none` (default), `optional` or `required`.
     #[serde(default = "default_verify_client")]
     pub verify_client: String,
+}
+
+/// `[tls.profiles.NAME]`: a named TLS profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsProfileSection {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default = "default_verify_client")]
+    pub verify_client: String,
+    /// SNI names answered with this profile on `tls:`/`wss:` listeners.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+fn verify_mode(v: &str) -> Result<crate::transport::tls::VerifyClient, String> {
+    use crate::transport::tls::VerifyClient;
+    match v {
+        "none" => Ok(VerifyClient::None),
+        "optional" => Ok(VerifyClient::Optional),
+        "required" => Ok(VerifyClient::Required),
+        other => Err(format!("`{other}`: expected \"none\", \"optional\" or \"required\"")),
+    }
 }
 
 fn default_verify_client() -> String {
@@ -582,8 +611,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The routing data tables, by name.
     pub tables: std::collections::BTreeMap<String, crate::tables::TableSpec>,
-    /// The TLS profile, when `[tls]` is there.
-    pub tls: Option<crate::transport::tls::TlsSpec>,
+    /// The TLS profiles, when `[tls]` is there.
+    pub tls: Option<crate::transport::tls::TlsSpecs>,
 }
 
 /// `[dispatcher]` beyond the prober's settings.
@@ -705,27 +734,56 @@ impl TryFrom<Config> for Settings {
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", c.log.level)))?;
         let tls = match &c.tls {
             Some(t) => {
-                use crate::transport::tls::{TlsSpec, VerifyClient};
-                let verify_client = match t.verify_client.as_str() {
-                    "none" => VerifyClient::None,
-                    "optional" => VerifyClient::Optional,
-                    "required" => VerifyClient::Required,
-                    other => {
-                        return Err(invalid(
-                            "tls.verify_client",
-                            format!("`{other}`: expected \"none\", \"optional\" or \"required\""),
-                        ))
-                    }
-                };
+                use crate::transport::tls::{TlsSpec, TlsSpecs, VerifyClient};
+                let verify_client = verify_mode(&t.verify_client).map_err(|m| invalid("tls.verify_client", m))?;
                 if verify_client != VerifyClient::None && t.ca.is_none() {
                     return Err(invalid("tls.verify_client", "checking client certificates needs `tls.ca`".into()));
                 }
-                Some(TlsSpec {
+                let default = TlsSpec {
                     certificate: c.resolve(&t.certificate),
                     private_key: c.resolve(&t.private_key),
                     ca: t.ca.as_deref().map(|p| c.resolve(p)),
                     verify_client,
-                })
+                    server_names: Vec::new(),
+                };
+                let mut named = Vec::new();
+                let mut sni_seen = std::collections::HashSet::new();
+                for (name, p) in &t.profiles {
+                    let bad = |key: &str, message: String| ConfigError::Table {
+                        file: file.clone(),
+                        key: format!("tls.profiles.{name}.{key}"),
+                        message,
+                    };
+                    if name.is_empty()
+                        || name == "default"
+                        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        return Err(bad(
+                            "",
+                            format!("profile name `{name}`: use letters, digits, `_` and `-` (not `default`)"),
+                        ));
+                    }
+                    let verify_client = verify_mode(&p.verify_client).map_err(|m| bad("verify_client", m))?;
+                    if verify_client != VerifyClient::None && p.ca.is_none() {
+                        return Err(bad("verify_client", "checking client certificates needs `ca`".into()));
+                    }
+                    for sni in &p.server_names {
+                        if !sni_seen.insert(sni.to_ascii_lowercase()) {
+                            return Err(bad("server_names", format!("`{sni}` is named by two profiles")));
+                        }
+                    }
+                    named.push((
+                        name.clone(),
+                        TlsSpec {
+                            certificate: c.resolve(&p.certificate),
+                            private_key: c.resolve(&p.private_key),
+                            ca: p.ca.as_deref().map(|f| c.resolve(f)),
+                            verify_client,
+                            server_names: p.server_names.clone(),
+                        },
+                    ));
+                }
+                Some(TlsSpecs { default, named })
             }
             None => None,
         };

@@ -77,6 +77,8 @@ pub enum ListLoadError {
     ResolveAdded { uri: String, reason: String },
     #[error("no dispatcher.list file to reload")]
     NoFile,
+    #[error("destination `{uri}`: tls_profile `{profile}` is not configured ([tls.profiles.{profile}] in wisp.toml)")]
+    TlsProfile { uri: String, profile: String },
 }
 
 /// The dispatcher: the current snapshot and what it was loaded from.
@@ -93,6 +95,8 @@ pub struct Dispatcher {
     pub ping_active: PingSwitch,
     /// Answered calls per destination (algorithm 10, calls in progress).
     pub calls: call_load::CallLoad,
+    /// The TLS profiles wisp.toml names: a `tls_profile` attr must be one.
+    pub tls_profiles: Vec<String>,
 }
 
 impl Dispatcher {
@@ -122,7 +126,24 @@ impl Dispatcher {
             reset_state_on_reload: false,
             ping_active: PingSwitch::new(true),
             calls: call_load::CallLoad::default(),
+            tls_profiles: Vec::new(),
         }
+    }
+
+    /// Refuse destinations whose `tls_profile` attr names no profile.
+    pub fn check_tls_profiles(&self) -> Result<(), ListLoadError> {
+        self.check_profiles(&self.current.load())
+    }
+
+    fn check_profiles(&self, snapshot: &Snapshot) -> Result<(), ListLoadError> {
+        for d in snapshot.sets.iter().flat_map(|s| s.destinations.iter()) {
+            if let Some(profile) = d.tls.as_ref().and_then(|t| t.profile.as_ref()) {
+                if !self.tls_profiles.contains(profile) {
+                    return Err(ListLoadError::TlsProfile { uri: d.uri.clone(), profile: profile.clone() });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The current sets.
@@ -142,6 +163,7 @@ impl Dispatcher {
         let old = self.current.load_full();
         let previous = (!self.reset_state_on_reload).then_some(&*old);
         let (snapshot, edited) = build(&entries, &path.display().to_string(), previous)?;
+        self.check_profiles(&snapshot)?;
         for (d, flags) in edited {
             tracing::info!(set = d.set_id, uri = %d.uri, from = d.listed_flags(), to = flags, "flags edited in the list: applied");
             d.apply_listed_flags(flags);
@@ -167,6 +189,11 @@ impl Dispatcher {
         let (addr, transport) =
             resolve(&e.uri).map_err(|reason| ListLoadError::ResolveAdded { uri: e.uri.clone(), reason })?;
         let dest = Arc::new(Destination::new(e.set_id, e.uri, addr, transport, e.flags, e.priority, e.attrs));
+        if let Some(profile) = dest.tls.as_ref().and_then(|t| t.profile.as_ref()) {
+            if !self.tls_profiles.contains(profile) {
+                return Err(ListLoadError::TlsProfile { uri: dest.uri.clone(), profile: profile.clone() });
+            }
+        }
         self.rebuild(|sets| match sets.iter_mut().find(|(id, _)| *id == dest.set_id) {
             Some((_, dests)) => {
                 dests.insert(0, dest.clone());

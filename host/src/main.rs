@@ -171,10 +171,13 @@ fn main() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let s = wisp::config::Settings::load(path)?;
-    let ds = std::sync::Arc::new(wisp::dispatcher::Dispatcher::load(
-        &s.dispatcher.list_file,
-        s.dispatcher.probing_threshold,
-    )?);
+    let mut ds = wisp::dispatcher::Dispatcher::load(&s.dispatcher.list_file, s.dispatcher.probing_threshold)?;
+    if let Some(specs) = &s.tls {
+        wisp::transport::tls::TlsProfiles::load(specs)?;
+        ds.tls_profiles = specs.names();
+    }
+    ds.check_tls_profiles()?;
+    let ds = std::sync::Arc::new(ds);
     let engine = wisp::policy::PolicyEngine::new(s.policy.limits, None)?;
     let tables = wisp::tables::Tables::load(&s.tables)?;
     let rows: usize = tables.iter().map(|(_, t)| t.current().rows()).sum();

@@ -37,6 +37,7 @@ use crate::transaction::key;
 use crate::transaction::server::{Arm, ServerTx};
 use crate::transaction::timer::{TimerOwner, TimerRef, Timers};
 use crate::transaction::TimerConfig;
+use crate::transport::tls::TlsTarget;
 use crate::transport::udp::RecvMeta;
 use crate::transport::{Event, ListenAddr, Proto};
 use metrics::ProxyMetrics;
@@ -79,6 +80,18 @@ pub struct ProxyConfig {
 /// Where bytes go out: one worker's sockets, the other workers, the resolver.
 pub trait Sender {
     fn send(&self, socket: usize, bytes: &[u8], to: SocketAddr) -> std::io::Result<()>;
+    /// Send toward a destination: over TLS, with its profile and server
+    /// name (its own pool entry); otherwise as [`Sender::send`].
+    fn send_via(
+        &self,
+        socket: usize,
+        bytes: &[u8],
+        to: SocketAddr,
+        tls: Option<&Arc<TlsTarget>>,
+    ) -> std::io::Result<()> {
+        let _ = tls;
+        self.send(socket, bytes, to)
+    }
     /// Pass a message to the worker that owns its transaction.
     fn handoff(&self, worker: usize, msg: Message, src: SocketAddr, socket: usize);
     /// False when `to` is reached over a connection (TCP) that is no longer

@@ -26,6 +26,8 @@ use crate::worker::{Bound, Phase, WorkerShared, WorkerSockets};
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let mut dispatcher = Dispatcher::load(&settings.dispatcher.list_file, settings.dispatcher.probing_threshold)?;
     dispatcher.reset_state_on_reload = settings.dispatcher.reset_state_on_reload;
+    dispatcher.tls_profiles = settings.tls.as_ref().map(|t| t.names()).unwrap_or_default();
+    dispatcher.check_tls_profiles()?;
     let dispatcher = Arc::new(dispatcher);
     let engine = PolicyEngine::new(settings.policy.limits, settings.policy.cache_dir.as_deref())?;
     let table_stamps: TableStamps = settings.tables.iter().map(|(n, t)| (n.clone(), file_stamp(&t.file))).collect();
@@ -75,7 +77,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let proxy_metrics = Arc::new(ProxyMetrics::new(workers));
     let hook_metrics = Arc::new(HookMetrics::new(workers));
     let transport_metrics = TransportMetrics::default();
+    let tls = match &settings.tls {
+        Some(specs) => Some(crate::transport::tls::TlsStore::load(specs.clone())?),
+        None => None,
+    };
     let exposition = Exposition::new(Sources {
+        tls: tls.clone(),
         proxy: &proxy_metrics,
         hooks: &hook_metrics,
         transport: &transport_metrics,
@@ -96,14 +103,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     let (bus, inboxes) = Bus::new(workers, transport_metrics.inbox_dropped.clone());
-    let tls = match &settings.tls {
-        Some(spec) => Some(tcp::TlsSetup {
-            spec: spec.clone(),
-            profile: crate::transport::tls::TlsProfile::load(spec)?,
-            names: tls_server_names(dispatcher.clone()),
-        }),
-        None => None,
-    };
     let protos = proxy_listen.iter().map(|l| l.proto).collect();
     let pool = tcp::Pool::new(settings.tcp.clone(), bus.clone(), transport_metrics, protos, tls);
     let control = Arc::new(ControlState {
@@ -207,26 +206,6 @@ async fn drain(phase: &watch::Sender<Phase>, shared: &WorkerShared, grace: std::
         }
     }
     tracing::warn!(transactions = unfinished(), "second signal: stopping at once");
-}
-
-/// The name a TLS destination's certificate must carry: its `tls_server_name`
-/// attr, else the host of its URI when that is a name (an IP literal is
-/// verified as an address). Read from the running list at connect time.
-fn tls_server_names(dispatcher: Arc<Dispatcher>) -> tcp::ServerNames {
-    Arc::new(move |peer| {
-        let snapshot = dispatcher.snapshot();
-        let d = snapshot
-            .sets
-            .iter()
-            .flat_map(|s| s.destinations.iter())
-            .find(|d| d.addr == peer && d.transport == Proto::Tls)?;
-        if let Some(name) = d.attr("tls_server_name") {
-            return Some(name.to_string());
-        }
-        let uri = crate::sip::Uri::parse(d.uri.as_bytes()).ok()?;
-        let host = String::from_utf8_lossy(uri.host_unbracketed()).into_owned();
-        host.parse::<std::net::IpAddr>().is_err().then_some(host)
-    })
 }
 
 /// A `;transport=tcp` destination when wisp has no `tcp:` listen entry to

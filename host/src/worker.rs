@@ -24,6 +24,7 @@ use crate::prober;
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::{ProxyConfig, Sender, Worker};
 use crate::sip::Message;
+use crate::transport::tls::TlsTarget;
 use crate::transport::{tcp, udp, Bus, Event, Inbox, Proto};
 
 /// Where the process is in its life; every worker follows it.
@@ -233,7 +234,20 @@ impl Sender for WorkerSender {
                     }
                 }
             }
-            _ => self.tcp.send(self.id, socket, to, bytes),
+            _ => self.tcp.send(self.id, socket, to, bytes, None),
+        }
+    }
+
+    fn send_via(
+        &self,
+        socket: usize,
+        bytes: &[u8],
+        to: SocketAddr,
+        tls: Option<&Arc<TlsTarget>>,
+    ) -> std::io::Result<()> {
+        match tls {
+            Some(_) if self.protos[socket] == Proto::Tls => self.tcp.send(self.id, socket, to, bytes, tls),
+            _ => self.send(socket, bytes, to),
         }
     }
 

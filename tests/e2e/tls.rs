@@ -217,3 +217,96 @@ fn an_advertised_name_replaces_the_address_in_via_and_record_route() {
     assert!(rr.contains(&format!("<sip:sbc.test:{port};transport=tls;lr>")), "{rr:?}");
     assert!(!rr.iter().any(|r| r.contains(&format!("127.0.0.1:{port}"))), "no IP address for the TLS side: {rr:?}");
 }
+
+/// What openssl s_client sees of wisp's certificate: its subject line.
+fn served_subject(pki: &Pki, tls: std::net::SocketAddr, sni: Option<&str>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &tls.to_string(), "-CAfile"]).arg(pki.path("ca.pem"));
+    match sni {
+        Some(name) => cmd.args(["-servername", name]),
+        None => cmd.arg("-noservername"),
+    };
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    text.lines().find(|l| l.starts_with("subject=")).unwrap_or_default().replace(' ', "")
+}
+
+#[test]
+fn the_clients_sni_picks_the_profile_and_a_client_without_sni_gets_the_default() {
+    let pki = Pki::new();
+    pki.issue_for("alt", "alt.test");
+    let carrier = Uas::start(Behaviour::Answer);
+    let mut cfg = WispConfig::new(format!("1 {}\n", carrier.uri()));
+    cfg.tls = Some(format!("{}{}", pki.section("none"), pki.profile_section("alt", "alt", &["alt.test"])));
+    let wisp = Wisp::start(cfg);
+    let tls = wisp.tls.unwrap();
+    assert_eq!(served_subject(&pki, tls, Some("alt.test")), "subject=CN=alt.test");
+    assert_eq!(served_subject(&pki, tls, None), "subject=CN=127.0.0.1");
+    assert_eq!(served_subject(&pki, tls, Some("unknown.test")), "subject=CN=127.0.0.1", "no match: the default");
+    // Each profile's certificate expiry is exported (the test CA signs for 2 days).
+    for profile in ["default", "alt"] {
+        let left = wisp.metric("wisp_tls_certificate_expiry_seconds", &[("profile", profile)]).unwrap_or(-1.0);
+        assert!(left > 86_400.0 && left <= 2.0 * 86_400.0 + 60.0, "{profile}: {left}");
+    }
+}
+
+#[test]
+fn two_tenants_of_one_carrier_address_get_their_own_certificate_and_connection() {
+    // Teams Direct Routing's shape: one carrier address, a mutual-TLS
+    // handshake per tenant, each with its own certificate and SNI; a
+    // connection opened for one tenant is never used for the other
+    // (Kamailio #2760/#4222).
+    let pki = Pki::new();
+    pki.issue_for("tenant_a", "tenant-a.test");
+    pki.issue_for("tenant_b", "tenant-b.test");
+    let carrier = TlsUas::start_mtls(&pki);
+    let list = format!(
+        "1 {uri} 0 0 tls_profile=tenant_a;tls_server_name=carrier.test\n\
+         2 {uri} 0 0 tls_profile=tenant_b;tls_server_name=carrier.test\n",
+        uri = carrier.uri()
+    );
+    let mut cfg = WispConfig::new(list);
+    cfg.policy = policy_path("by_header");
+    cfg.tls = Some(format!(
+        "{}{}{}",
+        pki.section("none"),
+        pki.profile_section("tenant_a", "tenant_a", &[]),
+        pki.profile_section("tenant_b", "tenant_b", &[])
+    ));
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    for (i, set) in [1, 2, 1, 2].into_iter().enumerate() {
+        let call = uac.invite(&format!("tenant-{i}"), &format!("X-Alg: round-robin\r\nX-Set: {set}\r\n"), PROMPT);
+        assert_eq!(call.final_code(), Some(200), "set {set}: {:?}", call.codes);
+    }
+    let handshakes = carrier.handshakes.lock().unwrap().clone();
+    assert_eq!(handshakes.len(), 2, "one connection per tenant, reused by its second call");
+    let certs: Vec<&Vec<u8>> = handshakes.iter().map(|(_, c)| c).collect();
+    assert!(certs.contains(&&pki.der("tenant_a.pem")) && certs.contains(&&pki.der("tenant_b.pem")));
+    assert!(handshakes.iter().all(|(sni, _)| sni.as_deref() == Some("carrier.test")), "{handshakes:?}");
+    let list = wisp.rpc("core.tcp_list", &[]).unwrap();
+    let mut profiles: Vec<String> = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["direction"] == "out")
+        .map(|c| c["tls_profile"].as_str().unwrap_or("-").to_string())
+        .collect();
+    profiles.sort();
+    assert_eq!(profiles, ["tenant_a", "tenant_b"]);
+}
+
+#[test]
+fn a_destination_naming_an_unknown_tls_profile_is_refused() {
+    let pki = Pki::new();
+    let carrier = TlsUas::start(&pki);
+    let mut cfg = WispConfig::new(format!("1 {}\n", carrier.uri()));
+    cfg.tls = Some(pki.section("none"));
+    let wisp = Wisp::start(cfg);
+    std::fs::write(wisp.dir.join("dispatcher.list"), format!("1 {} 0 0 tls_profile=nobody\n", carrier.uri())).unwrap();
+    let err = wisp.rpc("dispatcher.reload", &[]).unwrap_err();
+    assert!(err.contains("tls_profile `nobody`"), "{err}");
+    let list = wisp.rpc("dispatcher.list", &[]).unwrap().to_string();
+    assert!(list.contains(&carrier.uri()), "the running list keeps serving: {list}");
+}

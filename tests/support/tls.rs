@@ -56,6 +56,38 @@ impl Pki {
         openssl(&self.dir, &[&sign[..], &["-days", "2", "-extfile", "ext.cnf"]].concat());
     }
 
+    /// A certificate for the DNS name `name` alone from the same CA, as
+    /// `STEM.pem` / `STEM.key` (another tenant, another SNI name).
+    pub fn issue_for(&self, stem: &str, name: &str) {
+        let ext = format!("{stem}.cnf");
+        std::fs::write(
+            self.dir.join(&ext),
+            format!(
+                "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        )
+        .unwrap();
+        let (key, csr, pem) = (format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.pem"));
+        let subject = format!("/CN={name}");
+        let req = ["-keyout", &key, "-out", &csr, "-subj", &subject];
+        openssl(&self.dir, &[&["req"][..], &EC_KEY, &req].concat());
+        let sign = ["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem];
+        openssl(&self.dir, &[&sign[..], &["-days", "2", "-extfile", &ext]].concat());
+    }
+
+    /// A `[tls.profiles.NAME]` section with `STEM.pem`/`STEM.key`.
+    pub fn profile_section(&self, name: &str, stem: &str, server_names: &[&str]) -> String {
+        let names: Vec<String> = server_names.iter().map(|n| format!("\"{n}\"")).collect();
+        format!(
+            "[tls.profiles.{name}]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca = \"{}\"\nserver_names = [{}]\n",
+            self.path(&format!("{stem}.pem")).display(),
+            self.path(&format!("{stem}.key")).display(),
+            self.path("ca.pem").display(),
+            names.join(", ")
+        )
+    }
+
     /// Another certificate for the same names from the same CA, as
     /// `server2.pem` / `server2.key` (for reload tests).
     pub fn reissue(&self) {
@@ -120,6 +152,23 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Arc::new(cfg)
+    }
+
+    /// A server that requires a client certificate from the test CA
+    /// (a carrier doing mutual TLS, as Teams Direct Routing does).
+    fn server_mtls(&self) -> Arc<rustls::ServerConfig> {
+        let (certs, key) = self.chain();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()), Pki::provider())
+                .build()
+                .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Pki::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
             .unwrap();
         Arc::new(cfg)
@@ -211,21 +260,34 @@ pub struct TlsUas {
     pub addr: SocketAddr,
     /// Every request received.
     pub received: Arc<Mutex<Vec<Message>>>,
+    /// Per connection accepted: the SNI the client sent and the DER of its
+    /// certificate (empty without one).
+    pub handshakes: Handshakes,
 }
 
 impl TlsUas {
     pub fn start(pki: &Pki) -> TlsUas {
+        TlsUas::with_config(pki.server())
+    }
+
+    /// A carrier that refuses clients without a certificate the CA signed.
+    pub fn start_mtls(pki: &Pki) -> TlsUas {
+        TlsUas::with_config(pki.server_mtls())
+    }
+
+    fn with_config(config: Arc<rustls::ServerConfig>) -> TlsUas {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let (config, got) = (pki.server(), received.clone());
+        let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let (got, seen) = (received.clone(), handshakes.clone());
         std::thread::spawn(move || {
             for tcp in listener.incoming().flatten() {
-                let (config, got) = (config.clone(), got.clone());
-                std::thread::spawn(move || serve(tcp, config, got, addr));
+                let (config, got, seen) = (config.clone(), got.clone(), seen.clone());
+                std::thread::spawn(move || serve(tcp, config, got, seen, addr));
             }
         });
-        TlsUas { addr, received }
+        TlsUas { addr, received, handshakes }
     }
 
     /// `sip:127.0.0.1:PORT;transport=tls`, for a dispatcher.list line.
@@ -234,9 +296,25 @@ impl TlsUas {
     }
 }
 
-fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, got: Arc<Mutex<Vec<Message>>>, me: SocketAddr) {
+pub type Handshakes = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+fn serve(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    got: Arc<Mutex<Vec<Message>>>,
+    seen: Handshakes,
+    me: SocketAddr,
+) {
     let Ok(conn) = rustls::ServerConnection::new(config) else { return };
     let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        if stream.conn.complete_io(&mut stream.sock).is_err() {
+            return;
+        }
+    }
+    let sni = stream.conn.server_name().map(str::to_string);
+    let cert = stream.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+    seen.lock().unwrap().push((sni, cert));
     let mut buf = Vec::new();
     while let Some(req) = read_message(&mut stream, &mut buf) {
         if !req.is_request() {

@@ -30,6 +30,7 @@ pub struct Sources<'a> {
     pub policy_defined: Arc<PolicyMetrics>,
     pub kv: Arc<Kv>,
     pub tables: Arc<crate::tables::Tables>,
+    pub tls: Option<Arc<crate::transport::tls::TlsStore>>,
 }
 
 impl Exposition {
@@ -59,6 +60,9 @@ impl Exposition {
         sources.hooks.register(wisp);
         sources.transport.register(wisp);
         wisp.register_collector(Box::new(DestinationCollector::new(sources.dispatcher)));
+        if let Some(tls) = sources.tls {
+            wisp.register_collector(Box::new(crate::transport::tls::ExpiryCollector(tls)));
+        }
         Exposition { registry: root }
     }
 

@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::latency::LatencyStats;
+use crate::transport::tls::TlsTarget;
 use crate::transport::Proto;
 
 /// Kamailio's flag bits (`dispatcher.list` column 3, RPC `FLAGS`).
@@ -107,6 +108,10 @@ pub struct Destination {
     pub rweight: u32,
     /// `maxload` attr: alg 10 limit of calls in progress (0 = none).
     pub maxload: u32,
+    /// Over TLS: the profile (`tls_profile` attr) and the server name to
+    /// verify and send as SNI (`tls_server_name` attr, else the URI's host
+    /// when it is a name).
+    pub tls: Option<Arc<TlsTarget>>,
     /// Calls in progress through this destination (INVITE relayed and not
     /// yet failed or ended by BYE).
     pub active_calls: AtomicU32,
@@ -129,6 +134,19 @@ pub struct Destination {
     pub probes_failed: AtomicU64,
 }
 
+/// How a TLS destination is reached: its attrs, else its URI's host name
+/// (an IP literal is verified as an address).
+fn tls_target(uri: &str, attrs: &str) -> TlsTarget {
+    let profile = attr(attrs, "tls_profile").map(str::to_string);
+    let named = attr(attrs, "tls_server_name").map(str::to_string);
+    let server_name = named.or_else(|| {
+        let parsed = crate::sip::Uri::parse(uri.as_bytes()).ok()?;
+        let host = String::from_utf8_lossy(parsed.host_unbracketed()).into_owned();
+        host.parse::<std::net::IpAddr>().is_err().then_some(host)
+    });
+    TlsTarget::new(profile, server_name)
+}
+
 impl Destination {
     pub fn new(
         set_id: u32,
@@ -143,7 +161,9 @@ impl Destination {
         let num = |name: &str| -> u32 { attr(&attrs, name).and_then(|v| v.parse().ok()).unwrap_or(0) };
         let percent = |v: u32| if (1..=100).contains(&v) { v } else { 0 };
         let (weight, rweight, maxload) = (percent(num("weight")), percent(num("rweight")), num("maxload"));
+        let tls = (transport == Proto::Tls).then(|| Arc::new(tls_target(&uri, &attrs)));
         Destination {
+            tls,
             set_id,
             uri,
             addr,

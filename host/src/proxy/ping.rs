@@ -48,7 +48,7 @@ impl<S: Sender> Worker<S> {
             b = &branch[branch.len() - 8..],
         )
         .into_bytes();
-        if let Err(e) = self.sender.send(socket, &bytes, dest.addr) {
+        if let Err(e) = self.sender.send_via(socket, &bytes, dest.addr, dest.tls.as_ref()) {
             if super::relay::send_failure(&e) == crate::policy::BranchFailure::Local {
                 // wisp's own trouble (a full buffer, a report for another
                 // peer): this round says nothing about the destination.
@@ -101,7 +101,7 @@ impl<S: Sender> Worker<S> {
         match t.kind {
             TimerKind::Retransmit if self.cfg.listen[ping.socket].proto.is_reliable() => {}
             TimerKind::Retransmit => {
-                let _ = self.sender.send(ping.socket, &ping.bytes, ping.dest.addr);
+                let _ = self.sender.send_via(ping.socket, &ping.bytes, ping.dest.addr, ping.dest.tls.as_ref());
                 ping.interval = (ping.interval * 2).min(self.cfg.timers.t2);
                 let at = self.clock.now() + ping.interval;
                 let generation = ping.gens.current(TimerKind::Retransmit);

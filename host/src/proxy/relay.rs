@@ -12,6 +12,7 @@ use crate::sip::reply::{self, reason_phrase};
 use crate::sip::{hop, Message, Method, Scheme, Uri};
 use crate::transaction::client::{CancelState, ClientTx};
 use crate::transaction::key::{client_key, new_branch};
+use crate::transport::tls::TlsTarget;
 use crate::transport::Proto;
 
 /// One place a request is relayed to.
@@ -23,6 +24,9 @@ struct Target {
     /// The URI named its transport: wisp may not switch to TCP when the
     /// request is too large for UDP (RFC 3261 §18.1.1).
     fixed: bool,
+    /// Over TLS to a host name that is no dispatcher destination: the name
+    /// to verify and send as SNI (a destination brings its own).
+    tls_name: Option<Arc<TlsTarget>>,
 }
 
 /// Why a branch could not be started.
@@ -72,13 +76,14 @@ impl<S: Sender> Worker<S> {
     fn next_hop(&self, msg: &Message, route: &RouteState) -> NextHop {
         if let Some(d) = route.target() {
             let fixed = names_transport(d.uri.as_bytes());
-            return NextHop::Addr(Target { proto: d.transport, addr: d.addr, destination: Some(d.clone()), fixed });
+            let destination = Some(d.clone());
+            return NextHop::Addr(Target { proto: d.transport, addr: d.addr, destination, fixed, tls_name: None });
         }
         if let Some((proto, addr)) = route.flow {
             // Only the client can reopen its connection (RFC 5626 §5.3).
             let open = self.socket_for(proto, addr).is_some_and(|s| self.sender.connected(s, addr));
             return match open {
-                true => NextHop::Addr(Target { proto, addr, destination: None, fixed: true }),
+                true => NextHop::Addr(Target { proto, addr, destination: None, fixed: true, tls_name: None }),
                 false => NextHop::Refuse(430),
             };
         }
@@ -94,7 +99,7 @@ impl<S: Sender> Worker<S> {
                 let Some(proto) = proto else { return NextHop::Refuse(503) };
                 let fixed = u.transport().is_some() || u.scheme == Scheme::Sips;
                 if let Some(addr) = u.socket_addr() {
-                    return NextHop::Addr(Target { proto, addr, destination: None, fixed });
+                    return NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name: None });
                 }
                 let host = String::from_utf8_lossy(u.host).to_ascii_lowercase();
                 match self.names.get(&host, self.clock.now()) {
@@ -106,7 +111,9 @@ impl<S: Sender> Worker<S> {
                         match ips.iter().find(can_send) {
                             Some(ip) => {
                                 let addr = SocketAddr::new(*ip, u.port_or_default());
-                                NextHop::Addr(Target { proto, addr, destination: None, fixed })
+                                let tls_name =
+                                    (proto == Proto::Tls).then(|| Arc::new(TlsTarget::new(None, Some(host.clone()))));
+                                NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name })
                             }
                             None => NextHop::Refuse(503),
                         }
@@ -187,6 +194,7 @@ impl<S: Sender> Worker<S> {
                 addr: d.addr,
                 destination: Some(d.clone()),
                 fixed: names_transport(d.uri.as_bytes()),
+                tls_name: None,
             };
             list.iter().map(target).collect()
         } else {
@@ -247,7 +255,7 @@ impl<S: Sender> Worker<S> {
     /// the URI did not name a transport and wisp listens on TCP (RFC 3261
     /// §18.1.1); otherwise it cannot be sent (513).
     fn start_branch(&mut self, id: u64, target: Target) -> Result<(), NotSent> {
-        let Target { mut proto, addr, destination, fixed } = target;
+        let Target { mut proto, addr, destination, fixed, tls_name } = target;
         let Some(tx) = self.txs.get(&id) else { return Ok(()) };
         let Some(mut socket) = self.socket_for(proto, addr) else {
             tracing::warn!(%addr, "no {} listen address to send from: add one to [sip] listen", proto.as_str());
@@ -275,10 +283,11 @@ impl<S: Sender> Worker<S> {
         let key = client_key(branch.as_bytes(), fwd.method());
         let mut client = ClientTx::new(key.clone(), branch, fwd, bytes, addr, socket);
         client.reliable = proto.is_reliable();
+        client.tls = destination.as_ref().and_then(|d| d.tls.clone()).or(tls_name).filter(|_| proto == Proto::Tls);
         if let (true, Some(d)) = (counts_load, &destination) {
             self.dispatcher.calls.started(d);
         }
-        let sent = self.sender.send(socket, &client.bytes, addr);
+        let sent = self.sender.send_via(socket, &client.bytes, addr, client.tls.as_ref());
         let arms = client.start(&self.cfg.timers);
         let Some(tx) = self.txs.get_mut(&id) else { return Ok(()) };
         let started = self.clock.now();
@@ -337,8 +346,8 @@ impl<S: Sender> Worker<S> {
     /// Forward a request without a transaction (ACK for a 2xx): same edits,
     /// a branch derived from the incoming one so retransmissions match.
     pub(super) fn forward_stateless(&mut self, msg: Message, route: &RouteState) {
-        let (proto, dest) = match self.next_hop(&msg, route) {
-            NextHop::Addr(t) => (t.proto, t.addr),
+        let (proto, dest, tls) = match self.next_hop(&msg, route) {
+            NextHop::Addr(t) => (t.proto, t.addr, t.destination.and_then(|d| d.tls.clone()).or(t.tls_name)),
             NextHop::Name(host) => {
                 let _ = self.wait_for_name(&host, dns::Waiting::Stateless(Box::new((msg, route.clone()))));
                 return;
@@ -349,7 +358,7 @@ impl<S: Sender> Worker<S> {
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
         let branch = format!("z9hG4bKwsp{:x}.s{:08x}", self.id, crate::hash::fnv1a(&[incoming, msg.call_id()]));
         let fwd = self.outgoing(&msg, (socket, dest), &branch, None);
-        let _ = self.sender.send(socket, &fwd.to_bytes(), dest);
+        let _ = self.sender.send_via(socket, &fwd.to_bytes(), dest, tls.as_ref());
     }
 
     /// CANCEL an INVITE branch: now if it rang, else once it does (§9.1).
@@ -370,7 +379,7 @@ impl<S: Sender> Worker<S> {
         let now = self.clock.now();
         let Some(client) = self.txs.get_mut(&id).and_then(|t| t.client_mut(b)) else { return };
         let cancel = hop::cancel(&client.request);
-        let _ = self.sender.send(client.socket, &cancel, client.dest);
+        let _ = self.sender.send_via(client.socket, &cancel, client.dest, client.tls.as_ref());
         if let Some(arm) = client.cancel_sent(cancel, &self.cfg.timers, now) {
             self.cancel_index.insert(client.branch.clone(), (id, b));
             self.arm(id, b, [arm]);

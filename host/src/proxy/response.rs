@@ -33,7 +33,7 @@ impl<S: Sender> Worker<S> {
         if !client.is_pending() {
             // A retransmitted final: answer it with our ACK again.
             if let Some(ack) = &client.ack {
-                let _ = self.sender.send(client.socket, ack, client.dest);
+                let _ = self.sender.send_via(client.socket, ack, client.dest, client.tls.as_ref());
             }
             return;
         }
@@ -57,7 +57,7 @@ impl<S: Sender> Worker<S> {
         let invite = client.method == Method::Invite;
         if invite && code >= 300 {
             let ack = hop::ack(&client.request, &msg);
-            let _ = self.sender.send(client.socket, &ack, client.dest);
+            let _ = self.sender.send_via(client.socket, &ack, client.dest, client.tls.as_ref());
             client.ack = Some(ack);
             branch.release_load(&self.dispatcher);
         } else if invite {

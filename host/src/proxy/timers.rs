@@ -56,7 +56,7 @@ impl<S: Sender> Worker<S> {
             TimerKind::Retransmit => {
                 let Some(client) = tx.client_mut(b).filter(|c| c.gens.is_current(&t)) else { return };
                 if let Some(arm) = client.on_retransmit_timer(&self.cfg.timers) {
-                    let _ = self.sender.send(client.socket, &client.bytes, client.dest);
+                    let _ = self.sender.send_via(client.socket, &client.bytes, client.dest, client.tls.as_ref());
                     self.arm(id, b, [arm]);
                 }
             }
@@ -83,7 +83,7 @@ impl<S: Sender> Worker<S> {
                 match client.on_cancel_timer(&self.cfg.timers, now) {
                     Some(arm) => {
                         if let Some((bytes, _)) = &client.cancel_request {
-                            let _ = self.sender.send(client.socket, bytes, client.dest);
+                            let _ = self.sender.send_via(client.socket, bytes, client.dest, client.tls.as_ref());
                         }
                         self.arm(id, b, [arm]);
                     }

@@ -38,6 +38,9 @@ pub struct ClientTx {
     pub method: Method,
     pub dest: SocketAddr,
     pub socket: usize,
+    /// How a TLS connection to `dest` is opened (a destination's profile
+    /// and server name); CANCEL and ACK go the same way.
+    pub tls: Option<std::sync::Arc<crate::transport::tls::TlsTarget>>,
     /// The request as forwarded (for ACK and CANCEL).
     pub request: Message,
     /// Its bytes, for retransmission.
@@ -71,6 +74,7 @@ impl ClientTx {
             method: request.method(),
             dest,
             socket,
+            tls: None,
             request,
             bytes,
             state: ClientState::Calling,

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::tls::TlsProfile;
+use super::tls::{TlsProfiles, TlsStore, TlsTarget};
 use super::{Bus, Event, Proto};
 use crate::sip::framing::{frame, Frame};
 
@@ -69,6 +69,8 @@ struct Conn {
     /// Accepted (true) or opened by wisp.
     inbound: bool,
     opened: std::time::Instant,
+    /// Opened with a TLS profile or server name of a destination's.
+    tls: Option<Arc<TlsTarget>>,
 }
 
 /// One connection, as `core.tcp_list` shows it.
@@ -82,6 +84,12 @@ pub struct ConnInfo {
     pub direction: &'static str,
     pub age_s: u64,
     pub queued_bytes: usize,
+    /// Outbound TLS: the destination's `tls_profile` and the server name
+    /// verified (absent: the default profile, the peer's IP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// The peer stopped reading: its connection's send queue is full (the
@@ -105,22 +113,10 @@ impl Conn {
     }
 }
 
-/// A connection's identity: its transport and its peer.
-pub(super) type Key = (Proto, SocketAddr);
-
-/// The name a TLS peer's certificate must carry (and wisp sends as SNI),
-/// when it has one: set by the server from the dispatcher's destinations.
-pub type ServerNames = Arc<dyn Fn(SocketAddr) -> Option<String> + Send + Sync>;
-
-/// What the pool needs for TLS.
-pub struct TlsSetup {
-    /// Where the profile is read from (again on reload).
-    pub spec: super::tls::TlsSpec,
-    /// The profile loaded from it.
-    pub profile: TlsProfile,
-    /// The name to verify (and send as SNI) for a peer; None: its IP address.
-    pub names: ServerNames,
-}
+/// A connection's identity: its transport, its peer and, for TLS
+/// connections wisp opens, the [`TlsTarget::tag`] of the profile and server
+/// name it was opened with (0 otherwise).
+pub(super) type Key = (Proto, SocketAddr, u64);
 
 /// Every open TCP and TLS connection, by transport and peer address
 /// (sharded: workers look up different peers without contending).
@@ -129,13 +125,9 @@ pub struct Pool {
     shards: Vec<Mutex<HashMap<Key, Conn>>>,
     /// The transport of each listen entry (the `listen` of a send).
     protos: Vec<Proto>,
-    /// The TLS profile of `tls:` listen entries and `transport=tls` sends:
-    /// swapped by [`Pool::reload_tls`]; a connection keeps what it started with.
-    tls: arc_swap::ArcSwapOption<TlsProfile>,
-    /// Where the profile is read from, for reloads.
-    tls_spec: Option<super::tls::TlsSpec>,
-    /// The server name to verify for a TLS peer (else its IP address).
-    names: Option<ServerNames>,
+    /// The TLS profiles of `tls:`/`wss:` listen entries and `transport=tls`
+    /// sends.
+    tls: Option<Arc<TlsStore>>,
     /// Connections open, by [`Proto::stream_index`].
     open: [AtomicUsize; 4],
     next_id: AtomicU64,
@@ -152,19 +144,13 @@ impl Pool {
         bus: Arc<Bus>,
         metrics: super::TransportMetrics,
         protos: Vec<Proto>,
-        tls: Option<TlsSetup>,
+        tls: Option<Arc<TlsStore>>,
     ) -> Arc<Pool> {
-        let (tls_spec, names, tls) = match tls {
-            Some(t) => (Some(t.spec), Some(t.names), Some(Arc::new(t.profile))),
-            None => (None, None, None),
-        };
         Arc::new(Pool {
             cfg,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             protos,
-            tls: arc_swap::ArcSwapOption::new(tls),
-            tls_spec,
-            names,
+            tls,
             open: Default::default(),
             next_id: AtomicU64::new(1),
             bus,
@@ -172,19 +158,19 @@ impl Pool {
         })
     }
 
-    /// Read the TLS profile's files again: new handshakes use the new
-    /// certificate and trust, connections already open keep theirs. A file
+    /// Read every TLS profile's files again: new handshakes use the new
+    /// certificates and trust, connections already open keep theirs. A file
     /// that does not load changes nothing (the error names it).
     pub fn reload_tls(&self) -> Result<(), super::tls::TlsError> {
-        let Some(spec) = &self.tls_spec else { return Err(super::tls::TlsError::Config("no [tls] section".into())) };
-        let profile = TlsProfile::load(spec)?;
-        self.tls.store(Some(Arc::new(profile)));
-        Ok(())
+        match &self.tls {
+            Some(store) => store.reload(),
+            None => Err(super::tls::TlsError::Config("no [tls] section".into())),
+        }
     }
 
     /// True while a connection to `peer` is open (or being opened).
     pub fn is_open(&self, listen: usize, peer: SocketAddr) -> bool {
-        let key = (self.protos[listen], peer);
+        let key = (self.protos[listen], peer, 0);
         self.shard(&key).contains_key(&key)
     }
 
@@ -193,13 +179,15 @@ impl Pool {
         let mut all: Vec<ConnInfo> = Vec::new();
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            all.extend(shard.iter().map(|((proto, peer), c)| ConnInfo {
+            all.extend(shard.iter().map(|((proto, peer, _), c)| ConnInfo {
                 id: c.id,
                 transport: proto.as_str(),
                 peer: peer.to_string(),
                 direction: if c.inbound { "in" } else { "out" },
                 age_s: c.opened.elapsed().as_secs(),
                 queued_bytes: c.queued.load(Ordering::Relaxed),
+                tls_profile: c.tls.as_ref().and_then(|t| t.profile.clone()),
+                server_name: c.tls.as_ref().and_then(|t| t.server_name.clone()),
             }));
         }
         all.sort_by_key(|c| c.id);
@@ -223,7 +211,7 @@ impl Pool {
         &self.bus
     }
 
-    fn shard(&self, (_, peer): &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Conn>> {
+    fn shard(&self, (_, peer, _): &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Conn>> {
         let ip = match peer.ip() {
             std::net::IpAddr::V4(v4) => u32::from(v4),
             std::net::IpAddr::V6(v6) => {
@@ -248,10 +236,21 @@ impl Pool {
 
     /// Queue `bytes` for `peer`: on the open connection to it, else on a new
     /// one that `worker` opens (must be called on that worker's runtime).
-    /// An error means nothing will be sent; a failure to connect later comes
-    /// as [`Event::Failed`].
-    pub fn send(self: &Arc<Self>, worker: usize, listen: usize, peer: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
-        let key = (self.protos[listen], peer);
+    /// Over TLS, `tls` says how to open it (a destination's profile and
+    /// server name; None: the default profile, the peer's IP). An error
+    /// means nothing will be sent; a failure to connect later comes as
+    /// [`Event::Failed`].
+    pub fn send(
+        self: &Arc<Self>,
+        worker: usize,
+        listen: usize,
+        peer: SocketAddr,
+        bytes: &[u8],
+        tls: Option<&Arc<TlsTarget>>,
+    ) -> std::io::Result<()> {
+        let proto = self.protos[listen];
+        let tls = tls.filter(|_| proto == Proto::Tls);
+        let key = (proto, peer, tls.map_or(0, |t| t.tag));
         if let Some(conn) = self.shard(&key).get(&key).cloned() {
             match conn.queue(bytes) {
                 Ok(()) => return Ok(()),
@@ -269,8 +268,9 @@ impl Pool {
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let max_queued = self.limits(key.0).max_queued;
-        let conn =
-            Conn { id, out, queued: Arc::default(), max_queued, inbound: false, opened: std::time::Instant::now() };
+        let opened = std::time::Instant::now();
+        let tls = tls.cloned();
+        let conn = Conn { id, out, queued: Arc::default(), max_queued, inbound: false, opened, tls: tls.clone() };
         let _ = conn.queue(bytes);
         let queued = conn.queued.clone();
         self.shard(&key).insert(key, conn);
@@ -278,7 +278,7 @@ impl Pool {
         let served = Served { key, id, worker, listen };
         tokio::spawn(async move {
             // Connect and (TLS) handshake within connect_timeout.
-            let opened = tokio::time::timeout(pool.limits(key.0).handshake_timeout, pool.connect(key)).await;
+            let opened = tokio::time::timeout(pool.limits(key.0).handshake_timeout, pool.connect(key, tls)).await;
             match opened {
                 Ok(Ok(Stream::Tcp(s))) => pool.run(s, served, rx, queued).await,
                 Ok(Ok(Stream::Tls(s))) => pool.run(*s, served, rx, queued).await,
@@ -296,26 +296,32 @@ impl Pool {
     }
 
     /// Open a connection to `peer`: TCP, then the TLS handshake for TLS
-    /// (the peer's certificate verified for its server name, else its IP
-    /// address).
-    async fn connect(&self, (proto, peer): Key) -> std::io::Result<Stream> {
+    /// with the target's profile (the peer's certificate verified for the
+    /// target's server name, else its IP address).
+    async fn connect(&self, (proto, peer, _): Key, target: Option<Arc<TlsTarget>>) -> std::io::Result<Stream> {
         let stream = TcpStream::connect(peer).await?;
         let _ = stream.set_nodelay(true);
         if proto != Proto::Tls {
             return Ok(Stream::Tcp(stream));
         }
-        let profile =
-            self.tls.load_full().ok_or_else(|| std::io::Error::other("no [tls] profile for a tls destination"))?;
-        let named = self.names.as_ref().and_then(|f| f(peer));
-        let name = match named {
+        let profiles = self
+            .tls
+            .as_ref()
+            .map(|t| t.current())
+            .ok_or_else(|| std::io::Error::other("no [tls] profile for a tls destination"))?;
+        let wanted = target.as_ref().and_then(|t| t.profile.as_deref());
+        let profile = profiles
+            .named(wanted)
+            .ok_or_else(|| std::io::Error::other(format!("no TLS profile `{}`", wanted.unwrap_or_default())))?;
+        let name = match target.as_ref().and_then(|t| t.server_name.clone()) {
             Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
                 .map_err(|_| std::io::Error::other(format!("`{n}` is not a TLS server name")))?,
             None => rustls::pki_types::ServerName::IpAddress(peer.ip().into()),
         };
-        let tls = tokio_rustls::TlsConnector::from(profile.client.clone()).connect(name, stream).await;
+        let tls = tokio_rustls::TlsConnector::from(profile.client.clone()).connect(name.clone(), stream).await;
         self.metrics.tls_handshake(tls.is_ok());
         let tls = tls?;
-        tracing::debug!(%peer, "tls connected");
+        tracing::debug!(%peer, profile = wanted.unwrap_or("default"), server_name = ?name, "tls connected");
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
     }
 
@@ -330,12 +336,13 @@ impl Pool {
             return; // dropping the stream closes it
         }
         let _ = stream.set_nodelay(true);
-        let key = (proto, peer);
+        let key = (proto, peer, 0);
         let (out, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queued = Arc::<AtomicUsize>::default();
         let (opened, max_queued) = (std::time::Instant::now(), self.limits(proto).max_queued);
-        self.shard(&key).insert(key, Conn { id, out, queued: queued.clone(), max_queued, inbound: true, opened });
+        let conn = Conn { id, out, queued: queued.clone(), max_queued, inbound: true, opened, tls: None };
+        self.shard(&key).insert(key, conn);
         let pool = self.clone();
         let served = Served { key, id, worker, listen };
         if !matches!(proto, Proto::Tls | Proto::Wss) {
@@ -345,12 +352,12 @@ impl Pool {
             };
             return;
         }
-        let Some(profile) = self.tls.load_full() else {
+        let Some(profiles) = self.tls.as_ref().map(|t| t.current()) else {
             return self.closed(key, id, false);
         };
         tokio::spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(profile.server.clone());
-            let accepted = tokio::time::timeout(pool.limits(proto).handshake_timeout, acceptor.accept(stream)).await;
+            let accepted =
+                tokio::time::timeout(pool.limits(proto).handshake_timeout, accept_tls(&profiles, stream, peer)).await;
             pool.metrics.tls_handshake(matches!(accepted, Ok(Ok(_))));
             match accepted {
                 Ok(Ok(tls)) if proto == Proto::Wss => super::ws::serve(pool, tls, served, rx, queued).await,
@@ -468,6 +475,22 @@ impl Pool {
             self.bus.announce_failure(key.0, key.1);
         }
     }
+}
+
+/// The server side of a TLS handshake: the ClientHello's server name (SNI)
+/// picks the profile (the default one without a match), and that profile's
+/// certificate and client verification answer it.
+async fn accept_tls(
+    profiles: &TlsProfiles,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let hello = start.client_hello();
+    let sni = hello.server_name().map(str::to_string);
+    let (name, profile) = profiles.for_sni(sni.as_deref());
+    tracing::debug!(%peer, sni = sni.as_deref().unwrap_or("-"), profile = name, "tls handshake");
+    start.into_stream(profile.server.clone()).await
 }
 
 /// Who a connection task serves: the peer, the pool entry, the worker that
