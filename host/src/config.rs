@@ -848,7 +848,7 @@ impl TryFrom<Config> for Settings {
                 advertise,
                 answer_options: c.sip.answer_options,
                 myself,
-                flows: crate::proxy::flow::FlowTokens::random(),
+                flows: crate::transport::flow::FlowTokens::random(),
             },
             workers,
             socket_buffer: c.sip.socket_buffer,

@@ -12,7 +12,6 @@
 mod dns;
 pub use dns::lookup;
 mod failure;
-pub mod flow;
 pub mod metrics;
 pub mod overload;
 mod ping;
@@ -74,7 +73,7 @@ pub struct ProxyConfig {
     /// The listen addresses and aliases (built once the ports are known).
     pub myself: Arc<sip::Myself>,
     /// Names WebSocket clients' connections in Record-Route.
-    pub flows: flow::FlowTokens,
+    pub flows: crate::transport::flow::FlowTokens,
 }
 
 /// Where bytes go out: one worker's sockets, the other workers, the resolver.

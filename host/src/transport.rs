@@ -4,6 +4,7 @@
 //! after an HTTP upgrade, WSS both). Nothing here knows SIP beyond framing.
 
 pub mod bus;
+pub mod flow;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

@@ -59,7 +59,7 @@ pub struct RouteState {
     /// A Route of wisp's named a WebSocket client's connection (a flow
     /// token): without a destination of the policy's, the request goes
     /// there. Host-only: the policy does not see it.
-    pub flow: Option<crate::proxy::flow::Flow>,
+    pub flow: Option<crate::transport::flow::Flow>,
 }
 
 impl RouteState {

@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 
-use super::flow::Flow;
 use super::{Sender, Transaction, Worker};
 use crate::policy::{CallContext, Route, RouteState};
 use crate::sip::reply::{self, reason_phrase};
 use crate::sip::{Message, Method, Uri};
 use crate::transaction::key::server_key;
 use crate::transaction::server::ServerTx;
+use crate::transport::flow::Flow;
 
 impl<S: Sender> Worker<S> {
     pub(super) fn on_request(&mut self, mut msg: Message, src: SocketAddr, socket: usize) {

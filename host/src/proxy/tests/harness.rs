@@ -141,7 +141,7 @@ impl Harness {
             advertise: vec![None],
             answer_options: true,
             myself: Arc::new(sip::Myself::new(vec![addr(WISP)], &[])),
-            flows: crate::proxy::flow::FlowTokens::random(),
+            flows: crate::transport::flow::FlowTokens::random(),
         };
         let wire = Rc::new(RefCell::new(Wire::default()));
         let clock = Clock::manual(Instant::now());

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::transport::Proto;
+use super::Proto;
 
 /// A client's connection: its transport and address.
 pub type Flow = (Proto, SocketAddr);
