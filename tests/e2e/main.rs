@@ -14,6 +14,7 @@ mod dns;
 mod examples;
 mod failover;
 mod hot_swap;
+mod kamailio;
 mod overload;
 mod policy_boundary;
 mod own_faults;
