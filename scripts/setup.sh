@@ -6,7 +6,8 @@
 # CLI (the TLS tests make their certificates with it and use s_client), and
 # Node.js with npm for JsSIP, the WebRTC SIP stack the WebSocket tests run
 # (`npm ci` in tests/jssip, versions pinned by its package-lock.json), and
-# Kamailio 5.6 with its TLS module, an independent TLS peer in the tests.
+# Kamailio 5.6 with its TLS module, an independent TLS peer in the tests,
+# and socat, which carries Debian's TLS-less sipp over TLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || [ -n "$(find /usr/lib -path '*kamailio/modules/tls.so' 2>/dev/null | head -1)" ] || missing+=(kamailio-tls-modules)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

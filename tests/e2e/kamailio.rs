@@ -82,13 +82,19 @@ fn kamailio_on(pki: &Pki, uas: SocketAddr, wisp_tls: SocketAddr, tls: SocketAddr
         .expect("kamailio runs (scripts/setup.sh installs kamailio and kamailio-tls-modules)");
     let k = Kamailio { child, tls };
     let listening = wait_until(PROMPT, || std::net::TcpStream::connect(tls).is_ok());
-    assert!(listening, "kamailio listens; log:\n{}", std::fs::read_to_string(pki.path("kamailio.log")).unwrap_or_default());
+    assert!(
+        listening,
+        "kamailio listens; log:\n{}",
+        std::fs::read_to_string(pki.path("kamailio.log")).unwrap_or_default()
+    );
     k
 }
 
 fn wisp_with(tls_section: String, kamailio_tls: SocketAddr) -> Wisp {
     let mut cfg = WispConfig::new(format!("1 sip:{kamailio_tls};transport=tls 0 0 tls_server_name=carrier.test\n"));
     cfg.tls = Some(tls_section);
+    // Teams refuses IP addresses in Record-Route and Contact: a name instead.
+    cfg.sip_extra = "advertise = { \"tls:127.0.0.1:0\" = \"sbc.wisp.test\" }\n".into();
     cfg.dispatcher_extra = "ping_interval = 1\nprobing_mode = 1\nping_timeout_ms = 1000\n".into();
     Wisp::start(cfg)
 }
@@ -110,7 +116,10 @@ fn kamailio_verifies_wisps_client_certificate_and_keepalives_run_both_ways() {
     );
     // Kamailio's own OPTIONS reach wisp over TLS and are answered.
     let options_in = || wisp.metric("wisp_requests_received_total", &[("method", "OPTIONS")]).unwrap_or(0.0);
-    assert!(wait_until(std::time::Duration::from_secs(5), || options_in() >= 1.0), "Kamailio's keepalives reached wisp");
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || options_in() >= 1.0),
+        "Kamailio's keepalives reached wisp"
+    );
     // A call: UDP caller -> wisp -> TLS (wisp's client certificate) -> Kamailio -> UDP callee.
     let mut uac = Uac::new(wisp.addr);
     let call = uac.invite("kam-tls-1", "", PROMPT);
@@ -118,6 +127,10 @@ fn kamailio_verifies_wisps_client_certificate_and_keepalives_run_both_ways() {
     let got = uas.received().into_iter().find(|r| r.method == Method::Invite).expect("relayed by Kamailio");
     let vias: Vec<String> = got.msg.vias().map(|v| String::from_utf8_lossy(v.transport).into_owned()).collect();
     assert_eq!(vias, ["UDP", "TLS", "UDP"], "Kamailio's Via over wisp's TLS one over the caller's");
+    let rr: Vec<String> =
+        got.msg.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    let port = wisp.tls.unwrap().port();
+    assert!(rr.iter().any(|r| r.contains(&format!("sip:sbc.wisp.test:{port};transport=tls;lr"))), "{rr:?}");
 }
 
 #[test]

@@ -307,3 +307,90 @@ fn a_routing_table_reloaded_under_sipp_load_loses_no_call() {
     assert_eq!(wisp.metric("wisp_table_reload_failures_total", &[]), Some(1.0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A process group (socat forks a child per connection): TERM to all of it.
+struct Group(Child);
+
+impl Group {
+    fn spawn(cmd: &mut Command) -> Group {
+        use std::os::unix::process::CommandExt;
+        Group(cmd.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().expect("spawn"))
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sipp_calls_over_tls_with_socat_on_both_sides() {
+    // Debian's sipp has no TLS: sipp speaks TCP, socat carries it over TLS
+    // (OpenSSL, an independent implementation) to and from wisp.
+    let bin = sipp();
+    let pki = crate::support::tls::Pki::new();
+    let (uas_port, carrier_tls, caller_tcp) = (free_port(), free_port(), free_port());
+    // The carrier's Contact names its TLS front, so in-dialog requests use TLS too.
+    let scenario_text = std::fs::read_to_string(scenario("uas.xml"))
+        .unwrap()
+        .replace("[local_ip]:[local_port];transport=[transport]", &format!("127.0.0.1:{carrier_tls};transport=tls"));
+    let uas_xml = pki.path("uas-tls.xml");
+    std::fs::write(&uas_xml, scenario_text).unwrap();
+    let _uas = Group::spawn(Command::new(bin).arg("-sf").arg(&uas_xml).args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &uas_port.to_string(),
+        "-t",
+        "t1",
+        "-nostdin",
+        "-timeout",
+        "120s",
+    ]));
+    wait_bound(uas_port, true);
+    let pem = |f: &str| pki.path(f).display().to_string();
+    let _carrier_front = Group::spawn(Command::new("socat").args([
+        format!(
+            "OPENSSL-LISTEN:{carrier_tls},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify=0",
+            pem("server.pem"),
+            pem("server.key"),
+            pem("ca.pem")
+        ),
+        format!("TCP:127.0.0.1:{uas_port}"),
+    ]));
+    wait_bound(carrier_tls, true);
+    let mut cfg = WispConfig::new(format!("1 sip:127.0.0.1:{carrier_tls};transport=tls\n"));
+    cfg.tls = Some(pki.section("none"));
+    let wisp = Wisp::start(cfg);
+    let _caller_front = Group::spawn(Command::new("socat").args([
+        format!("TCP-LISTEN:{caller_tcp},bind=127.0.0.1,reuseaddr,fork"),
+        format!(
+            "OPENSSL:{},cafile={},cert={},key={},verify=1",
+            wisp.tls.unwrap(),
+            pem("ca.pem"),
+            pem("server.pem"),
+            pem("server.key")
+        ),
+    ]));
+    wait_bound(caller_tcp, true);
+    let out = Command::new(bin)
+        .args(["-sf", &scenario("uac.xml"), "-i", "127.0.0.1", "-p", &free_port().to_string(), "-t", "t1"])
+        .args(["-s", "service", &format!("127.0.0.1:{caller_tcp}")])
+        .args(["-m", "200", "-r", "50", "-l", "100", "-timeout", "60s", "-nostdin"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sipp failed ({:?}):\n{}", out.status, &stdout[stdout.len().saturating_sub(3000)..]);
+    let ok_line = stdout.lines().find(|l| l.contains("Successful call")).unwrap_or_default();
+    assert!(ok_line.split_whitespace().any(|w| w == "200"), "200 successful calls: {ok_line}");
+    // Both sides were TLS, as wisp sees them: the caller's connection
+    // (closed when sipp exited) and the one to the carrier, still open.
+    let handshakes = wisp.metric("wisp_tls_handshakes_total", &[("result", "ok")]).unwrap_or(0.0);
+    assert!(handshakes >= 2.0, "handshakes: {handshakes}");
+    let list = wisp.rpc("core.tcp_list", &[]).unwrap();
+    let conns = list["connections"].as_array().unwrap().clone();
+    assert!(conns.iter().any(|c| c["transport"] == "tls" && c["direction"] == "out"), "{conns:?}");
+}
