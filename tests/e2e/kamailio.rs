@@ -14,7 +14,6 @@ use wisp::sip::Method;
 
 struct Kamailio {
     child: Child,
-    pub tls: SocketAddr,
 }
 
 impl Drop for Kamailio {
@@ -80,7 +79,7 @@ fn kamailio_on(pki: &Pki, uas: SocketAddr, wisp_tls: SocketAddr, tls: SocketAddr
         .process_group(0)
         .spawn()
         .expect("kamailio runs (scripts/setup.sh installs kamailio and kamailio-tls-modules)");
-    let k = Kamailio { child, tls };
+    let k = Kamailio { child };
     let listening = wait_until(PROMPT, || std::net::TcpStream::connect(tls).is_ok());
     assert!(
         listening,
