@@ -32,14 +32,22 @@ pub struct TransportMetrics {
     pub inbox_dropped: Counter,
     handshakes: Family<Vec<(String, String)>, Counter>,
     tls_ok: Counter,
-    tls_failed: Counter,
+    /// By [`tls::HandshakeFailure`] reason.
+    tls_failed: [Counter; tls::HandshakeFailure::ALL.len()],
 }
 
 impl Default for TransportMetrics {
     fn default() -> Self {
         let handshakes = Family::<Vec<(String, String)>, Counter>::default();
-        let result = |r: &str| handshakes.get_or_create_owned(&vec![("result".to_string(), r.to_string())]);
-        let (tls_ok, tls_failed) = (result("ok"), result("failed"));
+        let label = |r: &str, why: &str| {
+            let mut l = vec![("result".to_string(), r.to_string())];
+            if !why.is_empty() {
+                l.push(("reason".to_string(), why.to_string()));
+            }
+            handshakes.get_or_create_owned(&l)
+        };
+        let tls_ok = label("ok", "");
+        let tls_failed = tls::HandshakeFailure::ALL.map(|f| label("failed", f.as_str()));
         let connections = Family::<Vec<(String, String)>, Gauge<i64, AtomicI64>>::default();
         let open = |p: Proto| connections.get_or_create_owned(&vec![("transport".to_string(), p.as_str().to_string())]);
         let by_proto = [open(Proto::Tcp), open(Proto::Tls), open(Proto::Ws), open(Proto::Wss)];
@@ -66,17 +74,21 @@ impl TransportMetrics {
         self.by_proto[proto.stream_index()].dec();
     }
 
-    /// A TLS handshake ended (either side).
-    pub fn tls_handshake(&self, ok: bool) {
-        match ok {
-            true => self.tls_ok.inc(),
-            false => self.tls_failed.inc(),
+    /// A TLS handshake ended (either side): None when it succeeded.
+    pub fn tls_handshake(&self, failure: Option<tls::HandshakeFailure>) {
+        match failure {
+            None => self.tls_ok.inc(),
+            Some(f) => self.tls_failed[f as usize].inc(),
         };
     }
 
     /// Add the series to `registry` (prefixed `wisp_` by the caller).
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("tls_handshakes", "TLS handshakes, accepted and opened, by result", self.handshakes.clone());
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes, accepted and opened, by result (and reason of failure)",
+            self.handshakes.clone(),
+        );
         registry.register(
             "tcp_connections",
             "Stream connections open (TCP, TLS, WS, WSS; accepted and opened)",

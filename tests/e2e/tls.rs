@@ -67,6 +67,8 @@ fn a_tls_destination_is_verified_for_its_server_name() {
     assert_ne!(call.final_code(), Some(200), "codes {:?}", call.codes);
     assert!(call.final_code().is_some(), "the caller gets a final answer");
     assert!(other.received.lock().unwrap().is_empty(), "no SIP over an unverified connection");
+    let failed = wisp.metric("wisp_tls_handshakes_total", &[("result", "failed"), ("reason", "certificate")]);
+    assert!(failed.unwrap_or(0.0) >= 1.0, "counted as a certificate failure: {failed:?}");
 }
 
 #[test]
@@ -93,6 +95,9 @@ fn a_required_client_certificate_and_old_tls_versions_are_refused() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "TLS 1.1 must not be accepted");
+    let reason = |r: &str| wisp.metric("wisp_tls_handshakes_total", &[("result", "failed"), ("reason", r)]);
+    assert!(reason("incompatible").unwrap_or(0.0) >= 1.0, "TLS 1.1: {:?}", reason("incompatible"));
+    assert!(reason("no_certificate").unwrap_or(0.0) >= 1.0, "no client certificate: {:?}", reason("no_certificate"));
     // TLS 1.2 and 1.3 are, as openssl sees it.
     for version in ["-tls1_2", "-tls1_3"] {
         let out = Command::new("openssl")

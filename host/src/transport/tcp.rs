@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::tls::{TlsProfiles, TlsStore, TlsTarget};
+use super::tls::{HandshakeFailure, TlsProfiles, TlsStore, TlsTarget};
 use super::{Bus, Event, Proto};
 use crate::sip::framing::{frame, Frame};
 
@@ -287,6 +287,9 @@ impl Pool {
                     pool.closed(key, id, true);
                 }
                 Err(_) => {
+                    if key.0 == Proto::Tls {
+                        pool.metrics.tls_handshake(Some(HandshakeFailure::Timeout));
+                    }
                     tracing::debug!(peer = %key.1, transport = key.0.as_str(), "connect timed out");
                     pool.closed(key, id, true);
                 }
@@ -319,7 +322,7 @@ impl Pool {
             None => rustls::pki_types::ServerName::IpAddress(peer.ip().into()),
         };
         let tls = tokio_rustls::TlsConnector::from(profile.client.clone()).connect(name.clone(), stream).await;
-        self.metrics.tls_handshake(tls.is_ok());
+        self.metrics.tls_handshake(tls.as_ref().err().map(HandshakeFailure::of));
         let tls = tls?;
         tracing::debug!(%peer, profile = wanted.unwrap_or("default"), server_name = ?name, "tls connected");
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
@@ -358,7 +361,11 @@ impl Pool {
         tokio::spawn(async move {
             let accepted =
                 tokio::time::timeout(pool.limits(proto).handshake_timeout, accept_tls(&profiles, stream, peer)).await;
-            pool.metrics.tls_handshake(matches!(accepted, Ok(Ok(_))));
+            pool.metrics.tls_handshake(match &accepted {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(HandshakeFailure::of(e)),
+                Err(_) => Some(HandshakeFailure::Timeout),
+            });
             match accepted {
                 Ok(Ok(tls)) if proto == Proto::Wss => super::ws::serve(pool, tls, served, rx, queued).await,
                 Ok(Ok(tls)) => pool.run(tls, served, rx, queued).await,

@@ -279,3 +279,56 @@ impl TlsTarget {
         TlsTarget { profile, server_name, tag }
     }
 }
+
+/// Why a TLS handshake failed, as `wisp_tls_handshakes_total{reason}` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The peer's certificate was refused (unknown CA, expired, wrong name).
+    Certificate,
+    /// A client certificate was required and none came.
+    NoCertificate,
+    /// No protocol version or cipher suite in common (TLS 1.1, say).
+    Incompatible,
+    /// The peer sent an alert (it refused something of ours).
+    Alert,
+    /// Not finished within the handshake timeout.
+    Timeout,
+    /// The connection broke, or the bytes were not TLS.
+    Io,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 6] = [
+        HandshakeFailure::Certificate,
+        HandshakeFailure::NoCertificate,
+        HandshakeFailure::Incompatible,
+        HandshakeFailure::Alert,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Io,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Certificate => "certificate",
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::Alert => "alert",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Io => "io",
+        }
+    }
+
+    /// Classify the error a tokio-rustls handshake ended with.
+    pub fn of(e: &std::io::Error) -> HandshakeFailure {
+        let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+            return HandshakeFailure::Io;
+        };
+        match tls {
+            rustls::Error::InvalidCertificate(_) => HandshakeFailure::Certificate,
+            rustls::Error::NoCertificatesPresented => HandshakeFailure::NoCertificate,
+            rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
+            rustls::Error::AlertReceived(_) => HandshakeFailure::Alert,
+            _ => HandshakeFailure::Io,
+        }
+    }
+}
