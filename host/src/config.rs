@@ -123,8 +123,29 @@ fn default_shutdown_grace() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatcherConfig {
-    /// Path of the `dispatcher.list` file.
-    pub list_file: PathBuf,
+    /// Path of the `dispatcher.list` file (or `db_url`, not both).
+    #[serde(default)]
+    pub list_file: Option<PathBuf>,
+    /// Read Kamailio's `dispatcher` table (version 4) from PostgreSQL
+    /// instead: `postgres://user:password@host:port/db`.
+    #[serde(default)]
+    pub db_url: Option<String>,
+    /// The table's name (default `dispatcher`).
+    #[serde(default = "default_db_table")]
+    pub db_table: String,
+    /// Kamailio's `ds_db_extra_attrs`: `"name=column;name2=column2"`.
+    #[serde(default)]
+    pub db_extra_attrs: String,
+    /// LISTEN on this channel and reload on NOTIFY (none by default).
+    #[serde(default)]
+    pub db_notify: Option<String>,
+    /// Keep the last rows read here, and start from them when the database
+    /// cannot be reached at start (without it, wisp refuses to start).
+    #[serde(default)]
+    pub db_cache_file: Option<PathBuf>,
+    /// How long connecting to the database may take (default 3000 ms).
+    #[serde(default = "default_db_connect_timeout")]
+    pub db_connect_timeout_ms: u64,
     /// Keepalive interval in seconds; 0 = no keepalives.
     #[serde(default)]
     pub ping_interval: u64,
@@ -290,6 +311,14 @@ fn verify_mode(v: &str) -> Result<crate::transport::tls::VerifyClient, String> {
         "required" => Ok(VerifyClient::Required),
         other => Err(format!("`{other}`: expected \"none\", \"optional\" or \"required\"")),
     }
+}
+
+fn default_db_table() -> String {
+    "dispatcher".into()
+}
+
+fn default_db_connect_timeout() -> u64 {
+    3000
 }
 
 fn default_verify_client() -> String {
@@ -618,10 +647,19 @@ pub struct Settings {
 /// `[dispatcher]` beyond the prober's settings.
 #[derive(Debug, Clone)]
 pub struct DispatcherSettings {
-    pub list_file: PathBuf,
+    pub source: ListSource,
     pub probing_threshold: u32,
     pub reset_state_on_reload: bool,
     pub call_expire: Duration,
+}
+
+/// Where the dispatcher's destinations come from.
+#[derive(Debug, Clone)]
+pub enum ListSource {
+    /// A `dispatcher.list` file.
+    File(PathBuf),
+    /// Kamailio's table in PostgreSQL.
+    Db(crate::dispatcher::db::DbSpec),
 }
 
 /// `[policy]`.
@@ -697,6 +735,44 @@ impl TryFrom<Config> for Settings {
         }
         let prober = prober_settings(&c.dispatcher).map_err(|(key, m)| invalid(key, m))?;
         let d = &c.dispatcher;
+        let source = match (&d.list_file, &d.db_url) {
+            (Some(f), None) => ListSource::File(c.resolve(f)),
+            (None, Some(url)) => {
+                if url.parse::<tokio_postgres::Config>().is_err() {
+                    // Not echoed: the URL may hold a password.
+                    return Err(invalid(
+                        "dispatcher.db_url",
+                        "not a PostgreSQL connection URL or key=value string".into(),
+                    ));
+                }
+                if d.db_table.is_empty() {
+                    return Err(invalid("dispatcher.db_table", "must not be empty".into()));
+                }
+                if d.db_notify.as_deref().is_some_and(|n| n.is_empty()) {
+                    return Err(invalid(
+                        "dispatcher.db_notify",
+                        "must not be empty (leave it out for no LISTEN)".into(),
+                    ));
+                }
+                if d.db_connect_timeout_ms == 0 {
+                    return Err(invalid("dispatcher.db_connect_timeout_ms", "must be above 0".into()));
+                }
+                let extra_attrs = crate::dispatcher::db::parse_extra_attrs(&d.db_extra_attrs)
+                    .map_err(|m| invalid("dispatcher.db_extra_attrs", m))?;
+                ListSource::Db(crate::dispatcher::db::DbSpec {
+                    url: url.clone(),
+                    table: d.db_table.clone(),
+                    extra_attrs,
+                    notify: d.db_notify.clone(),
+                    cache_file: d.db_cache_file.as_deref().map(|f| c.resolve(f)),
+                    connect_timeout: Duration::from_millis(d.db_connect_timeout_ms),
+                })
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid("dispatcher.db_url", "give `list_file` or `db_url`, not both".into()))
+            }
+            (None, None) => return Err(invalid("dispatcher.list_file", "give `list_file` or `db_url`".into())),
+        };
         if d.call_expire_s == 0 {
             return Err(invalid("dispatcher.call_expire_s", "must be at least 1".into()));
         }
@@ -854,7 +930,7 @@ impl TryFrom<Config> for Settings {
             socket_buffer: c.sip.socket_buffer,
             tcp,
             dispatcher: DispatcherSettings {
-                list_file: c.resolve(&d.list_file),
+                source,
                 probing_threshold: d.probing_threshold,
                 reset_state_on_reload: d.reset_state_on_reload,
                 call_expire: Duration::from_secs(d.call_expire_s),

@@ -43,6 +43,10 @@ pub struct ControlState {
     pub token: Option<String>,
     /// `core.shutdown`: the control loop starts a drain.
     pub shutdown: tokio::sync::Notify,
+    /// The dispatcher table, when the destinations come from a database.
+    pub list_db: Option<crate::dispatcher::db::DbSpec>,
+    /// The table changed (NOTIFY): the control loop reloads.
+    pub db_changed: tokio::sync::Notify,
 }
 
 /// A JSON-RPC error: code and a message a human can act on.

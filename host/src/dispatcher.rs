@@ -9,6 +9,7 @@ pub mod algorithm;
 pub mod call_load;
 pub mod destination;
 pub mod latency;
+pub mod db;
 pub mod list_file;
 pub mod metrics;
 
@@ -71,8 +72,9 @@ impl Snapshot {
 pub enum ListLoadError {
     #[error(transparent)]
     List(#[from] ListError),
-    #[error("{file}:{line}: destination `{uri}` does not resolve: {reason}")]
-    Resolve { file: String, line: usize, uri: String, reason: String },
+    /// `at` names the line (`FILE:LINE`) or the row (`table … row id N`).
+    #[error("{at}: destination `{uri}` does not resolve: {reason}")]
+    Resolve { at: String, uri: String, reason: String },
     #[error("destination `{uri}` does not resolve: {reason}")]
     ResolveAdded { uri: String, reason: String },
     #[error("no dispatcher.list file to reload")]
@@ -97,12 +99,16 @@ pub struct Dispatcher {
     pub calls: call_load::CallLoad,
     /// The TLS profiles wisp.toml names: a `tls_profile` attr must be one.
     pub tls_profiles: Vec<String>,
+    /// `wisp_dispatcher_reloads_total{source,result}`.
+    pub reloads:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
 }
 
 impl Dispatcher {
     /// Load `list_file`; errors name the file and line.
     pub fn load(list_file: &Path, probing_threshold: u32) -> Result<Dispatcher, ListLoadError> {
-        let (snapshot, _) = build(&list_file::load(list_file)?, &list_file.display().to_string(), None)?;
+        let file = list_file.display().to_string();
+        let (snapshot, _) = build(&list_file::load(list_file)?, &|line| format!("{file}:{line}"), None)?;
         Ok(Dispatcher { list_file: Some(list_file.to_path_buf()), ..Dispatcher::with(snapshot, probing_threshold) })
     }
 
@@ -114,7 +120,18 @@ impl Dispatcher {
     /// Sets from the text of a list (`origin` names it in errors); a reload
     /// has no file to read.
     pub fn from_list(text: &str, origin: &str, probing_threshold: u32) -> Result<Dispatcher, ListLoadError> {
-        let (snapshot, _) = build(&list_file::parse(text, origin)?, origin, None)?;
+        let (snapshot, _) = build(&list_file::parse(text, origin)?, &|line| format!("{origin}:{line}"), None)?;
+        Ok(Dispatcher::with(snapshot, probing_threshold))
+    }
+
+    /// Sets from entries read elsewhere (a database table); `at` names an
+    /// entry's place in errors from its `line`.
+    pub fn from_entries(
+        entries: &[Entry],
+        at: &dyn Fn(usize) -> String,
+        probing_threshold: u32,
+    ) -> Result<Dispatcher, ListLoadError> {
+        let (snapshot, _) = build(entries, at, None)?;
         Ok(Dispatcher::with(snapshot, probing_threshold))
     }
 
@@ -127,7 +144,14 @@ impl Dispatcher {
             ping_active: PingSwitch::new(true),
             calls: call_load::CallLoad::default(),
             tls_profiles: Vec::new(),
+            reloads: Default::default(),
         }
+    }
+
+    /// Count a reload from `source` (`file`, `db`).
+    pub fn count_reload(&self, source: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&vec![("source".into(), source.into()), ("result".into(), result.into())]).inc();
     }
 
     /// Refuse destinations whose `tls_profile` attr names no profile.
@@ -160,9 +184,16 @@ impl Dispatcher {
     pub fn reload(&self) -> Result<usize, ListLoadError> {
         let path = self.list_file.as_deref().ok_or(ListLoadError::NoFile)?;
         let entries = list_file::load(path)?;
+        let file = path.display().to_string();
+        self.reload_entries(&entries, &|line| format!("{file}:{line}"))
+    }
+
+    /// Swap in sets built from `entries` (the file's, or a table's rows),
+    /// as [`Dispatcher::reload`] does.
+    pub fn reload_entries(&self, entries: &[Entry], at: &dyn Fn(usize) -> String) -> Result<usize, ListLoadError> {
         let old = self.current.load_full();
         let previous = (!self.reset_state_on_reload).then_some(&*old);
-        let (snapshot, edited) = build(&entries, &path.display().to_string(), previous)?;
+        let (snapshot, edited) = build(entries, at, previous)?;
         self.check_profiles(&snapshot)?;
         for (d, flags) in edited {
             tracing::info!(set = d.set_id, uri = %d.uri, from = d.listed_flags(), to = flags, "flags edited in the list: applied");
@@ -269,7 +300,11 @@ fn resolve(uri: &str) -> Result<(SocketAddr, Proto), String> {
 /// list is known to be good.
 type Edited = Vec<(Arc<Destination>, u32)>;
 
-fn build(entries: &[Entry], file: &str, previous: Option<&Snapshot>) -> Result<(Snapshot, Edited), ListLoadError> {
+fn build(
+    entries: &[Entry],
+    at: &dyn Fn(usize) -> String,
+    previous: Option<&Snapshot>,
+) -> Result<(Snapshot, Edited), ListLoadError> {
     let mut lists: Vec<(u32, Vec<Arc<Destination>>)> = Vec::new();
     let mut edited = Vec::new();
     for e in entries {
@@ -285,8 +320,7 @@ fn build(entries: &[Entry], file: &str, previous: Option<&Snapshot>) -> Result<(
             }
             None => {
                 let (addr, transport) = resolve(&e.uri).map_err(|reason| ListLoadError::Resolve {
-                    file: file.to_string(),
-                    line: e.line,
+                    at: at(e.line),
                     uri: e.uri.clone(),
                     reason,
                 })?;

@@ -171,7 +171,15 @@ fn main() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let s = wisp::config::Settings::load(path)?;
-    let mut ds = wisp::dispatcher::Dispatcher::load(&s.dispatcher.list_file, s.dispatcher.probing_threshold)?;
+    // A database is read as it is now: no falling back on the cached copy.
+    let mut ds = match &s.dispatcher.source {
+        wisp::config::ListSource::File(f) => wisp::dispatcher::Dispatcher::load(f, s.dispatcher.probing_threshold)?,
+        wisp::config::ListSource::Db(db) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let entries = rt.block_on(db.load())?;
+            wisp::dispatcher::Dispatcher::from_entries(&entries, &|id| db.row(id), s.dispatcher.probing_threshold)?
+        }
+    };
     if let Some(specs) = &s.tls {
         wisp::transport::tls::TlsProfiles::load(specs)?;
         ds.tls_profiles = specs.names();

@@ -22,9 +22,44 @@ use crate::proxy::metrics::ProxyMetrics;
 use crate::transport::{tcp, udp, Bus, ListenAddr, Proto, TransportMetrics};
 use crate::worker::{Bound, Phase, WorkerShared, WorkerSockets};
 
+/// Load the dispatcher from its source. A database that cannot be read at
+/// start is replaced by its cached copy when there is one (said loudly),
+/// else wisp refuses to start.
+pub fn load_dispatcher(s: &crate::config::DispatcherSettings) -> anyhow::Result<Dispatcher> {
+    let db = match &s.source {
+        crate::config::ListSource::File(f) => return Ok(Dispatcher::load(f, s.probing_threshold)?),
+        crate::config::ListSource::Db(db) => db,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match rt.block_on(db.load()) {
+        Ok(entries) => {
+            let d = Dispatcher::from_entries(&entries, &|id| db.row(id), s.probing_threshold)?;
+            if let Err(e) = db.write_cache(&entries) {
+                tracing::warn!("cannot write the dispatcher cache file: {e}");
+            }
+            tracing::info!(db = %db.describe(), table = %db.table, rows = entries.len(), "dispatcher loaded from the database");
+            Ok(d)
+        }
+        Err(e) => match &db.cache_file {
+            Some(cache) if cache.exists() => {
+                tracing::warn!(
+                    cache = %cache.display(),
+                    "dispatcher database unreachable at start ({e}): serving the cached copy of its last good rows; \
+                     `dispatcher.reload` reads the database again"
+                );
+                let text = std::fs::read_to_string(cache).with_context(|| format!("{}", cache.display()))?;
+                Ok(Dispatcher::from_list(&text, &cache.display().to_string(), s.probing_threshold)?)
+            }
+            _ => anyhow::bail!(
+                "cannot read the dispatcher table: {e} (set dispatcher.db_cache_file to start from the last good copy)"
+            ),
+        },
+    }
+}
+
 /// Start wisp with checked settings; returns when asked to stop.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let mut dispatcher = Dispatcher::load(&settings.dispatcher.list_file, settings.dispatcher.probing_threshold)?;
+    let mut dispatcher = load_dispatcher(&settings.dispatcher)?;
     dispatcher.reset_state_on_reload = settings.dispatcher.reset_state_on_reload;
     dispatcher.tls_profiles = settings.tls.as_ref().map(|t| t.names()).unwrap_or_default();
     dispatcher.check_tls_profiles()?;
@@ -119,6 +154,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         started_at: started.1,
         token: settings.control.token.clone(),
         shutdown: tokio::sync::Notify::new(),
+        list_db: match &settings.dispatcher.source {
+            crate::config::ListSource::Db(db) => Some(db.clone()),
+            crate::config::ListSource::File(_) => None,
+        },
+        db_changed: tokio::sync::Notify::new(),
     });
 
     die_on_panic();
@@ -235,6 +275,10 @@ async fn control_loop(
         .with_context(|| format!("cannot listen on control address {addr}"))?;
     tracing::info!("control listening on {}", listener.local_addr()?);
     let server = tokio::spawn(crate::control::serve(listener, state.clone()));
+    if let Some(db) = state.list_db.clone().filter(|d| d.notify.is_some()) {
+        let s = state.clone();
+        tokio::spawn(async move { db.listen(move || s.db_changed.notify_one()).await });
+    }
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -269,6 +313,9 @@ async fn control_loop(
             _ = term.recv() => break Stop::Drain,
             _ = int.recv() => break Stop::Drain,
             _ = state.shutdown.notified() => break Stop::Drain,
+            _ = state.db_changed.notified() => {
+                let _ = Command::DispatcherReload.apply(&state).await;
+            }
             _ = hup.recv() => {
                 // Errors are logged by the commands; the running config stays.
                 let _ = Command::DispatcherReload.apply(&state).await;

@@ -17,6 +17,7 @@ mod hot_swap;
 mod kamailio;
 mod overload;
 mod policy_boundary;
+mod postgres;
 mod own_faults;
 mod primary_backup;
 mod prober;

@@ -31,6 +31,9 @@ pub struct WispConfig {
     pub max_call_ms: u64,
     /// Lines added to `[dispatcher]`.
     pub dispatcher_extra: String,
+    /// Read the destinations from a database: these `[dispatcher]` lines
+    /// (db_url, ...) replace `list_file`.
+    pub dispatcher_db: Option<String>,
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: String,
@@ -79,6 +82,7 @@ impl WispConfig {
             sip_extra: String::new(),
             tcp: false,
             tls: None,
+            dispatcher_db: None,
             ws: false,
             wss: false,
             extra: String::new(),
@@ -128,13 +132,14 @@ impl Wisp {
         .collect::<String>();
         let sections = format!("{}{}", cfg.extra, cfg.tls.as_deref().unwrap_or(""));
         let toml = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\nshutdown_grace_s = {}\n{}\n[dispatcher]\nlist_file = \"dispatcher.list\"\n{}\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"{}]\nworkers = {}\nshutdown_grace_s = {}\n{}\n[dispatcher]\n{}{}\n\
              [transaction]\nfr_timer_ms = {}\nfr_inv_timer_ms = {}\n\n[policy]\nfile = \"{}\"\nmax_call_ms = {}\n{}\n\
              [policy.config]\n{}\n[control]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\ncalls = true\n{}",
             listen_extra,
             cfg.workers,
             cfg.shutdown_grace_s,
             cfg.sip_extra,
+            cfg.dispatcher_db.as_deref().unwrap_or("list_file = \"dispatcher.list\"\n"),
             cfg.dispatcher_extra,
             cfg.fr_timer_ms,
             cfg.fr_inv_timer_ms,

@@ -128,7 +128,7 @@ impl Command {
     pub async fn apply(self, state: &Arc<ControlState>) -> Result<Value, RpcError> {
         match self {
             Command::DispatcherList => Ok(dispatcher::list(state)),
-            Command::DispatcherReload => dispatcher::reload(state),
+            Command::DispatcherReload => dispatcher::reload(state).await,
             Command::DispatcherSetState { state: s, set, target } => dispatcher::set_state(state, &s, set, &target),
             Command::DispatcherPingActive(on) => Ok(dispatcher::ping_active(state, on)),
             Command::DispatcherAdd { set, uri, flags, priority, attrs } => {

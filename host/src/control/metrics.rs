@@ -59,6 +59,11 @@ impl Exposition {
         sources.proxy.register(wisp);
         sources.hooks.register(wisp);
         sources.transport.register(wisp);
+        wisp.register(
+            "dispatcher_reloads",
+            "Dispatcher list reloads, by source (file, db) and result",
+            sources.dispatcher.reloads.clone(),
+        );
         wisp.register_collector(Box::new(DestinationCollector::new(sources.dispatcher)));
         if let Some(tls) = sources.tls {
             wisp.register_collector(Box::new(crate::transport::tls::ExpiryCollector(tls)));

@@ -61,15 +61,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ListError> {
         }
         let set_id: u32 =
             cols[0].parse().map_err(|_| err(format!("set id `{}` is not a non-negative integer", cols[0])))?;
-        let uri = if cols[1].contains(':') && !cols[1].starts_with('[') && looks_like_scheme(cols[1]) {
-            cols[1].to_string()
-        } else {
-            format!("sip:{}", cols[1]) // Kamailio prefixes a bare host with sip:
-        };
-        let parsed = crate::sip::Uri::parse(uri.as_bytes()).map_err(|e| err(format!("destination `{uri}`: {e}")))?;
-        if !matches!(parsed.scheme, crate::sip::Scheme::Sip | crate::sip::Scheme::Sips) {
-            return Err(err(format!("destination `{uri}` is not a sip: or sips: URI")));
-        }
+        let uri = destination(cols[1]).map_err(err)?;
         let flags = match cols.get(2) {
             Some(f) => f.parse().map_err(|_| err(format!("flags `{f}` is not a decimal number")))?,
             None => 0,
@@ -82,6 +74,32 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ListError> {
         entries.push(Entry { set_id, uri, flags, priority, attrs, line });
     }
     Ok(entries)
+}
+
+/// A destination column as Kamailio reads it (a bare host gets `sip:`),
+/// checked to be a SIP or SIPS URI.
+pub fn destination(column: &str) -> Result<String, String> {
+    let uri = if column.contains(':') && !column.starts_with('[') && looks_like_scheme(column) {
+        column.to_string()
+    } else {
+        format!("sip:{column}") // Kamailio prefixes a bare host with sip:
+    };
+    let parsed = crate::sip::Uri::parse(uri.as_bytes()).map_err(|e| format!("destination `{uri}`: {e}"))?;
+    if !matches!(parsed.scheme, crate::sip::Scheme::Sip | crate::sip::Scheme::Sips) {
+        return Err(format!("destination `{uri}` is not a sip: or sips: URI"));
+    }
+    Ok(uri)
+}
+
+/// A list in the file's format (what `dispatcher.list` would hold), for
+/// the copy of a database's rows kept on disk.
+pub fn render(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let attrs = if e.attrs.is_empty() { String::new() } else { format!(" {}", e.attrs) };
+        out.push_str(&format!("{} {} {} {}{attrs}\n", e.set_id, e.uri, e.flags, e.priority));
+    }
+    out
 }
 
 fn looks_like_scheme(s: &str) -> bool {

@@ -47,14 +47,31 @@ pub fn list(state: &ControlState) -> Value {
     json!({"NRSETS": snap.sets.len(), "RECORDS": records})
 }
 
-pub fn reload(state: &ControlState) -> Result<Value, RpcError> {
-    match state.dispatcher.reload() {
+/// Read the list again from its source (file or database table) and swap
+/// it in; on any error the running sets stay.
+pub async fn reload(state: &ControlState) -> Result<Value, RpcError> {
+    let (source, result) = match &state.list_db {
+        None => ("file", state.dispatcher.reload().map_err(|e| e.to_string())),
+        Some(db) => {
+            let read = db.load().await.map_err(|e| e.to_string());
+            let swapped = read.and_then(|entries| {
+                let n = state.dispatcher.reload_entries(&entries, &|id| db.row(id)).map_err(|e| e.to_string())?;
+                if let Err(e) = db.write_cache(&entries) {
+                    tracing::warn!("cannot write the dispatcher cache file: {e}");
+                }
+                Ok(n)
+            });
+            ("db", swapped)
+        }
+    };
+    state.dispatcher.count_reload(source, result.is_ok());
+    match result {
         Ok(n) => {
-            tracing::info!(destinations = n, "dispatcher list reloaded (control)");
-            Ok(json!({"destinations": n}))
+            tracing::info!(destinations = n, source, "dispatcher list reloaded");
+            Ok(json!({"destinations": n, "source": source}))
         }
         Err(e) => {
-            tracing::error!("dispatcher reload refused, keeping the running sets: {e}");
+            tracing::error!(source, "dispatcher reload refused, keeping the running sets: {e}");
             Err(RpcError::failed(format!("reload refused, the running sets keep serving: {e}")))
         }
     }
