@@ -8,7 +8,8 @@
 # (`npm ci` in tests/jssip, versions pinned by its package-lock.json), and
 # Kamailio 5.6 with its TLS module, an independent TLS peer in the tests,
 # socat, which carries Debian's TLS-less sipp over TLS, and the PostgreSQL
-# server (the tests start their own cluster in a temporary folder).
+# server (the tests start their own cluster in a temporary folder), and
+# dnsmasq, a local DNS server for the SRV tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || [ -n "$(find /usr/lib -path '*kamailio/modules/tls.so' 2>/dev/null | head -1)" ] || missing+=(kamailio-tls-modules)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

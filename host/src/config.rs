@@ -34,6 +34,9 @@ pub struct Config {
     /// `[websocket]`: the checks and keepalives of `ws:`/`wss:` listeners.
     #[serde(default)]
     pub websocket: WebSocketSection,
+    /// `[dns]`: how destination names are located (RFC 3263).
+    #[serde(default)]
+    pub dns: DnsSection,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -416,6 +419,32 @@ fn default_max_queued() -> usize {
     4 << 20
 }
 
+/// `[dns]`: locating destinations named by host name (RFC 3263).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// Look up SRV records for a destination name without a port (default
+    /// true); false: A/AAAA only, as before.
+    #[serde(default = "yes")]
+    pub srv: bool,
+    /// DNS servers as `IP:PORT` (default: the system's resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection { srv: true, servers: Vec::new() }
+    }
+}
+
+/// `[dns]`, checked.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub srv: bool,
+    pub servers: Vec<SocketAddr>,
+}
+
 /// `[websocket]`: what `ws:` and `wss:` listeners accept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -642,6 +671,7 @@ pub struct Settings {
     pub tables: std::collections::BTreeMap<String, crate::tables::TableSpec>,
     /// The TLS profiles, when `[tls]` is there.
     pub tls: Option<crate::transport::tls::TlsSpecs>,
+    pub dns: DnsSettings,
 }
 
 /// `[dispatcher]` beyond the prober's settings.
@@ -869,6 +899,13 @@ impl TryFrom<Config> for Settings {
                 "a tls: or wss: entry needs a [tls] section (certificate, private_key)".into(),
             ));
         }
+        let servers = c
+            .dns
+            .servers
+            .iter()
+            .map(|s| s.parse::<SocketAddr>().map_err(|_| invalid("dns.servers", format!("`{s}` is not IP:PORT"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dns = DnsSettings { srv: c.dns.srv, servers };
         let mut tables = std::collections::BTreeMap::new();
         for (name, t) in &c.tables {
             let key = |k: &str| format!("tables.{name}.{k}");
@@ -957,6 +994,7 @@ impl TryFrom<Config> for Settings {
             shutdown_grace: Duration::from_secs(c.sip.shutdown_grace_s),
             tables,
             tls,
+            dns,
         })
     }
 }

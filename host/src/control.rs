@@ -47,6 +47,8 @@ pub struct ControlState {
     pub list_db: Option<crate::dispatcher::db::DbSpec>,
     /// The table changed (NOTIFY): the control loop reloads.
     pub db_changed: tokio::sync::Notify,
+    /// Locates destination names on reload (None: `[dns] srv = false`).
+    pub locator: Option<crate::locate::Locator>,
 }
 
 /// A JSON-RPC error: code and a message a human can act on.

@@ -108,7 +108,8 @@ impl Dispatcher {
     /// Load `list_file`; errors name the file and line.
     pub fn load(list_file: &Path, probing_threshold: u32) -> Result<Dispatcher, ListLoadError> {
         let file = list_file.display().to_string();
-        let (snapshot, _) = build(&list_file::load(list_file)?, &|line| format!("{file}:{line}"), None)?;
+        let (snapshot, _) =
+            build(&list_file::load(list_file)?, &|line| format!("{file}:{line}"), None, &Located::new())?;
         Ok(Dispatcher { list_file: Some(list_file.to_path_buf()), ..Dispatcher::with(snapshot, probing_threshold) })
     }
 
@@ -120,7 +121,8 @@ impl Dispatcher {
     /// Sets from the text of a list (`origin` names it in errors); a reload
     /// has no file to read.
     pub fn from_list(text: &str, origin: &str, probing_threshold: u32) -> Result<Dispatcher, ListLoadError> {
-        let (snapshot, _) = build(&list_file::parse(text, origin)?, &|line| format!("{origin}:{line}"), None)?;
+        let (snapshot, _) =
+            build(&list_file::parse(text, origin)?, &|line| format!("{origin}:{line}"), None, &Located::new())?;
         Ok(Dispatcher::with(snapshot, probing_threshold))
     }
 
@@ -129,10 +131,21 @@ impl Dispatcher {
     pub fn from_entries(
         entries: &[Entry],
         at: &dyn Fn(usize) -> String,
+        located: &Located,
         probing_threshold: u32,
     ) -> Result<Dispatcher, ListLoadError> {
-        let (snapshot, _) = build(entries, at, None)?;
+        let (snapshot, _) = build(entries, at, None, located)?;
         Ok(Dispatcher::with(snapshot, probing_threshold))
+    }
+
+    /// The list file a file-backed dispatcher reloads from.
+    pub fn list_file(&self) -> Option<&Path> {
+        self.list_file.as_deref()
+    }
+
+    /// Remember the file the entries came from (for [`Dispatcher::reload`]).
+    pub fn with_list_file(self, file: &Path) -> Dispatcher {
+        Dispatcher { list_file: Some(file.to_path_buf()), ..self }
     }
 
     fn with(snapshot: Snapshot, probing_threshold: u32) -> Dispatcher {
@@ -185,15 +198,20 @@ impl Dispatcher {
         let path = self.list_file.as_deref().ok_or(ListLoadError::NoFile)?;
         let entries = list_file::load(path)?;
         let file = path.display().to_string();
-        self.reload_entries(&entries, &|line| format!("{file}:{line}"))
+        self.reload_entries(&entries, &|line| format!("{file}:{line}"), &Located::new())
     }
 
     /// Swap in sets built from `entries` (the file's, or a table's rows),
     /// as [`Dispatcher::reload`] does.
-    pub fn reload_entries(&self, entries: &[Entry], at: &dyn Fn(usize) -> String) -> Result<usize, ListLoadError> {
+    pub fn reload_entries(
+        &self,
+        entries: &[Entry],
+        at: &dyn Fn(usize) -> String,
+        located: &Located,
+    ) -> Result<usize, ListLoadError> {
         let old = self.current.load_full();
         let previous = (!self.reset_state_on_reload).then_some(&*old);
-        let (snapshot, edited) = build(entries, at, previous)?;
+        let (snapshot, edited) = build(entries, at, previous, located)?;
         self.check_profiles(&snapshot)?;
         for (d, flags) in edited {
             tracing::info!(set = d.set_id, uri = %d.uri, from = d.listed_flags(), to = flags, "flags edited in the list: applied");
@@ -219,7 +237,8 @@ impl Dispatcher {
     pub fn add(&self, e: Entry) -> Result<(), ListLoadError> {
         let (addr, transport) =
             resolve(&e.uri).map_err(|reason| ListLoadError::ResolveAdded { uri: e.uri.clone(), reason })?;
-        let dest = Arc::new(Destination::new(e.set_id, e.uri, addr, transport, e.flags, e.priority, e.attrs));
+        let targets = vec![crate::locate::Target { priority: 0, weight: 0, addr }];
+        let dest = Arc::new(Destination::new(e.set_id, e.uri, targets, transport, e.flags, e.priority, e.attrs));
         if let Some(profile) = dest.tls.as_ref().and_then(|t| t.profile.as_ref()) {
             if !self.tls_profiles.contains(profile) {
                 return Err(ListLoadError::TlsProfile { uri: dest.uri.clone(), profile: profile.clone() });
@@ -271,17 +290,7 @@ impl Dispatcher {
 /// an IP literal directly, a name through the system resolver.
 fn resolve(uri: &str) -> Result<(SocketAddr, Proto), String> {
     let parsed = crate::sip::Uri::parse(uri.as_bytes()).map_err(|e| e.to_string())?;
-    let transport = match (parsed.scheme, parsed.transport()) {
-        // sips: is TLS whatever the parameter says (RFC 5630 §3.1.3).
-        (crate::sip::Scheme::Sips, _) => Proto::Tls,
-        (_, None) => Proto::Udp,
-        (_, Some(t)) => {
-            Proto::from_name(t).ok_or_else(|| format!("transport `{}` is not supported", String::from_utf8_lossy(t)))?
-        }
-    };
-    if transport.is_websocket() {
-        return Err("transport `ws`: wisp accepts WebSocket connections but does not open them".into());
-    }
+    let transport = transport_of(&parsed)?;
     if let Some(addr) = parsed.socket_addr() {
         return Ok((addr, transport));
     }
@@ -294,16 +303,72 @@ fn resolve(uri: &str) -> Result<(SocketAddr, Proto), String> {
     Ok((addr, transport))
 }
 
+/// The transport a destination URI asks for (sips: is TLS).
+fn transport_of(parsed: &crate::sip::Uri<'_>) -> Result<Proto, String> {
+    let transport = match (parsed.scheme, parsed.transport()) {
+        // sips: is TLS whatever the parameter says (RFC 5630 §3.1.3).
+        (crate::sip::Scheme::Sips, _) => Proto::Tls,
+        (_, None) => Proto::Udp,
+        (_, Some(t)) => {
+            Proto::from_name(t).ok_or_else(|| format!("transport `{}` is not supported", String::from_utf8_lossy(t)))?
+        }
+    };
+    if transport.is_websocket() {
+        return Err("transport `ws`: wisp accepts WebSocket connections but does not open them".into());
+    }
+    Ok(transport)
+}
+
 /// Sets from list entries. With `previous`, a destination of the same
 /// set, URI, priority and attrs is reused; those whose flags column
 /// changed are returned with their new flags, to apply once the whole
 /// list is known to be good.
 type Edited = Vec<(Arc<Destination>, u32)>;
 
+/// Destinations whose names were located ahead of a build (RFC 3263: SRV,
+/// then A/AAAA), by URI.
+pub type Located = std::collections::HashMap<String, Vec<crate::locate::Target>>;
+
+/// A destination name that could not be located: its line (or row id).
+#[derive(Debug)]
+pub struct Unlocated {
+    pub line: usize,
+    pub uri: String,
+    pub reason: String,
+}
+
+impl Unlocated {
+    pub fn into_error(self, at: &dyn Fn(usize) -> String) -> ListLoadError {
+        ListLoadError::Resolve { at: at(self.line), uri: self.uri, reason: self.reason }
+    }
+}
+
+/// Locate every destination of `entries` whose host is a name (off the
+/// workers: at start, on reload). IP addresses need no lookup.
+pub async fn locate(entries: &[Entry], locator: &crate::locate::Locator) -> Result<Located, Unlocated> {
+    let mut out = Located::new();
+    for e in entries {
+        if out.contains_key(&e.uri) {
+            continue;
+        }
+        let Ok(u) = crate::sip::Uri::parse(e.uri.as_bytes()) else { continue }; // build() reports it
+        let host = String::from_utf8_lossy(u.host_unbracketed()).into_owned();
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let unlocated = |reason: String| Unlocated { line: e.line, uri: e.uri.clone(), reason };
+        let proto = transport_of(&u).map_err(unlocated)?;
+        let located = locator.locate(&host, u.port, proto).await.map_err(|err| unlocated(err.to_string()))?;
+        out.insert(e.uri.clone(), located.targets);
+    }
+    Ok(out)
+}
+
 fn build(
     entries: &[Entry],
     at: &dyn Fn(usize) -> String,
     previous: Option<&Snapshot>,
+    located: &Located,
 ) -> Result<(Snapshot, Edited), ListLoadError> {
     let mut lists: Vec<(u32, Vec<Arc<Destination>>)> = Vec::new();
     let mut edited = Vec::new();
@@ -316,16 +381,25 @@ fn build(
                 if d.listed_flags() != e.flags {
                     edited.push((d.clone(), e.flags));
                 }
+                if let Some(targets) = located.get(&e.uri) {
+                    d.set_targets(targets.clone());
+                }
                 d
             }
             None => {
-                let (addr, transport) = resolve(&e.uri).map_err(|reason| ListLoadError::Resolve {
-                    at: at(e.line),
-                    uri: e.uri.clone(),
-                    reason,
-                })?;
+                let unresolved = |reason: String| ListLoadError::Resolve { at: at(e.line), uri: e.uri.clone(), reason };
+                let (targets, transport) = match located.get(&e.uri) {
+                    Some(targets) => {
+                        let u = crate::sip::Uri::parse(e.uri.as_bytes()).map_err(|err| unresolved(err.to_string()))?;
+                        (targets.clone(), transport_of(&u).map_err(unresolved)?)
+                    }
+                    None => {
+                        let (addr, transport) = resolve(&e.uri).map_err(unresolved)?;
+                        (vec![crate::locate::Target { priority: 0, weight: 0, addr }], transport)
+                    }
+                };
                 let (uri, attrs) = (e.uri.clone(), e.attrs.clone());
-                Arc::new(Destination::new(e.set_id, uri, addr, transport, e.flags, e.priority, attrs))
+                Arc::new(Destination::new(e.set_id, uri, targets, transport, e.flags, e.priority, attrs))
             }
         };
         match lists.iter_mut().find(|(id, _)| *id == dest.set_id) {

@@ -33,6 +33,7 @@
 pub mod clock;
 pub mod hash;
 pub mod transport;
+pub mod locate;
 pub mod sip;
 pub mod transaction;
 pub mod proxy;

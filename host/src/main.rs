@@ -173,11 +173,17 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let s = wisp::config::Settings::load(path)?;
     // A database is read as it is now: no falling back on the cached copy.
     let mut ds = match &s.dispatcher.source {
-        wisp::config::ListSource::File(f) => wisp::dispatcher::Dispatcher::load(f, s.dispatcher.probing_threshold)?,
+        wisp::config::ListSource::File(_) => wisp::server::load_dispatcher(&s.dispatcher, &s.dns)?,
         wisp::config::ListSource::Db(db) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let entries = rt.block_on(db.load())?;
-            wisp::dispatcher::Dispatcher::from_entries(&entries, &|id| db.row(id), s.dispatcher.probing_threshold)?
+            let located = Default::default();
+            wisp::dispatcher::Dispatcher::from_entries(
+                &entries,
+                &|id| db.row(id),
+                &located,
+                s.dispatcher.probing_threshold,
+            )?
         }
     };
     if let Some(specs) = &s.tls {

@@ -22,18 +22,36 @@ use crate::proxy::metrics::ProxyMetrics;
 use crate::transport::{tcp, udp, Bus, ListenAddr, Proto, TransportMetrics};
 use crate::worker::{Bound, Phase, WorkerShared, WorkerSockets};
 
-/// Load the dispatcher from its source. A database that cannot be read at
-/// start is replaced by its cached copy when there is one (said loudly),
-/// else wisp refuses to start.
-pub fn load_dispatcher(s: &crate::config::DispatcherSettings) -> anyhow::Result<Dispatcher> {
+/// Load the dispatcher from its source, its names located (RFC 3263) when
+/// `[dns] srv` is on. A database that cannot be read at start is replaced
+/// by its cached copy when there is one (said loudly), else wisp refuses
+/// to start.
+pub fn load_dispatcher(
+    s: &crate::config::DispatcherSettings,
+    dns: &crate::config::DnsSettings,
+) -> anyhow::Result<Dispatcher> {
+    use crate::dispatcher::list_file;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let locator = dns.srv.then(|| crate::locate::Locator::new(&dns.servers)).transpose()?;
+    let locate = |entries: &[list_file::Entry], at: &dyn Fn(usize) -> String| match &locator {
+        Some(l) => rt.block_on(crate::dispatcher::locate(entries, l)).map_err(|u| u.into_error(at)),
+        None => Ok(Default::default()),
+    };
     let db = match &s.source {
-        crate::config::ListSource::File(f) => return Ok(Dispatcher::load(f, s.probing_threshold)?),
+        crate::config::ListSource::File(f) => {
+            let entries = list_file::load(f)?;
+            let file = f.display().to_string();
+            let at = |line| format!("{file}:{line}");
+            let located = locate(&entries, &at)?;
+            return Ok(Dispatcher::from_entries(&entries, &at, &located, s.probing_threshold)?.with_list_file(f));
+        }
         crate::config::ListSource::Db(db) => db,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(db.load()) {
         Ok(entries) => {
-            let d = Dispatcher::from_entries(&entries, &|id| db.row(id), s.probing_threshold)?;
+            let at = |id| db.row(id);
+            let located = locate(&entries, &at)?;
+            let d = Dispatcher::from_entries(&entries, &at, &located, s.probing_threshold)?;
             if let Err(e) = db.write_cache(&entries) {
                 tracing::warn!("cannot write the dispatcher cache file: {e}");
             }
@@ -47,8 +65,11 @@ pub fn load_dispatcher(s: &crate::config::DispatcherSettings) -> anyhow::Result<
                     "dispatcher database unreachable at start ({e}): serving the cached copy of its last good rows; \
                      `dispatcher.reload` reads the database again"
                 );
-                let text = std::fs::read_to_string(cache).with_context(|| format!("{}", cache.display()))?;
-                Ok(Dispatcher::from_list(&text, &cache.display().to_string(), s.probing_threshold)?)
+                let entries = list_file::load(cache)?;
+                let file = cache.display().to_string();
+                let at = |line| format!("{file}:{line}");
+                let located = locate(&entries, &at)?;
+                Ok(Dispatcher::from_entries(&entries, &at, &located, s.probing_threshold)?)
             }
             _ => anyhow::bail!(
                 "cannot read the dispatcher table: {e} (set dispatcher.db_cache_file to start from the last good copy)"
@@ -59,7 +80,7 @@ pub fn load_dispatcher(s: &crate::config::DispatcherSettings) -> anyhow::Result<
 
 /// Start wisp with checked settings; returns when asked to stop.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let mut dispatcher = load_dispatcher(&settings.dispatcher)?;
+    let mut dispatcher = load_dispatcher(&settings.dispatcher, &settings.dns)?;
     dispatcher.reset_state_on_reload = settings.dispatcher.reset_state_on_reload;
     dispatcher.tls_profiles = settings.tls.as_ref().map(|t| t.names()).unwrap_or_default();
     dispatcher.check_tls_profiles()?;
@@ -159,6 +180,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             crate::config::ListSource::File(_) => None,
         },
         db_changed: tokio::sync::Notify::new(),
+        locator: settings.dns.srv.then(|| crate::locate::Locator::new(&settings.dns.servers)).transpose()?,
     });
 
     die_on_panic();

@@ -15,6 +15,7 @@ mod examples;
 mod failover;
 mod hot_swap;
 mod kamailio;
+mod locate;
 mod overload;
 mod policy_boundary;
 mod postgres;

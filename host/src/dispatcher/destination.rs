@@ -98,7 +98,13 @@ impl State {
 pub struct Destination {
     pub set_id: u32,
     pub uri: String,
-    pub addr: SocketAddr,
+    /// Where it is reached: one address for an IP or a name with A/AAAA
+    /// records, several (with SRV priority and weight) for a name with SRV
+    /// records (RFC 3263); replaced when the name is located again.
+    targets: arc_swap::ArcSwap<Vec<crate::locate::Target>>,
+    /// The URI's host when it is a name, to locate again (and its port,
+    /// when the URI gives one: then no SRV).
+    pub name: Option<(String, Option<u16>)>,
     pub transport: Proto,
     pub priority: i32,
     pub attrs: String,
@@ -151,12 +157,16 @@ impl Destination {
     pub fn new(
         set_id: u32,
         uri: String,
-        addr: SocketAddr,
+        targets: Vec<crate::locate::Target>,
         transport: Proto,
         flags: u32,
         priority: i32,
         attrs: String,
     ) -> Self {
+        let name = crate::sip::Uri::parse(uri.as_bytes()).ok().and_then(|u| {
+            let host = String::from_utf8_lossy(u.host_unbracketed()).into_owned();
+            host.parse::<std::net::IpAddr>().is_err().then_some((host, u.port))
+        });
         let latency = Mutex::new(seed_latency(&attrs));
         let num = |name: &str| -> u32 { attr(&attrs, name).and_then(|v| v.parse().ok()).unwrap_or(0) };
         let percent = |v: u32| if (1..=100).contains(&v) { v } else { 0 };
@@ -166,7 +176,8 @@ impl Destination {
             tls,
             set_id,
             uri,
-            addr,
+            targets: arc_swap::ArcSwap::from_pointee(targets),
+            name,
             transport,
             priority,
             weight,
@@ -184,6 +195,34 @@ impl Destination {
             probes_sent: AtomicU64::new(0),
             probes_failed: AtomicU64::new(0),
         }
+    }
+
+    /// The address keepalives go to and `ds_is_from_list` compares first:
+    /// the first target of the lowest priority.
+    pub fn addr(&self) -> SocketAddr {
+        let targets = self.targets.load();
+        targets.iter().min_by_key(|t| t.priority).map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |t| t.addr)
+    }
+
+    /// Every target, as last located.
+    pub fn targets(&self) -> Arc<Vec<crate::locate::Target>> {
+        self.targets.load_full()
+    }
+
+    /// The targets in the order one request tries them (RFC 2782: by
+    /// priority, weighted random within one).
+    pub fn ordered(&self) -> Vec<SocketAddr> {
+        let targets = self.targets.load();
+        if targets.len() == 1 {
+            return vec![targets[0].addr];
+        }
+        crate::locate::order(&targets, |total| fastrand::u32(..total))
+    }
+
+    /// Replace the targets (the name was located again); state and
+    /// counters stay.
+    pub fn set_targets(&self, targets: Vec<crate::locate::Target>) {
+        self.targets.store(Arc::new(targets));
     }
 
     /// An attribute's value (`name=value` in attrs), if any.
@@ -390,7 +429,8 @@ mod tests {
     use super::*;
 
     fn dest(f: u32) -> Destination {
-        Destination::new(1, "sip:127.0.0.1".into(), "127.0.0.1:5060".parse().unwrap(), Proto::Udp, f, 0, String::new())
+        let target = crate::locate::Target { priority: 0, weight: 0, addr: "127.0.0.1:5060".parse().unwrap() };
+        Destination::new(1, "sip:127.0.0.1".into(), vec![target], Proto::Udp, f, 0, String::new())
     }
 
     #[test]

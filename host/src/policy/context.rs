@@ -60,6 +60,10 @@ pub struct RouteState {
     /// token): without a destination of the policy's, the request goes
     /// there. Host-only: the policy does not see it.
     pub flow: Option<crate::transport::flow::Flow>,
+    /// The other addresses of the destination being tried (its SRV
+    /// targets after the first, RFC 3263 §4.3): a branch that fails on one
+    /// goes to the next before failure-route hears of it. Host-only.
+    pub alternates: Vec<std::net::SocketAddr>,
 }
 
 impl RouteState {

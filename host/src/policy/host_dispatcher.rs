@@ -204,8 +204,11 @@ impl Host for HostState {
         let snap = self.dispatcher.snapshot();
         let found = snap.sets.iter().filter(|s| set_id.is_none_or(|id| s.id == id)).find(|s| {
             s.destinations.iter().any(|d| {
-                d.addr.ip() == src.ip()
-                    && (mode.contains(FromList::IGNORE_PORT) || d.addr.port() == src.port())
+                let targets = d.targets();
+                let addr_matches = |a: &std::net::SocketAddr| {
+                    a.ip() == src.ip() && (mode.contains(FromList::IGNORE_PORT) || a.port() == src.port())
+                };
+                targets.iter().any(|t| addr_matches(&t.addr))
                     && (mode.contains(FromList::IGNORE_TRANSPORT) || d.transport == transport)
                     && (!mode.contains(FromList::USABLE_ONLY) || d.is_usable())
             })

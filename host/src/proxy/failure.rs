@@ -49,6 +49,12 @@ impl<S: Sender> Worker<S> {
         if tx.server.has_final() || tx.any_pending() {
             return;
         }
+        let retryable =
+            matches!(failure, BranchFailure::Timeout | BranchFailure::Transport | BranchFailure::Reply(503));
+        if retryable && !tx.route.alternates.is_empty() && self.try_alternate(id) {
+            return;
+        }
+        let Some(tx) = self.txs.get_mut(&id) else { return };
         // A copy: the policy's edits apply to a new branch only; a reply
         // or giving up answers the request as it was received.
         let mut ctx = CallContext::new(tx.request.clone(), tx.source, self.cfg.listen[tx.server.socket].proto);

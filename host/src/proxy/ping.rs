@@ -31,7 +31,7 @@ impl<S: Sender> Worker<S> {
     pub fn send_ping(&mut self, dest: Arc<Destination>) {
         let Some(cfg) = self.cfg.prober.clone() else { return };
         let proto = dest.transport;
-        let Some(socket) = self.socket_for(proto, dest.addr) else {
+        let Some(socket) = self.socket_for(proto, dest.addr()) else {
             return self.ping_done(&dest, ProbeOutcome { code: None, rtt: None });
         };
         let me = self.local_hostport(socket);
@@ -48,7 +48,7 @@ impl<S: Sender> Worker<S> {
             b = &branch[branch.len() - 8..],
         )
         .into_bytes();
-        if let Err(e) = self.sender.send_via(socket, &bytes, dest.addr, dest.tls.as_ref()) {
+        if let Err(e) = self.sender.send_via(socket, &bytes, dest.addr(), dest.tls.as_ref()) {
             if super::relay::send_failure(&e) == crate::policy::BranchFailure::Local {
                 // wisp's own trouble (a full buffer, a report for another
                 // peer): this round says nothing about the destination.
@@ -101,7 +101,7 @@ impl<S: Sender> Worker<S> {
         match t.kind {
             TimerKind::Retransmit if self.cfg.listen[ping.socket].proto.is_reliable() => {}
             TimerKind::Retransmit => {
-                let _ = self.sender.send_via(ping.socket, &ping.bytes, ping.dest.addr, ping.dest.tls.as_ref());
+                let _ = self.sender.send_via(ping.socket, &ping.bytes, ping.dest.addr(), ping.dest.tls.as_ref());
                 ping.interval = (ping.interval * 2).min(self.cfg.timers.t2);
                 let at = self.clock.now() + ping.interval;
                 let generation = ping.gens.current(TimerKind::Retransmit);
@@ -130,7 +130,7 @@ impl<S: Sender> Worker<S> {
         let dead: Vec<u64> = self
             .pings
             .iter()
-            .filter(|(_, p)| p.dest.addr == peer && self.cfg.listen[p.socket].proto == proto)
+            .filter(|(_, p)| p.dest.addr() == peer && self.cfg.listen[p.socket].proto == proto)
             .map(|(&id, _)| id)
             .collect();
         let n = dead.len();

@@ -27,6 +27,8 @@ struct Target {
     /// Over TLS to a host name that is no dispatcher destination: the name
     /// to verify and send as SNI (a destination brings its own).
     tls_name: Option<Arc<TlsTarget>>,
+    /// The destination's other targets, in the order to try them.
+    alternates: Vec<SocketAddr>,
 }
 
 /// Why a branch could not be started.
@@ -77,13 +79,23 @@ impl<S: Sender> Worker<S> {
         if let Some(d) = route.target() {
             let fixed = names_transport(d.uri.as_bytes());
             let destination = Some(d.clone());
-            return NextHop::Addr(Target { proto: d.transport, addr: d.addr, destination, fixed, tls_name: None });
+            let mut ordered = d.ordered();
+            let Some(addr) = (!ordered.is_empty()).then(|| ordered.remove(0)) else { return NextHop::Refuse(503) };
+            let alternates = ordered;
+            return NextHop::Addr(Target { proto: d.transport, addr, destination, fixed, tls_name: None, alternates });
         }
         if let Some((proto, addr)) = route.flow {
             // Only the client can reopen its connection (RFC 5626 §5.3).
             let open = self.socket_for(proto, addr).is_some_and(|s| self.sender.connected(s, addr));
             return match open {
-                true => NextHop::Addr(Target { proto, addr, destination: None, fixed: true, tls_name: None }),
+                true => NextHop::Addr(Target {
+                    proto,
+                    addr,
+                    destination: None,
+                    fixed: true,
+                    tls_name: None,
+                    alternates: Vec::new(),
+                }),
                 false => NextHop::Refuse(430),
             };
         }
@@ -99,7 +111,8 @@ impl<S: Sender> Worker<S> {
                 let Some(proto) = proto else { return NextHop::Refuse(503) };
                 let fixed = u.transport().is_some() || u.scheme == Scheme::Sips;
                 if let Some(addr) = u.socket_addr() {
-                    return NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name: None });
+                    let alternates = Vec::new();
+                    return NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name: None, alternates });
                 }
                 let host = String::from_utf8_lossy(u.host).to_ascii_lowercase();
                 match self.names.get(&host, self.clock.now()) {
@@ -113,7 +126,8 @@ impl<S: Sender> Worker<S> {
                                 let addr = SocketAddr::new(*ip, u.port_or_default());
                                 let tls_name =
                                     (proto == Proto::Tls).then(|| Arc::new(TlsTarget::new(None, Some(host.clone()))));
-                                NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name })
+                                let alternates = Vec::new();
+                                NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name, alternates })
                             }
                             None => NextHop::Refuse(503),
                         }
@@ -191,10 +205,11 @@ impl<S: Sender> Worker<S> {
             let list = tx.route.failover.get(from..).unwrap_or_default();
             let target = |d: &Arc<Destination>| Target {
                 proto: d.transport,
-                addr: d.addr,
+                addr: d.ordered().first().copied().unwrap_or_else(|| d.addr()),
                 destination: Some(d.clone()),
                 fixed: names_transport(d.uri.as_bytes()),
                 tls_name: None,
+                alternates: Vec::new(),
             };
             list.iter().map(target).collect()
         } else {
@@ -213,6 +228,11 @@ impl<S: Sender> Worker<S> {
         if targets.is_empty() {
             return self.reply(id, 503);
         }
+        let mut targets = targets;
+        if let ([only], Some(tx)) = (targets.as_mut_slice(), self.txs.get_mut(&id)) {
+            tx.route.alternates = std::mem::take(&mut only.alternates);
+        }
+        let Some(tx) = self.txs.get(&id) else { return };
         if tx.branches.len() + targets.len() > self.cfg.max_branches {
             tracing::warn!(call_id = %String::from_utf8_lossy(tx.request.call_id()), "max_branches reached");
             return self.finish(id, BranchFailure::Local);
@@ -255,7 +275,7 @@ impl<S: Sender> Worker<S> {
     /// the URI did not name a transport and wisp listens on TCP (RFC 3261
     /// §18.1.1); otherwise it cannot be sent (513).
     fn start_branch(&mut self, id: u64, target: Target) -> Result<(), NotSent> {
-        let Target { mut proto, addr, destination, fixed, tls_name } = target;
+        let Target { mut proto, addr, destination, fixed, tls_name, alternates: _ } = target;
         let Some(tx) = self.txs.get(&id) else { return Ok(()) };
         let Some(mut socket) = self.socket_for(proto, addr) else {
             tracing::warn!(%addr, "no {} listen address to send from: add one to [sip] listen", proto.as_str());
@@ -303,6 +323,34 @@ impl<S: Sender> Worker<S> {
         }
         self.arm(id, b, arms);
         Ok(())
+    }
+
+    /// RFC 3263 §4.3: the destination's branch failed (timeout, transport,
+    /// 503) and its name has more targets: the request goes to the next
+    /// one, before failure-route hears of a failure. False when there is
+    /// none left (or it could not be sent).
+    pub(super) fn try_alternate(&mut self, id: u64) -> bool {
+        loop {
+            let Some(tx) = self.txs.get_mut(&id) else { return false };
+            if tx.route.alternates.is_empty() || tx.canceled {
+                return false;
+            }
+            let addr = tx.route.alternates.remove(0);
+            let Some(d) = tx.route.target().cloned() else { return false };
+            tracing::debug!(uri = %d.uri, %addr, "next target of the destination's name");
+            let fixed = names_transport(d.uri.as_bytes());
+            let target = Target {
+                proto: d.transport,
+                addr,
+                destination: Some(d),
+                fixed,
+                tls_name: None,
+                alternates: Vec::new(),
+            };
+            if self.start_branch(id, target).is_ok() {
+                return true;
+            }
+        }
     }
 
     /// Answer the transaction's request with a response of our own.

@@ -28,6 +28,8 @@ fn dest(d: &Destination) -> Value {
         "FLAGS": d.state_letters(),
         "PRIORITY": d.priority,
         "ATTRS": attrs(d),
+        // Where the URI resolved to (its SRV targets, RFC 3263).
+        "ADDRS": d.targets().iter().map(|t| json!({"ADDR": t.addr.to_string(), "PRIORITY": t.priority, "WEIGHT": t.weight})).collect::<Vec<_>>(),
         "LATENCY": {"AVG": l.avg, "STD": l.std(), "EST": l.est, "MAX": l.max, "TIMEOUT": l.timeouts},
         "SELECTED": d.selected.load(Ordering::Relaxed),
         "FAILED_OVER": d.failed_over.load(Ordering::Relaxed),
@@ -51,18 +53,8 @@ pub fn list(state: &ControlState) -> Value {
 /// it in; on any error the running sets stay.
 pub async fn reload(state: &ControlState) -> Result<Value, RpcError> {
     let (source, result) = match &state.list_db {
-        None => ("file", state.dispatcher.reload().map_err(|e| e.to_string())),
-        Some(db) => {
-            let read = db.load().await.map_err(|e| e.to_string());
-            let swapped = read.and_then(|entries| {
-                let n = state.dispatcher.reload_entries(&entries, &|id| db.row(id)).map_err(|e| e.to_string())?;
-                if let Err(e) = db.write_cache(&entries) {
-                    tracing::warn!("cannot write the dispatcher cache file: {e}");
-                }
-                Ok(n)
-            });
-            ("db", swapped)
-        }
+        None => ("file", reload_file(state).await),
+        Some(db) => ("db", reload_db(state, db).await),
     };
     state.dispatcher.count_reload(source, result.is_ok());
     match result {
@@ -74,6 +66,38 @@ pub async fn reload(state: &ControlState) -> Result<Value, RpcError> {
             tracing::error!(source, "dispatcher reload refused, keeping the running sets: {e}");
             Err(RpcError::failed(format!("reload refused, the running sets keep serving: {e}")))
         }
+    }
+}
+
+/// The list file again, its names located.
+async fn reload_file(state: &ControlState) -> Result<usize, String> {
+    let path = state.dispatcher.list_file().ok_or("no dispatcher.list file to reload")?.to_path_buf();
+    let entries = crate::dispatcher::list_file::load(&path).map_err(|e| e.to_string())?;
+    let file = path.display().to_string();
+    let at = |line| format!("{file}:{line}");
+    let located = locate(state, &entries).await.map_err(|u| u.into_error(&at).to_string())?;
+    state.dispatcher.reload_entries(&entries, &at, &located).map_err(|e| e.to_string())
+}
+
+/// The database table again, its names located; the cache file follows.
+async fn reload_db(state: &ControlState, db: &crate::dispatcher::db::DbSpec) -> Result<usize, String> {
+    let entries = db.load().await.map_err(|e| e.to_string())?;
+    let at = |id| db.row(id);
+    let located = locate(state, &entries).await.map_err(|u| u.into_error(&at).to_string())?;
+    let n = state.dispatcher.reload_entries(&entries, &at, &located).map_err(|e| e.to_string())?;
+    if let Err(e) = db.write_cache(&entries) {
+        tracing::warn!("cannot write the dispatcher cache file: {e}");
+    }
+    Ok(n)
+}
+
+async fn locate(
+    state: &ControlState,
+    entries: &[crate::dispatcher::list_file::Entry],
+) -> Result<crate::dispatcher::Located, crate::dispatcher::Unlocated> {
+    match &state.locator {
+        Some(l) => crate::dispatcher::locate(entries, l).await,
+        None => Ok(Default::default()),
     }
 }
 

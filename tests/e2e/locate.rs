@@ -1,0 +1,104 @@
+//! Destinations named by DNS SRV records (RFC 3263, issue 15): a local
+//! authoritative server (dnsmasq, bound to loopback) publishes a carrier as
+//! two targets of one priority with weights 70/30 and a backup target of a
+//! lower priority; wisp's `[dns] servers` points at it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+use wisp::sip::Method;
+
+struct Dnsmasq(Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// dnsmasq answering for `carrier.test` only, on a free loopback port.
+fn dnsmasq(records: &[String]) -> (Dnsmasq, u16) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .args(["--no-daemon", "--user=root", "--pid-file="])
+        .args(records)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("dnsmasq runs (scripts/setup.sh installs dnsmasq-base)");
+    let d = Dnsmasq(child);
+    assert!(wait_until(PROMPT, || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()), "dnsmasq listens");
+    (d, port)
+}
+
+#[test]
+fn srv_weights_share_the_calls_and_a_dead_target_fails_over_to_the_next_within_the_call() {
+    let (heavy, light, backup) =
+        (Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer));
+    let records = vec![
+        format!("--srv-host=_sip._udp.carrier.test,heavy.carrier.test,{},10,70", heavy.addr.port()),
+        format!("--srv-host=_sip._udp.carrier.test,light.carrier.test,{},10,30", light.addr.port()),
+        format!("--srv-host=_sip._udp.carrier.test,backup.carrier.test,{},20,0", backup.addr.port()),
+        "--host-record=heavy.carrier.test,127.0.0.1".to_string(),
+        "--host-record=light.carrier.test,127.0.0.1".to_string(),
+        "--host-record=backup.carrier.test,127.0.0.1".to_string(),
+    ];
+    let (_dns, port) = dnsmasq(&records);
+    let mut cfg = WispConfig::new("1 sip:carrier.test\n");
+    cfg.extra = format!("[dns]\nservers = [\"127.0.0.1:{port}\"]\n");
+    let wisp = Wisp::start(cfg);
+    // dispatcher.list shows what the name resolved to.
+    let list = wisp.rpc("dispatcher.list", &[]).unwrap().to_string();
+    for uas in [&heavy, &light, &backup] {
+        assert!(list.contains(&uas.addr.to_string()), "{list}");
+    }
+    // The weights share the calls (70/30 within a generous bound).
+    let mut uac = Uac::new(wisp.addr);
+    let n = 200;
+    for i in 0..n {
+        assert_eq!(uac.invite(&format!("srv-{i}"), "", PROMPT).final_code(), Some(200));
+    }
+    let (h, l) = (heavy.count(Method::Invite), light.count(Method::Invite));
+    assert_eq!(h + l, n, "priority 20 gets nothing while priority 10 answers");
+    let share = h as f64 / n as f64;
+    assert!((share - 0.7).abs() < 0.12, "heavy got {h} of {n}");
+    // Both priority-10 targets stop answering: each call reaches the backup
+    // target within the same transaction (the policy sees no failure).
+    heavy.set_behaviour(Behaviour::Reject(503));
+    light.set_behaviour(Behaviour::Reject(503));
+    for i in 0..5 {
+        let call = uac.invite(&format!("srv-down-{i}"), "", Duration::from_secs(5));
+        assert_eq!(call.final_code(), Some(200), "codes {:?}", call.codes);
+    }
+    assert_eq!(backup.count(Method::Invite), 5);
+    assert!(wisp.all_destinations_active(), "the carrier as a whole is still up");
+}
+
+#[test]
+fn a_name_that_does_not_resolve_refuses_the_list_naming_its_line() {
+    let (_dns, port) = dnsmasq(&["--host-record=other.test,127.0.0.1".to_string()]);
+    let dir = std::env::temp_dir().join(format!("wisp-locate-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("d.list"), "1 sip:127.0.0.1:5999\n2 sip:nowhere.test\n").unwrap();
+    std::fs::write(
+        dir.join("wisp.toml"),
+        format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[dispatcher]\nlist_file = \"d.list\"\n[policy]\nfile = \"{}\"\n\
+             [dns]\nservers = [\"127.0.0.1:{port}\"]\n",
+            policy_path("primary_backup").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["config", "check", "-c"])
+        .arg(dir.join("wisp.toml"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("d.list:2") && text.contains("nowhere.test"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
