@@ -149,6 +149,15 @@ pub struct DispatcherConfig {
     /// How long connecting to the database may take (default 3000 ms).
     #[serde(default = "default_db_connect_timeout")]
     pub db_connect_timeout_ms: u64,
+    /// Locate named destinations again this often (Kamailio's
+    /// `ds_dns_interval`), besides when their answer's TTL runs out; 0:
+    /// on TTL expiry only (default 60 s).
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh_s: u64,
+    /// A name that stops resolving keeps its last addresses this long, then
+    /// its destination is unusable until it resolves again (default 300 s).
+    #[serde(default = "default_dns_grace")]
+    pub dns_grace_s: u64,
     /// Keepalive interval in seconds; 0 = no keepalives.
     #[serde(default)]
     pub ping_interval: u64,
@@ -314,6 +323,14 @@ fn verify_mode(v: &str) -> Result<crate::transport::tls::VerifyClient, String> {
         "required" => Ok(VerifyClient::Required),
         other => Err(format!("`{other}`: expected \"none\", \"optional\" or \"required\"")),
     }
+}
+
+fn default_dns_refresh() -> u64 {
+    60
+}
+
+fn default_dns_grace() -> u64 {
+    300
 }
 
 fn default_db_table() -> String {
@@ -678,6 +695,8 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct DispatcherSettings {
     pub source: ListSource,
+    pub dns_refresh: Duration,
+    pub dns_grace: Duration,
     pub probing_threshold: u32,
     pub reset_state_on_reload: bool,
     pub call_expire: Duration,
@@ -968,6 +987,8 @@ impl TryFrom<Config> for Settings {
             tcp,
             dispatcher: DispatcherSettings {
                 source,
+                dns_refresh: Duration::from_secs(d.dns_refresh_s),
+                dns_grace: Duration::from_secs(d.dns_grace_s),
                 probing_threshold: d.probing_threshold,
                 reset_state_on_reload: d.reset_state_on_reload,
                 call_expire: Duration::from_secs(d.call_expire_s),

@@ -17,6 +17,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -327,7 +328,7 @@ type Edited = Vec<(Arc<Destination>, u32)>;
 
 /// Destinations whose names were located ahead of a build (RFC 3263: SRV,
 /// then A/AAAA), by URI.
-pub type Located = std::collections::HashMap<String, Vec<crate::locate::Target>>;
+pub type Located = std::collections::HashMap<String, crate::locate::Located>;
 
 /// A destination name that could not be located: its line (or row id).
 #[derive(Debug)]
@@ -359,9 +360,40 @@ pub async fn locate(entries: &[Entry], locator: &crate::locate::Locator) -> Resu
         let unlocated = |reason: String| Unlocated { line: e.line, uri: e.uri.clone(), reason };
         let proto = transport_of(&u).map_err(unlocated)?;
         let located = locator.locate(&host, u.port, proto).await.map_err(|err| unlocated(err.to_string()))?;
-        out.insert(e.uri.clone(), located.targets);
+        out.insert(e.uri.clone(), located);
     }
     Ok(out)
+}
+
+/// Locate again the destinations whose names are due (their answer's TTL
+/// ran out, or `every` passed since the last lookup): new addresses replace
+/// the old ones and the destination keeps its state. A name that stops
+/// resolving keeps its last addresses for `grace`, then the destination is
+/// unusable (selections skip it) until it resolves again.
+pub async fn refresh_names(d: &Dispatcher, locator: &crate::locate::Locator, every: Duration, grace: Duration) {
+    let snapshot = d.current.load_full();
+    for dest in snapshot.sets.iter().flat_map(|s| s.destinations.iter()) {
+        let Some((host, port)) = dest.name.clone() else { continue };
+        if !dest.locate_due(every) {
+            continue;
+        }
+        match locator.locate(&host, port, dest.transport).await {
+            Ok(l) => {
+                if *dest.targets() != l.targets {
+                    let addrs: Vec<String> = l.targets.iter().map(|t| t.addr.to_string()).collect();
+                    tracing::info!(uri = %dest.uri, addrs = ?addrs, "destination name located at new addresses");
+                }
+                dest.located(&l);
+            }
+            Err(e) => {
+                if dest.locate_failed(grace) {
+                    tracing::warn!(uri = %dest.uri, "destination name does not resolve ({e}) for longer than dns_grace_s: unusable until it does");
+                } else {
+                    tracing::debug!(uri = %dest.uri, "destination name does not resolve ({e}); keeping its last addresses");
+                }
+            }
+        }
+    }
 }
 
 fn build(
@@ -381,17 +413,17 @@ fn build(
                 if d.listed_flags() != e.flags {
                     edited.push((d.clone(), e.flags));
                 }
-                if let Some(targets) = located.get(&e.uri) {
-                    d.set_targets(targets.clone());
+                if let Some(l) = located.get(&e.uri) {
+                    d.located(l);
                 }
                 d
             }
             None => {
                 let unresolved = |reason: String| ListLoadError::Resolve { at: at(e.line), uri: e.uri.clone(), reason };
                 let (targets, transport) = match located.get(&e.uri) {
-                    Some(targets) => {
+                    Some(l) => {
                         let u = crate::sip::Uri::parse(e.uri.as_bytes()).map_err(|err| unresolved(err.to_string()))?;
-                        (targets.clone(), transport_of(&u).map_err(unresolved)?)
+                        (l.targets.clone(), transport_of(&u).map_err(unresolved)?)
                     }
                     None => {
                         let (addr, transport) = resolve(&e.uri).map_err(unresolved)?;
@@ -399,7 +431,11 @@ fn build(
                     }
                 };
                 let (uri, attrs) = (e.uri.clone(), e.attrs.clone());
-                Arc::new(Destination::new(e.set_id, uri, targets, transport, e.flags, e.priority, attrs))
+                let d = Arc::new(Destination::new(e.set_id, uri, targets, transport, e.flags, e.priority, attrs));
+                if let Some(l) = located.get(&e.uri) {
+                    d.located(l);
+                }
+                d
             }
         };
         match lists.iter_mut().find(|(id, _)| *id == dest.set_id) {

@@ -297,6 +297,19 @@ async fn control_loop(
         .with_context(|| format!("cannot listen on control address {addr}"))?;
     tracing::info!("control listening on {}", listener.local_addr()?);
     let server = tokio::spawn(crate::control::serve(listener, state.clone()));
+    if let Some(locator) = state.locator.clone() {
+        // Names are located again off the control loop: a slow DNS server
+        // delays nothing else.
+        let (d, every, grace) =
+            (state.dispatcher.clone(), settings.dispatcher.dns_refresh, settings.dispatcher.dns_grace);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                crate::dispatcher::refresh_names(&d, &locator, every, grace).await;
+            }
+        });
+    }
     if let Some(db) = state.list_db.clone().filter(|d| d.notify.is_some()) {
         let s = state.clone();
         tokio::spawn(async move { db.listen(move || s.db_changed.notify_one()).await });

@@ -102,3 +102,43 @@ fn a_name_that_does_not_resolve_refuses_the_list_naming_its_line() {
     assert!(text.contains("d.list:2") && text.contains("nowhere.test"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_name_that_moves_is_followed_and_one_that_vanishes_becomes_unusable_after_the_grace() {
+    // `moving.test` in a hosts file dnsmasq re-reads on SIGHUP, TTL 1 s.
+    let first = Uas::start(Behaviour::Answer);
+    let port = first.addr.port();
+    let second = Uas::start_at(format!("127.0.0.2:{port}").parse().unwrap(), Behaviour::Answer);
+    let backup = Uas::start(Behaviour::Answer);
+    let hosts = std::env::temp_dir().join(format!("wisp-hosts-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    std::fs::write(&hosts, "127.0.0.1 moving.test\n").unwrap();
+    let (dns, dns_port) = dnsmasq(&[format!("--addn-hosts={}", hosts.display()), "--local-ttl=1".into()]);
+    let mut cfg = WispConfig::new(format!("1 sip:moving.test:{port}\n2 {}\n", backup.uri()));
+    cfg.extra = format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n");
+    cfg.dispatcher_extra = "dns_refresh_s = 1\ndns_grace_s = 2\n".into();
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    assert_eq!(uac.invite("move-1", "", PROMPT).final_code(), Some(200));
+    assert_eq!(first.count(Method::Invite), 1);
+    // The name moves: within a few seconds calls follow it, state kept.
+    std::fs::write(&hosts, "127.0.0.2 moving.test\n").unwrap();
+    let _ = Command::new("kill").args(["-HUP", &dns.0.id().to_string()]).status();
+    assert!(
+        wait_until(Duration::from_secs(8), || wisp
+            .rpc("dispatcher.list", &[])
+            .unwrap()
+            .to_string()
+            .contains("127.0.0.2")),
+        "the new address is located"
+    );
+    assert_eq!(uac.invite("move-2", "", PROMPT).final_code(), Some(200));
+    assert_eq!(second.count(Method::Invite), 1, "the call went to the new address");
+    // The name vanishes: after the grace the destination is skipped and
+    // the calls go to the backup set.
+    std::fs::write(&hosts, "").unwrap();
+    let _ = Command::new("kill").args(["-HUP", &dns.0.id().to_string()]).status();
+    assert!(wisp.wait_log("unusable until it does", Duration::from_secs(10)), "the grace ran out");
+    assert_eq!(uac.invite("move-3", "", PROMPT).final_code(), Some(200));
+    assert_eq!(backup.count(Method::Invite), 1, "an unresolvable destination is not selected");
+    let _ = std::fs::remove_file(&hosts);
+}

@@ -54,7 +54,12 @@ pub struct Uas {
 
 impl Uas {
     pub fn start(behaviour: Behaviour) -> Uas {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Uas::start_at("127.0.0.1:0".parse().unwrap(), behaviour)
+    }
+
+    /// A carrier on a given address (another loopback IP, a known port).
+    pub fn start_at(at: SocketAddr, behaviour: Behaviour) -> Uas {
+        let sock = UdpSocket::bind(at).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = sock.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -93,6 +93,14 @@ impl State {
     }
 }
 
+/// Where a destination's name stands with DNS.
+#[derive(Debug)]
+struct NameState {
+    valid_until: Option<std::time::Instant>,
+    last: std::time::Instant,
+    failing_since: Option<std::time::Instant>,
+}
+
 /// One destination.
 #[derive(Debug)]
 pub struct Destination {
@@ -105,6 +113,11 @@ pub struct Destination {
     /// The URI's host when it is a name, to locate again (and its port,
     /// when the URI gives one: then no SRV).
     pub name: Option<(String, Option<u16>)>,
+    /// When the name's answer expires, when it was last looked up, since
+    /// when it fails to resolve.
+    name_state: Mutex<NameState>,
+    /// The name failed to resolve for longer than the grace: not usable.
+    unresolved: std::sync::atomic::AtomicBool,
     pub transport: Proto,
     pub priority: i32,
     pub attrs: String,
@@ -178,6 +191,12 @@ impl Destination {
             uri,
             targets: arc_swap::ArcSwap::from_pointee(targets),
             name,
+            name_state: Mutex::new(NameState {
+                valid_until: None,
+                last: std::time::Instant::now(),
+                failing_since: None,
+            }),
+            unresolved: std::sync::atomic::AtomicBool::new(false),
             transport,
             priority,
             weight,
@@ -219,10 +238,36 @@ impl Destination {
         crate::locate::order(&targets, |total| fastrand::u32(..total))
     }
 
-    /// Replace the targets (the name was located again); state and
-    /// counters stay.
-    pub fn set_targets(&self, targets: Vec<crate::locate::Target>) {
-        self.targets.store(Arc::new(targets));
+    /// The name was located (again): new targets; state and counters stay.
+    pub fn located(&self, l: &crate::locate::Located) {
+        self.targets.store(Arc::new(l.targets.clone()));
+        let mut s = self.name_state.lock().unwrap_or_else(|e| e.into_inner());
+        *s = NameState { valid_until: Some(l.valid_until), last: std::time::Instant::now(), failing_since: None };
+        self.unresolved.store(false, Ordering::Relaxed);
+    }
+
+    /// Time to look the name up again: its answer expired, or `every`
+    /// passed (0: only on expiry).
+    pub fn locate_due(&self, every: std::time::Duration) -> bool {
+        let s = self.name_state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        s.valid_until.is_some_and(|v| now >= v) || (!every.is_zero() && now >= s.last + every)
+    }
+
+    /// A lookup failed; true when it has failed for longer than `grace`
+    /// (the destination is unusable from then on).
+    pub fn locate_failed(&self, grace: std::time::Duration) -> bool {
+        let mut s = self.name_state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let since = *s.failing_since.get_or_insert(now);
+        s.last = now;
+        // Try again in a second or two rather than at the old TTL.
+        s.valid_until = Some(now + std::time::Duration::from_secs(1));
+        let lost = now.duration_since(since) >= grace;
+        if lost {
+            self.unresolved.store(true, Ordering::Relaxed);
+        }
+        lost
     }
 
     /// An attribute's value (`name=value` in attrs), if any.
@@ -344,7 +389,7 @@ impl Destination {
 
     /// Usable = neither INACTIVE nor DISABLED (TRYING still takes traffic).
     pub fn is_usable(&self) -> bool {
-        self.flags() & (flags::INACTIVE | flags::DISABLED) == 0
+        self.flags() & (flags::INACTIVE | flags::DISABLED) == 0 && !self.unresolved.load(Ordering::Relaxed)
     }
 
     /// The state by Kamailio's precedence: inactive > disabled > trying > active.
