@@ -46,10 +46,25 @@ pub enum LocateError {
     Setup(String),
 }
 
+/// `wisp_dns_lookups_total{result}`: how names were located (`srv`,
+/// `address` for A/AAAA without SRV, `failed`).
+#[derive(Debug, Clone, Default)]
+pub struct LocateMetrics {
+    pub lookups:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+}
+
+impl LocateMetrics {
+    fn count(&self, result: &str) {
+        self.lookups.get_or_create(&vec![("result".to_string(), result.to_string())]).inc();
+    }
+}
+
 /// The resolver wisp locates SIP servers with.
 #[derive(Clone)]
 pub struct Locator {
     resolver: TokioResolver,
+    metrics: LocateMetrics,
 }
 
 impl std::fmt::Debug for Locator {
@@ -80,7 +95,7 @@ pub fn default_port(proto: Proto) -> u16 {
 impl Locator {
     /// A resolver on `servers` (`IP:PORT`), or the system's configuration
     /// when there are none.
-    pub fn new(servers: &[SocketAddr]) -> Result<Locator, LocateError> {
+    pub fn new(servers: &[SocketAddr], metrics: LocateMetrics) -> Result<Locator, LocateError> {
         use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
         let builder = if servers.is_empty() {
             TokioResolver::builder_tokio().map_err(|e| LocateError::Setup(e.to_string()))?
@@ -103,12 +118,22 @@ impl Locator {
             TokioResolver::builder_with_config(config, Default::default())
         };
         let resolver = builder.build().map_err(|e| LocateError::Setup(e.to_string()))?;
-        Ok(Locator { resolver })
+        Ok(Locator { resolver, metrics })
     }
 
     /// Locate `host` for `proto`: SRV when `port` is None and `host` is a
     /// name, else (and when there is no SRV record) A/AAAA.
     pub async fn locate(&self, host: &str, port: Option<u16>, proto: Proto) -> Result<Located, LocateError> {
+        let located = self.lookup(host, port, proto).await;
+        self.metrics.count(match &located {
+            Ok(l) if l.srv => "srv",
+            Ok(_) => "address",
+            Err(_) => "failed",
+        });
+        located
+    }
+
+    async fn lookup(&self, host: &str, port: Option<u16>, proto: Proto) -> Result<Located, LocateError> {
         let not_found = |e: String| LocateError::NotFound(host.to_string(), e);
         if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             let addr = SocketAddr::new(ip, port.unwrap_or(default_port(proto)));

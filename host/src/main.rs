@@ -173,7 +173,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let s = wisp::config::Settings::load(path)?;
     // A database is read as it is now: no falling back on the cached copy.
     let mut ds = match &s.dispatcher.source {
-        wisp::config::ListSource::File(_) => wisp::server::load_dispatcher(&s.dispatcher, &s.dns)?,
+        wisp::config::ListSource::File(_) => wisp::server::load_dispatcher(&s.dispatcher, &s.dns, Default::default())?,
         wisp::config::ListSource::Db(db) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let entries = rt.block_on(db.load())?;

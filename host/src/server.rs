@@ -29,10 +29,11 @@ use crate::worker::{Bound, Phase, WorkerShared, WorkerSockets};
 pub fn load_dispatcher(
     s: &crate::config::DispatcherSettings,
     dns: &crate::config::DnsSettings,
+    metrics: crate::locate::LocateMetrics,
 ) -> anyhow::Result<Dispatcher> {
     use crate::dispatcher::list_file;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let locator = dns.srv.then(|| crate::locate::Locator::new(&dns.servers)).transpose()?;
+    let locator = dns.srv.then(|| crate::locate::Locator::new(&dns.servers, metrics)).transpose()?;
     let locate = |entries: &[list_file::Entry], at: &dyn Fn(usize) -> String| match &locator {
         Some(l) => rt.block_on(crate::dispatcher::locate(entries, l)).map_err(|u| u.into_error(at)),
         None => Ok(Default::default()),
@@ -80,7 +81,8 @@ pub fn load_dispatcher(
 
 /// Start wisp with checked settings; returns when asked to stop.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let mut dispatcher = load_dispatcher(&settings.dispatcher, &settings.dns)?;
+    let locate_metrics = crate::locate::LocateMetrics::default();
+    let mut dispatcher = load_dispatcher(&settings.dispatcher, &settings.dns, locate_metrics.clone())?;
     dispatcher.reset_state_on_reload = settings.dispatcher.reset_state_on_reload;
     dispatcher.tls_profiles = settings.tls.as_ref().map(|t| t.names()).unwrap_or_default();
     dispatcher.check_tls_profiles()?;
@@ -138,6 +140,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let exposition = Exposition::new(Sources {
+        dns: locate_metrics.clone(),
         tls: tls.clone(),
         proxy: &proxy_metrics,
         hooks: &hook_metrics,
@@ -180,7 +183,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             crate::config::ListSource::File(_) => None,
         },
         db_changed: tokio::sync::Notify::new(),
-        locator: settings.dns.srv.then(|| crate::locate::Locator::new(&settings.dns.servers)).transpose()?,
+        locator: settings
+            .dns
+            .srv
+            .then(|| crate::locate::Locator::new(&settings.dns.servers, locate_metrics.clone()))
+            .transpose()?,
     });
 
     die_on_panic();

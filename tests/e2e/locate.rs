@@ -55,6 +55,9 @@ fn srv_weights_share_the_calls_and_a_dead_target_fails_over_to_the_next_within_t
     for uas in [&heavy, &light, &backup] {
         assert!(list.contains(&uas.addr.to_string()), "{list}");
     }
+    let targets = wisp.metric("wisp_destination_targets", &[("set", "1"), ("uri", "sip:carrier.test")]);
+    assert_eq!(targets, Some(3.0));
+    assert!(wisp.metric("wisp_dns_lookups_total", &[("result", "srv")]).unwrap_or(0.0) >= 1.0);
     // The weights share the calls (70/30 within a generous bound).
     let mut uac = Uac::new(wisp.addr);
     let n = 200;

@@ -31,6 +31,7 @@ pub struct Sources<'a> {
     pub kv: Arc<Kv>,
     pub tables: Arc<crate::tables::Tables>,
     pub tls: Option<Arc<crate::transport::tls::TlsStore>>,
+    pub dns: crate::locate::LocateMetrics,
 }
 
 impl Exposition {
@@ -65,6 +66,11 @@ impl Exposition {
             sources.dispatcher.reloads.clone(),
         );
         wisp.register_collector(Box::new(DestinationCollector::new(sources.dispatcher)));
+        wisp.register(
+            "dns_lookups",
+            "Destination names located, by result (srv, address, failed)",
+            sources.dns.lookups,
+        );
         if let Some(tls) = sources.tls {
             wisp.register_collector(Box::new(crate::transport::tls::ExpiryCollector(tls)));
         }

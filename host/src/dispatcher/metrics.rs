@@ -74,6 +74,17 @@ impl Collector for DestinationCollector {
                     .encode(m.encode_family(&labels(d))?)?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "destination_targets",
+                "Addresses the destination's URI resolved to (SRV targets, RFC 3263)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for d in &dests {
+                ConstGauge::new(d.targets().len() as i64).encode(m.encode_family(&labels(d))?)?;
+            }
+        }
         type ReadF = fn(&super::latency::LatencyStats) -> f64;
         let gauges: [(&str, &str, ReadF); 2] = [
             ("destination_latency_est_seconds", "Keepalive round trip estimate (EWMA)", |l| l.est / 1000.0),
