@@ -22,6 +22,22 @@ use crate::proxy::metrics::ProxyMetrics;
 use crate::transport::{tcp, udp, Bus, ListenAddr, Proto, TransportMetrics};
 use crate::worker::{Bound, Phase, WorkerShared, WorkerSockets};
 
+/// The resolver for destination names, when `[dns] srv` is on. Without a
+/// usable system configuration (no resolv.conf), names are looked up as
+/// A/AAAA by the system resolver, as without SRV; a warning says so.
+fn locator(dns: &crate::config::DnsSettings, metrics: crate::locate::LocateMetrics) -> Option<crate::locate::Locator> {
+    if !dns.srv {
+        return None;
+    }
+    match crate::locate::Locator::new(&dns.servers, metrics) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("no SRV lookups for destination names: {e}");
+            None
+        }
+    }
+}
+
 /// Load the dispatcher from its source, its names located (RFC 3263) when
 /// `[dns] srv` is on. A database that cannot be read at start is replaced
 /// by its cached copy when there is one (said loudly), else wisp refuses
@@ -33,7 +49,7 @@ pub fn load_dispatcher(
 ) -> anyhow::Result<Dispatcher> {
     use crate::dispatcher::list_file;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let locator = dns.srv.then(|| crate::locate::Locator::new(&dns.servers, metrics)).transpose()?;
+    let locator = locator(dns, metrics);
     let locate = |entries: &[list_file::Entry], at: &dyn Fn(usize) -> String| match &locator {
         Some(l) => rt.block_on(crate::dispatcher::locate(entries, l)).map_err(|u| u.into_error(at)),
         None => Ok(Default::default()),
@@ -183,11 +199,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             crate::config::ListSource::File(_) => None,
         },
         db_changed: tokio::sync::Notify::new(),
-        locator: settings
-            .dns
-            .srv
-            .then(|| crate::locate::Locator::new(&settings.dns.servers, locate_metrics.clone()))
-            .transpose()?,
+        locator: locator(&settings.dns, locate_metrics.clone()),
     });
 
     die_on_panic();
