@@ -981,6 +981,8 @@ impl TryFrom<Config> for Settings {
                 answer_options: c.sip.answer_options,
                 myself,
                 flows: crate::transport::flow::FlowTokens::random(),
+                dns_srv: c.dns.srv,
+                dns_servers: dns.servers.clone(),
             },
             workers,
             socket_buffer: c.sip.socket_buffer,

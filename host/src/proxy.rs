@@ -72,6 +72,10 @@ pub struct ProxyConfig {
     pub answer_options: bool,
     /// The listen addresses and aliases (built once the ports are known).
     pub myself: Arc<sip::Myself>,
+    /// Locate request-URI and Route host names without a port by SRV
+    /// (`[dns] srv`), with these servers (none: resolv.conf).
+    pub dns_srv: bool,
+    pub dns_servers: Vec<SocketAddr>,
     /// Names WebSocket clients' connections in Record-Route.
     pub flows: crate::transport::flow::FlowTokens,
 }

@@ -121,7 +121,14 @@ fn run(id: usize, workers: usize, shared: Arc<WorkerShared>, io: WorkerSockets, 
             shared.hook_metrics.clone(),
         );
         let protos = shared.cfg.listen.iter().map(|l| l.proto).collect();
-        let sender = WorkerSender { id, protos, udp: udp_out, tcp: pool.clone(), bus: bus.clone() };
+        // SRV lookups of request-URI and Route names: the worker's own
+        // resolver (its tasks run on this worker's runtime).
+        let locator = shared
+            .cfg
+            .dns_srv
+            .then(|| crate::locate::Locator::new(&shared.cfg.dns_servers, Default::default()).ok())
+            .flatten();
+        let sender = WorkerSender { id, protos, udp: udp_out, tcp: pool.clone(), bus: bus.clone(), locator };
         let worker = Rc::new(RefCell::new(Worker::new(
             id,
             workers,
@@ -211,6 +218,7 @@ struct WorkerSender {
     udp: Vec<Option<std::net::UdpSocket>>,
     tcp: Arc<tcp::Pool>,
     bus: Arc<Bus>,
+    locator: Option<crate::locate::Locator>,
 }
 
 impl Sender for WorkerSender {
@@ -260,9 +268,9 @@ impl Sender for WorkerSender {
     }
 
     fn resolve(&self, host: String) {
-        let (bus, id) = (self.bus.clone(), self.id);
+        let (bus, id, locator) = (self.bus.clone(), self.id, self.locator.clone());
         tokio::spawn(async move {
-            let answer = crate::proxy::lookup(host.clone()).await;
+            let answer = crate::proxy::lookup(host.clone(), locator.as_ref()).await;
             bus.notify(id, Event::Resolved { host, answer });
         });
     }

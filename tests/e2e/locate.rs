@@ -145,3 +145,35 @@ fn a_name_that_moves_is_followed_and_one_that_vanishes_becomes_unusable_after_th
     assert_eq!(backup.count(Method::Invite), 1, "an unresolvable destination is not selected");
     let _ = std::fs::remove_file(&hosts);
 }
+
+#[test]
+fn an_in_dialog_request_uri_without_a_port_is_located_by_srv() {
+    // The far end's Contact names `callee.test` without a port: wisp finds
+    // its SIP service through SRV, trying the dead target first in line
+    // and then the live one within the same transaction.
+    let live = Uas::start(Behaviour::Answer);
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead); // nothing listens there: ICMP port unreachable
+    let records = vec![
+        format!("--srv-host=_sip._udp.callee.test,dead.callee.test,{dead_port},10,0"),
+        format!("--srv-host=_sip._udp.callee.test,live.callee.test,{},20,0", live.addr.port()),
+        "--host-record=dead.callee.test,127.0.0.1".to_string(),
+        "--host-record=live.callee.test,127.0.0.1".to_string(),
+    ];
+    let (_dns, port) = dnsmasq(&records);
+    let (carrier, _b, _c, list) = three_carriers();
+    let mut cfg = WispConfig::new(list);
+    cfg.extra = format!("[dns]\nservers = [\"127.0.0.1:{port}\"]\n");
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    let bye = uac
+        .request("BYE", "srv-dialog-1", 2, "z9hG4bK-srv-bye-1", "")
+        .replacen(&format!("BYE sip:callee@{}", wisp.addr), "BYE sip:bob@callee.test", 1)
+        .replace("To: <sip:callee@", "To: <sip:bob@callee.test>;tag=far-1\r\nX-Old-To: <sip:callee@");
+    uac.send(&bye);
+    let answer = uac.recv(Duration::from_secs(5)).expect("an answer to the BYE");
+    assert_eq!(answer.status(), Some(200), "the live target answered");
+    assert_eq!(live.count(Method::Bye), 1);
+    assert_eq!(carrier.count(Method::Bye), 0, "an in-dialog request follows its request-URI, not the sets");
+}

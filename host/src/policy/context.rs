@@ -64,6 +64,8 @@ pub struct RouteState {
     /// targets after the first, RFC 3263 §4.3): a branch that fails on one
     /// goes to the next before failure-route hears of it. Host-only.
     pub alternates: Vec<std::net::SocketAddr>,
+    /// Their transport (the failed branch's).
+    pub alternates_proto: Option<crate::transport::Proto>,
 }
 
 impl RouteState {

@@ -1,11 +1,12 @@
 //! Host names in request-URIs and Routes (in-dialog requests to a Contact
-//! or Record-Route that names a host): A/AAAA lookups through the system
-//! resolver, off the worker (a blocking task), with a small per-worker
-//! cache. The request waits in its transaction meanwhile; no SRV/NAPTR yet
-//! (RFC 3263), so the URI's port or 5060 is used.
+//! or Record-Route that names a host), off the worker, with a small
+//! per-worker cache; the request waits in its transaction meanwhile. A name
+//! with a port is looked up as A/AAAA by the system resolver (a blocking
+//! task); without one, and with `[dns] srv` on, it is located by SRV first
+//! (RFC 3263, [`crate::locate`]), its targets tried in turn.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Sender, Worker};
@@ -34,13 +35,14 @@ pub enum Waiting {
 /// One worker's names: answers, and what waits for the ones being looked up.
 #[derive(Debug, Default)]
 pub struct Names {
-    cache: HashMap<String, (Option<Vec<IpAddr>>, Instant)>,
+    /// By name (A/AAAA: port 0) or [`srv_key`] (SRV: ports from the answer).
+    cache: HashMap<String, (Option<Vec<SocketAddr>>, Instant)>,
     pending: HashMap<String, Vec<Waiting>>,
 }
 
 /// What the cache says about a name.
 pub enum Lookup<'a> {
-    Found(&'a [IpAddr]),
+    Found(&'a [SocketAddr]),
     Failed,
     Unknown,
 }
@@ -57,7 +59,7 @@ impl Names {
         }
     }
 
-    fn store(&mut self, host: &str, answer: Option<Vec<IpAddr>>, now: Instant) {
+    fn store(&mut self, host: &str, answer: Option<Vec<SocketAddr>>, now: Instant) {
         if self.cache.len() >= MAX_NAMES {
             self.cache.retain(|_, (_, until)| *until > now);
             if self.cache.len() >= MAX_NAMES {
@@ -88,7 +90,7 @@ impl<S: Sender> Worker<S> {
 
     /// A lookup finished: remember it and resume what waited for it (the
     /// relay now finds the name in the cache, or refuses it).
-    pub fn on_resolved(&mut self, host: String, answer: Option<Vec<IpAddr>>) {
+    pub fn on_resolved(&mut self, host: String, answer: Option<Vec<SocketAddr>>) {
         match &answer {
             Some(addrs) => tracing::debug!(%host, ?addrs, "resolved"),
             None => tracing::info!(%host, "cannot resolve host name: its requests get 503"),
@@ -107,12 +109,25 @@ impl<S: Sender> Worker<S> {
     }
 }
 
-/// Resolve `host` (A and AAAA) with the system resolver, on a blocking
-/// thread of the current runtime, bounded by [`LOOKUP_TIMEOUT`].
-pub async fn lookup(host: String) -> Option<Vec<IpAddr>> {
+/// The cache key of an SRV lookup of `host` for `proto`.
+pub fn srv_key(proto: crate::transport::Proto, host: &str) -> String {
+    format!("srv:{}:{host}", proto.as_str())
+}
+
+/// Resolve a cache key: [`srv_key`] with `locator` (addresses in RFC 2782
+/// order, ports from SRV), else the name's A and AAAA with the system
+/// resolver on a blocking thread (port 0). Bounded by [`LOOKUP_TIMEOUT`].
+pub async fn lookup(key: String, locator: Option<&crate::locate::Locator>) -> Option<Vec<SocketAddr>> {
+    if let (Some(rest), Some(l)) = (key.strip_prefix("srv:"), locator) {
+        let (proto, host) = rest.split_once(':')?;
+        let proto = crate::transport::Proto::from_name(proto.as_bytes())?;
+        let located = tokio::time::timeout(LOOKUP_TIMEOUT, l.locate(host, None, proto)).await.ok()?.ok()?;
+        return Some(crate::locate::order(&located.targets, |total| fastrand::u32(..total)));
+    }
+    let host = key.strip_prefix("srv:").and_then(|r| r.split_once(':')).map_or(key.clone(), |(_, h)| h.to_string());
     let blocking = tokio::task::spawn_blocking(move || {
         use std::net::ToSocketAddrs;
-        (host.as_str(), 0).to_socket_addrs().map(|it| it.map(|a| a.ip()).collect::<Vec<_>>())
+        (host.as_str(), 0).to_socket_addrs().map(|it| it.collect::<Vec<_>>())
     });
     match tokio::time::timeout(LOOKUP_TIMEOUT, blocking).await {
         Ok(Ok(Ok(addrs))) if !addrs.is_empty() => Some(addrs),

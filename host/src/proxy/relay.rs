@@ -115,25 +115,30 @@ impl<S: Sender> Worker<S> {
                     return NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name: None, alternates });
                 }
                 let host = String::from_utf8_lossy(u.host).to_ascii_lowercase();
-                match self.names.get(&host, self.clock.now()) {
-                    dns::Lookup::Found(ips) => {
-                        // The first address of a family wisp can send from.
-                        let can_send = |ip: &&std::net::IpAddr| {
-                            self.cfg.listen.iter().any(|l| l.proto == proto && l.addr.is_ipv4() == ip.is_ipv4())
+                // RFC 3263: a name without a port is located by SRV (its
+                // answer carries the ports); with one, by A/AAAA.
+                let srv = self.cfg.dns_srv && u.port.is_none();
+                let key = if srv { dns::srv_key(proto, &host) } else { host.clone() };
+                match self.names.get(&key, self.clock.now()) {
+                    dns::Lookup::Found(found) => {
+                        // Addresses of a family wisp can send from, in order.
+                        let can_send = |a: &&SocketAddr| {
+                            self.cfg.listen.iter().any(|l| l.proto == proto && l.addr.is_ipv4() == a.is_ipv4())
                         };
-                        match ips.iter().find(can_send) {
-                            Some(ip) => {
-                                let addr = SocketAddr::new(*ip, u.port_or_default());
+                        let port = |a: &SocketAddr| if srv { *a } else { SocketAddr::new(a.ip(), u.port_or_default()) };
+                        let mut usable = found.iter().filter(can_send).map(port);
+                        match usable.next() {
+                            Some(addr) => {
                                 let tls_name =
                                     (proto == Proto::Tls).then(|| Arc::new(TlsTarget::new(None, Some(host.clone()))));
-                                let alternates = Vec::new();
+                                let alternates = if srv { usable.collect() } else { Vec::new() };
                                 NextHop::Addr(Target { proto, addr, destination: None, fixed, tls_name, alternates })
                             }
                             None => NextHop::Refuse(503),
                         }
                     }
                     dns::Lookup::Failed => NextHop::Refuse(503),
-                    dns::Lookup::Unknown => NextHop::Name(host),
+                    dns::Lookup::Unknown => NextHop::Name(key),
                 }
             }
             Ok(_) => NextHop::Refuse(416),
@@ -231,6 +236,7 @@ impl<S: Sender> Worker<S> {
         let mut targets = targets;
         if let ([only], Some(tx)) = (targets.as_mut_slice(), self.txs.get_mut(&id)) {
             tx.route.alternates = std::mem::take(&mut only.alternates);
+            tx.route.alternates_proto = Some(only.proto);
         }
         let Some(tx) = self.txs.get(&id) else { return };
         if tx.branches.len() + targets.len() > self.cfg.max_branches {
@@ -336,17 +342,14 @@ impl<S: Sender> Worker<S> {
                 return false;
             }
             let addr = tx.route.alternates.remove(0);
-            let Some(d) = tx.route.target().cloned() else { return false };
-            tracing::debug!(uri = %d.uri, %addr, "next target of the destination's name");
-            let fixed = names_transport(d.uri.as_bytes());
-            let target = Target {
-                proto: d.transport,
-                addr,
-                destination: Some(d),
-                fixed,
-                tls_name: None,
-                alternates: Vec::new(),
+            let destination = tx.route.target().cloned();
+            let Some(proto) = destination.as_ref().map(|d| d.transport).or(tx.route.alternates_proto) else {
+                return false;
             };
+            tracing::debug!(%addr, "next target of the name");
+            // A request-URI's targets: no switch to TCP (the name was located for this transport).
+            let fixed = destination.as_ref().is_none_or(|d| names_transport(d.uri.as_bytes()));
+            let target = Target { proto, addr, destination, fixed, tls_name: None, alternates: Vec::new() };
             if self.start_branch(id, target).is_ok() {
                 return true;
             }

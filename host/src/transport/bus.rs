@@ -9,7 +9,7 @@
 //! overload) and the rare control events (failures, lookups), which are
 //! never dropped. Messages from one sender to one worker keep their order.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +32,7 @@ pub enum Event {
     /// timed out; ICMP unreachable).
     Failed { proto: Proto, peer: SocketAddr },
     /// A host name lookup finished (None: it failed).
-    Resolved { host: String, answer: Option<Vec<IpAddr>> },
+    Resolved { host: String, answer: Option<Vec<SocketAddr>> },
 }
 
 /// Every worker's inbox.

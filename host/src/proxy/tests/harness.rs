@@ -142,6 +142,8 @@ impl Harness {
             answer_options: true,
             myself: Arc::new(sip::Myself::new(vec![addr(WISP)], &[])),
             flows: crate::transport::flow::FlowTokens::random(),
+            dns_srv: false,
+            dns_servers: Vec::new(),
         };
         let wire = Rc::new(RefCell::new(Wire::default()));
         let clock = Clock::manual(Instant::now());
