@@ -444,6 +444,10 @@ pub struct DnsSection {
     /// true); false: A/AAAA only, as before.
     #[serde(default = "yes")]
     pub srv: bool,
+    /// Query NAPTR first for destinations whose URI names no transport
+    /// (default false, as Kamailio's `dns_try_naptr`).
+    #[serde(default)]
+    pub naptr: bool,
     /// DNS servers as `IP:PORT` (default: the system's resolv.conf).
     #[serde(default)]
     pub servers: Vec<String>,
@@ -451,7 +455,7 @@ pub struct DnsSection {
 
 impl Default for DnsSection {
     fn default() -> Self {
-        DnsSection { srv: true, servers: Vec::new() }
+        DnsSection { srv: true, naptr: false, servers: Vec::new() }
     }
 }
 
@@ -459,6 +463,7 @@ impl Default for DnsSection {
 #[derive(Debug, Clone)]
 pub struct DnsSettings {
     pub srv: bool,
+    pub naptr: bool,
     pub servers: Vec<SocketAddr>,
 }
 
@@ -924,7 +929,7 @@ impl TryFrom<Config> for Settings {
             .iter()
             .map(|s| s.parse::<SocketAddr>().map_err(|_| invalid("dns.servers", format!("`{s}` is not IP:PORT"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let dns = DnsSettings { srv: c.dns.srv, servers };
+        let dns = DnsSettings { srv: c.dns.srv, naptr: c.dns.naptr, servers };
         let mut tables = std::collections::BTreeMap::new();
         for (name, t) in &c.tables {
             let key = |k: &str| format!("tables.{name}.{k}");

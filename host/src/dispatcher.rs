@@ -359,7 +359,13 @@ pub async fn locate(entries: &[Entry], locator: &crate::locate::Locator) -> Resu
         }
         let unlocated = |reason: String| Unlocated { line: e.line, uri: e.uri.clone(), reason };
         let proto = transport_of(&u).map_err(unlocated)?;
-        let located = locator.locate(&host, u.port, proto).await.map_err(|err| unlocated(err.to_string()))?;
+        // NAPTR may choose the transport only when the URI does not.
+        let open = u.transport().is_none() && u.scheme == crate::sip::Scheme::Sip;
+        let located = match open {
+            true => locator.locate_any(&host, u.port, proto).await,
+            false => locator.locate(&host, u.port, proto).await,
+        }
+        .map_err(|err| unlocated(err.to_string()))?;
         out.insert(e.uri.clone(), located);
     }
     Ok(out)
@@ -423,7 +429,11 @@ fn build(
                 let (targets, transport) = match located.get(&e.uri) {
                     Some(l) => {
                         let u = crate::sip::Uri::parse(e.uri.as_bytes()).map_err(|err| unresolved(err.to_string()))?;
-                        (l.targets.clone(), transport_of(&u).map_err(unresolved)?)
+                        let transport = match l.naptr {
+                            Some(p) => p,
+                            None => transport_of(&u).map_err(unresolved)?,
+                        };
+                        (l.targets.clone(), transport)
                     }
                     None => {
                         let (addr, transport) = resolve(&e.uri).map_err(unresolved)?;

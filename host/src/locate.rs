@@ -3,7 +3,10 @@
 //! `_sips._tcp` by transport), each SRV target as A/AAAA (the answer's
 //! additional records first), and a name without SRV records as A/AAAA on
 //! the default port. A name with a port, or an IP address, needs no SRV.
-//! NAPTR is not queried (Kamailio's default, `dns_try_naptr=no`).
+//! NAPTR comes first when `[dns] naptr` is on and the URI names no
+//! transport (off by default, as Kamailio's `dns_try_naptr`): the first
+//! record by order and preference with flag `s` and a service wisp speaks
+//! (`SIP+D2U`, `SIP+D2T`, `SIPS+D2T`) gives the transport and the SRV name.
 //!
 //! Targets are tried in RFC 2782 order: lowest priority first, and within
 //! a priority in a weighted random order drawn anew for every call.
@@ -36,6 +39,8 @@ pub struct Located {
     pub valid_until: Instant,
     /// Found through SRV records (else A/AAAA on the default port).
     pub srv: bool,
+    /// The transport NAPTR chose, when it did.
+    pub naptr: Option<Proto>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,8 @@ impl LocateMetrics {
 pub struct Locator {
     resolver: TokioResolver,
     metrics: LocateMetrics,
+    /// Query NAPTR first for URIs that name no transport.
+    pub naptr: bool,
 }
 
 impl std::fmt::Debug for Locator {
@@ -118,7 +125,7 @@ impl Locator {
             TokioResolver::builder_with_config(config, Default::default())
         };
         let resolver = builder.build().map_err(|e| LocateError::Setup(e.to_string()))?;
-        Ok(Locator { resolver, metrics })
+        Ok(Locator { resolver, metrics, naptr: false })
     }
 
     /// Locate `host` for `proto`: SRV when `port` is None and `host` is a
@@ -134,60 +141,111 @@ impl Locator {
     }
 
     async fn lookup(&self, host: &str, port: Option<u16>, proto: Proto) -> Result<Located, LocateError> {
-        let not_found = |e: String| LocateError::NotFound(host.to_string(), e);
         if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             let addr = SocketAddr::new(ip, port.unwrap_or(default_port(proto)));
             let far = Instant::now() + Duration::from_secs(365 * 86_400);
-            return Ok(Located {
-                targets: vec![Target { priority: 0, weight: 0, addr }],
-                valid_until: far,
-                srv: false,
-            });
+            let targets = vec![Target { priority: 0, weight: 0, addr }];
+            return Ok(Located { targets, valid_until: far, srv: false, naptr: None });
         }
         if port.is_none() {
             let name = format!("{}.{}.", srv_prefix(proto), host.trim_end_matches('.'));
-            if let Ok(srv) = self.resolver.lookup(name.as_str(), RecordType::SRV).await {
-                let mut valid_until = srv.valid_until();
-                let mut targets = Vec::new();
-                for rec in srv.answers() {
-                    let RData::SRV(s) = &rec.data else { continue };
-                    // The additional section often carries the addresses already.
-                    let glue: Vec<IpAddr> = srv
-                        .additionals()
-                        .iter()
-                        .filter(|a| a.name == s.target)
-                        .filter_map(|a| match &a.data {
-                            RData::A(a) => Some(IpAddr::V4(a.0)),
-                            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                            _ => None,
-                        })
-                        .collect();
-                    let ips = if glue.is_empty() {
-                        match self.resolver.lookup_ip(s.target.to_string()).await {
-                            Ok(ips) => {
-                                valid_until = valid_until.min(ips.valid_until());
-                                ips.iter().collect()
-                            }
-                            Err(e) => {
-                                tracing::debug!(target = %s.target, "srv target does not resolve: {e}");
-                                Vec::new()
-                            }
-                        }
-                    } else {
-                        glue
-                    };
-                    targets.extend(ips.into_iter().map(|ip| Target {
-                        priority: s.priority,
-                        weight: s.weight,
-                        addr: SocketAddr::new(ip, s.port),
-                    }));
-                }
-                if !targets.is_empty() {
-                    targets.sort_by_key(|t| t.priority);
-                    return Ok(Located { targets, valid_until, srv: true });
-                }
+            if let Some((targets, valid_until)) = self.srv(&name).await {
+                return Ok(Located { targets, valid_until, srv: true, naptr: None });
             }
         }
+        self.addresses(host, port, proto).await
+    }
+
+    /// NAPTR first (RFC 3263 §4.1) for a URI that names no transport and
+    /// no port, when `naptr` is on; else (or without a usable record) as
+    /// [`Locator::locate`] with `proto`.
+    pub async fn locate_any(&self, host: &str, port: Option<u16>, proto: Proto) -> Result<Located, LocateError> {
+        if self.naptr && port.is_none() && host.parse::<IpAddr>().is_err() {
+            if let Some(l) = self.naptr_lookup(host).await {
+                self.metrics.count("naptr");
+                return Ok(l);
+            }
+        }
+        self.locate(host, port, proto).await
+    }
+
+    async fn naptr_lookup(&self, host: &str) -> Option<Located> {
+        let name = format!("{}.", host.trim_end_matches('.'));
+        let answer = self.resolver.lookup(name.as_str(), RecordType::NAPTR).await.ok()?;
+        let mut records: Vec<_> = answer
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::NAPTR(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        records.sort_by_key(|n| (n.order, n.preference));
+        for n in records {
+            let proto = match n.services.to_ascii_uppercase().as_slice() {
+                b"SIP+D2U" => Proto::Udp,
+                b"SIP+D2T" => Proto::Tcp,
+                b"SIPS+D2T" => Proto::Tls,
+                _ => continue,
+            };
+            if !n.flags.eq_ignore_ascii_case(b"s") {
+                continue;
+            }
+            if let Some((targets, valid_until)) = self.srv(&n.replacement.to_string()).await {
+                return Some(Located { targets, valid_until, srv: true, naptr: Some(proto) });
+            }
+        }
+        None
+    }
+
+    /// The targets of an SRV name, sorted by priority; None without any.
+    async fn srv(&self, name: &str) -> Option<(Vec<Target>, Instant)> {
+        let srv = self.resolver.lookup(name, RecordType::SRV).await.ok()?;
+        let mut valid_until = srv.valid_until();
+        let mut targets = Vec::new();
+        for rec in srv.answers() {
+            let RData::SRV(s) = &rec.data else { continue };
+            // The additional section often carries the addresses already.
+            let glue: Vec<IpAddr> = srv
+                .additionals()
+                .iter()
+                .filter(|a| a.name == s.target)
+                .filter_map(|a| match &a.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect();
+            let ips = if glue.is_empty() {
+                match self.resolver.lookup_ip(s.target.to_string()).await {
+                    Ok(ips) => {
+                        valid_until = valid_until.min(ips.valid_until());
+                        ips.iter().collect()
+                    }
+                    Err(e) => {
+                        tracing::debug!(target = %s.target, "srv target does not resolve: {e}");
+                        Vec::new()
+                    }
+                }
+            } else {
+                glue
+            };
+            targets.extend(ips.into_iter().map(|ip| Target {
+                priority: s.priority,
+                weight: s.weight,
+                addr: SocketAddr::new(ip, s.port),
+            }));
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        targets.sort_by_key(|t| t.priority);
+        Some((targets, valid_until))
+    }
+
+    /// A/AAAA of `host` on `port` (or the transport's default).
+    async fn addresses(&self, host: &str, port: Option<u16>, proto: Proto) -> Result<Located, LocateError> {
+        let not_found = |e: String| LocateError::NotFound(host.to_string(), e);
         let ips = self.resolver.lookup_ip(host).await.map_err(|e| not_found(e.to_string()))?;
         let port = port.unwrap_or(default_port(proto));
         let targets: Vec<Target> =
@@ -195,7 +253,7 @@ impl Locator {
         if targets.is_empty() {
             return Err(not_found("no address".into()));
         }
-        Ok(Located { targets, valid_until: ips.valid_until(), srv: false })
+        Ok(Located { targets, valid_until: ips.valid_until(), srv: false, naptr: None })
     }
 }
 

@@ -30,7 +30,10 @@ fn locator(dns: &crate::config::DnsSettings, metrics: crate::locate::LocateMetri
         return None;
     }
     match crate::locate::Locator::new(&dns.servers, metrics) {
-        Ok(l) => Some(l),
+        Ok(mut l) => {
+            l.naptr = dns.naptr;
+            Some(l)
+        }
         Err(e) => {
             tracing::warn!("no SRV lookups for destination names: {e}");
             None

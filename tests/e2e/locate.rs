@@ -177,3 +177,23 @@ fn an_in_dialog_request_uri_without_a_port_is_located_by_srv() {
     assert_eq!(live.count(Method::Bye), 1);
     assert_eq!(carrier.count(Method::Bye), 0, "an in-dialog request follows its request-URI, not the sets");
 }
+
+#[test]
+fn with_naptr_on_a_name_is_located_through_its_naptr_record() {
+    // naptr.test has only a NAPTR record, pointing at another SRV name.
+    let carrier = Uas::start(Behaviour::Answer);
+    let records = vec![
+        "--naptr-record=naptr.test,10,10,s,SIP+D2U,,_sip._udp.other.test".to_string(),
+        "--naptr-record=naptr.test,5,10,s,XMPP+D2T,,_xmpp._tcp.other.test".to_string(),
+        format!("--srv-host=_sip._udp.other.test,t.other.test,{},10,0", carrier.addr.port()),
+        "--host-record=t.other.test,127.0.0.1".to_string(),
+    ];
+    let (_dns, port) = dnsmasq(&records);
+    let mut cfg = WispConfig::new("1 sip:naptr.test\n");
+    cfg.extra = format!("[dns]\nnaptr = true\nservers = [\"127.0.0.1:{port}\"]\n");
+    let wisp = Wisp::start(cfg);
+    let mut uac = Uac::new(wisp.addr);
+    assert_eq!(uac.invite("naptr-1", "", PROMPT).final_code(), Some(200));
+    assert_eq!(carrier.count(Method::Invite), 1);
+    assert!(wisp.metric("wisp_dns_lookups_total", &[("result", "naptr")]).unwrap_or(0.0) >= 1.0);
+}
