@@ -374,7 +374,7 @@ impl<S: Sender> Worker<S> {
             Event::Message { bytes, src, listen } => self.on_datagram(bytes, src, listen),
             Event::Handoff { msg, src, listen } => self.on_message(msg, src, listen),
             Event::Failed { proto, peer } => self.on_transport_failure(proto, peer),
-            Event::Resolved { host, answer } => self.on_resolved(host, answer),
+            Event::Resolved { host, answer, ttl } => self.on_resolved(host, answer, ttl),
         }
     }
 

@@ -270,8 +270,8 @@ impl Sender for WorkerSender {
     fn resolve(&self, host: String) {
         let (bus, id, locator) = (self.bus.clone(), self.id, self.locator.clone());
         tokio::spawn(async move {
-            let answer = crate::proxy::lookup(host.clone(), locator.as_ref()).await;
-            bus.notify(id, Event::Resolved { host, answer });
+            let (answer, ttl) = crate::proxy::lookup(host.clone(), locator.as_ref()).await;
+            bus.notify(id, Event::Resolved { host, answer, ttl });
         });
     }
 }

@@ -13,7 +13,7 @@ use super::{Sender, Worker};
 use crate::policy::RouteState;
 use crate::sip::Message;
 
-/// How long an answer is reused.
+/// How long an answer is reused at most (and when DNS gave no TTL).
 const TTL: Duration = Duration::from_secs(60);
 /// How long a failed lookup is remembered (its requests get 503 at once).
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
@@ -59,14 +59,18 @@ impl Names {
         }
     }
 
-    fn store(&mut self, host: &str, answer: Option<Vec<SocketAddr>>, now: Instant) {
+    fn store(&mut self, host: &str, answer: Option<Vec<SocketAddr>>, ttl: Option<Duration>, now: Instant) {
         if self.cache.len() >= MAX_NAMES {
             self.cache.retain(|_, (_, until)| *until > now);
             if self.cache.len() >= MAX_NAMES {
                 self.cache.clear();
             }
         }
-        let ttl = if answer.is_some() { TTL } else { NEGATIVE_TTL };
+        // The record's own TTL when DNS gave one, within [1 s, TTL].
+        let ttl = match answer {
+            Some(_) => ttl.map_or(TTL, |t| t.clamp(Duration::from_secs(1), TTL)),
+            None => NEGATIVE_TTL,
+        };
         self.cache.insert(host.to_string(), (answer, now + ttl));
     }
 }
@@ -90,13 +94,13 @@ impl<S: Sender> Worker<S> {
 
     /// A lookup finished: remember it and resume what waited for it (the
     /// relay now finds the name in the cache, or refuses it).
-    pub fn on_resolved(&mut self, host: String, answer: Option<Vec<SocketAddr>>) {
+    pub fn on_resolved(&mut self, host: String, answer: Option<Vec<SocketAddr>>, ttl: Option<Duration>) {
         match &answer {
             Some(addrs) => tracing::debug!(%host, ?addrs, "resolved"),
             None => tracing::info!(%host, "cannot resolve host name: its requests get 503"),
         }
         let now = self.clock.now();
-        self.names.store(&host, answer, now);
+        self.names.store(&host, answer, ttl, now);
         for waiting in self.names.pending.remove(&host).unwrap_or_default() {
             match waiting {
                 Waiting::Relay(id) => self.relay(id),
@@ -117,12 +121,18 @@ pub fn srv_key(proto: crate::transport::Proto, host: &str) -> String {
 /// Resolve a cache key: [`srv_key`] with `locator` (addresses in RFC 2782
 /// order, ports from SRV), else the name's A and AAAA with the system
 /// resolver on a blocking thread (port 0). Bounded by [`LOOKUP_TIMEOUT`].
-pub async fn lookup(key: String, locator: Option<&crate::locate::Locator>) -> Option<Vec<SocketAddr>> {
+pub async fn lookup(
+    key: String,
+    locator: Option<&crate::locate::Locator>,
+) -> (Option<Vec<SocketAddr>>, Option<Duration>) {
     if let (Some(rest), Some(l)) = (key.strip_prefix("srv:"), locator) {
-        let (proto, host) = rest.split_once(':')?;
-        let proto = crate::transport::Proto::from_name(proto.as_bytes())?;
-        let located = tokio::time::timeout(LOOKUP_TIMEOUT, l.locate(host, None, proto)).await.ok()?.ok()?;
-        return Some(crate::locate::order(&located.targets, |total| fastrand::u32(..total)));
+        let Some((proto, host)) = rest.split_once(':') else { return (None, None) };
+        let Some(proto) = crate::transport::Proto::from_name(proto.as_bytes()) else { return (None, None) };
+        let Ok(Ok(located)) = tokio::time::timeout(LOOKUP_TIMEOUT, l.locate(host, None, proto)).await else {
+            return (None, None);
+        };
+        let ttl = located.valid_until.saturating_duration_since(Instant::now());
+        return (Some(crate::locate::order(&located.targets, |total| fastrand::u32(..total))), Some(ttl));
     }
     let host = key.strip_prefix("srv:").and_then(|r| r.split_once(':')).map_or(key.clone(), |(_, h)| h.to_string());
     let blocking = tokio::task::spawn_blocking(move || {
@@ -130,7 +140,7 @@ pub async fn lookup(key: String, locator: Option<&crate::locate::Locator>) -> Op
         (host.as_str(), 0).to_socket_addrs().map(|it| it.collect::<Vec<_>>())
     });
     match tokio::time::timeout(LOOKUP_TIMEOUT, blocking).await {
-        Ok(Ok(Ok(addrs))) if !addrs.is_empty() => Some(addrs),
-        _ => None,
+        Ok(Ok(Ok(addrs))) if !addrs.is_empty() => (Some(addrs), None),
+        _ => (None, None),
     }
 }

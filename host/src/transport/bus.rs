@@ -32,7 +32,8 @@ pub enum Event {
     /// timed out; ICMP unreachable).
     Failed { proto: Proto, peer: SocketAddr },
     /// A host name lookup finished (None: it failed).
-    Resolved { host: String, answer: Option<Vec<SocketAddr>> },
+    /// `ttl`: how long the answer holds, when DNS said (SRV lookups).
+    Resolved { host: String, answer: Option<Vec<SocketAddr>>, ttl: Option<std::time::Duration> },
 }
 
 /// Every worker's inbox.

@@ -83,7 +83,7 @@ fn a_host_name_waits_for_its_lookup() {
     h.recv(CALLER, &in_dialog("BYE", "w6", "carrier.example:5099"));
     assert!(h.take().is_empty(), "parked until the name is known");
     assert_eq!(h.wire.borrow().lookups, ["carrier.example"]);
-    h.w.on_resolved("carrier.example".into(), Some(vec!["127.0.0.1:0".parse().unwrap()]));
+    h.w.on_resolved("carrier.example".into(), Some(vec!["127.0.0.1:0".parse().unwrap()]), None);
     let bye = one(h.take_to("127.0.0.1:5099"));
     assert_eq!(bye.method(), "BYE");
     h.recv(CALLER, &in_dialog("INFO", "w6", "carrier.example:5099"));
