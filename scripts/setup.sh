@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Install what wisp needs to build and test: the wasm32-wasip2 target (for
-# policies) and, as root on Debian/Ubuntu, sipp (package sip-tester) and the
-# tools the torture-corpus replay uses to make a loopback-only network
+# Install what wisp needs to build and run: the wasm32-wasip2 target (for
+# policies) and, as root on Debian/Ubuntu, sipp (package sip-tester; the
+# quickstart's caller and carriers). With --test, also what the tests use:
+# the tools the torture-corpus replay uses to make a loopback-only network
 # namespace (`unshare` from util-linux, `ip` from iproute2), the openssl
-# CLI (the TLS tests make their certificates with it and use s_client), and
+# CLI (the TLS tests make their certificates with it and use s_client),
 # Node.js with npm for JsSIP, the WebRTC SIP stack the WebSocket tests run
-# (`npm ci` in tests/jssip, versions pinned by its package-lock.json), and
-# Kamailio 5.6 with its TLS module, an independent TLS peer in the tests,
-# socat, which carries Debian's TLS-less sipp over TLS, and the PostgreSQL
-# server (the tests start their own cluster in a temporary folder), and
-# dnsmasq, a local DNS server for the SRV tests.
+# (`npm ci` in tests/jssip, versions pinned by its package-lock.json),
+# Kamailio 5.6 with its TLS module (an independent TLS peer), socat (it
+# carries Debian's TLS-less sipp over TLS), the PostgreSQL server (the
+# tests start their own cluster in a temporary folder), and dnsmasq (a
+# local DNS server for the SRV tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=false
+[ "${1:-}" = "--test" ] && tests=true
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   echo "setup: adding the wasm32-wasip2 target (policies are built for it)"
@@ -20,6 +23,7 @@ fi
 
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+if $tests; then
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
@@ -29,7 +33,8 @@ command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
-[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || [ -n "$(find /usr/lib -path '*kamailio/modules/tls.so' 2>/dev/null | head -1)" ] || missing+=(kamailio-tls-modules)
+[ -n "$(find /usr/lib -path '*kamailio/modules/tls.so' 2>/dev/null | head -1)" ] || missing+=(kamailio-tls-modules)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]}"
@@ -41,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if [ ! -d tests/jssip/node_modules/jssip ]; then
+if $tests && [ ! -d tests/jssip/node_modules/jssip ]; then
   echo "setup: installing JsSIP for the WebSocket tests (npm ci in tests/jssip)"
   (cd tests/jssip && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

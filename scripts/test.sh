@@ -4,7 +4,7 @@
 # 25-60x faster in a release host), then fmt and clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --test
 ./scripts/build-policies.sh >/dev/null
 # Policy crates are wasm components: tested through the host, linted for wasm.
 excludes=() wasm=(-p wisp-policy)
