@@ -234,9 +234,16 @@ impl<S: Sender> Worker<S> {
             return self.reply(id, 503);
         }
         let mut targets = targets;
-        if let ([only], Some(tx)) = (targets.as_mut_slice(), self.txs.get_mut(&id)) {
-            tx.route.alternates = std::mem::take(&mut only.alternates);
-            tx.route.alternates_proto = Some(only.proto);
+        if let Some(tx) = self.txs.get_mut(&id) {
+            // A name's other targets belong to a single branch; parallel
+            // forking tries none.
+            match targets.as_mut_slice() {
+                [only] => {
+                    tx.route.alternates = std::mem::take(&mut only.alternates);
+                    tx.route.alternates_proto = Some(only.proto);
+                }
+                _ => tx.route.alternates.clear(),
+            }
         }
         let Some(tx) = self.txs.get(&id) else { return };
         if tx.branches.len() + targets.len() > self.cfg.max_branches {
