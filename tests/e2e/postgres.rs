@@ -128,7 +128,8 @@ fn with_the_database_down_at_start_wisp_starts_from_its_cached_copy_or_refuses_c
     let (a, _b, _c, _) = three_carriers();
     insert(&pg, 1, &a.uri(), 0, "");
     let cache = std::env::temp_dir().join(format!("wisp-ds-cache-{}-{:x}", std::process::id(), fastrand::u64(..)));
-    let cache_line = format!("db_cache_file = \"{}\"\n", cache.display());
+    // Extra attrs with a space (the description column): the copy still loads.
+    let cache_line = format!("db_cache_file = \"{}\"\ndb_extra_attrs = \"descr=description\"\n", cache.display());
     {
         let _first = db_wisp(&pg, &cache_line);
     }

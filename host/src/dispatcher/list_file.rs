@@ -96,7 +96,9 @@ pub fn destination(column: &str) -> Result<String, String> {
 pub fn render(entries: &[Entry]) -> String {
     let mut out = String::new();
     for e in entries {
-        let attrs = if e.attrs.is_empty() { String::new() } else { format!(" {}", e.attrs) };
+        // A list line cannot hold spaces in attrs (a database column can):
+        // they are written as %20, so the copy still loads.
+        let attrs = if e.attrs.is_empty() { String::new() } else { format!(" {}", e.attrs.replace(' ', "%20")) };
         out.push_str(&format!("{} {} {} {}{attrs}\n", e.set_id, e.uri, e.flags, e.priority));
     }
     out
