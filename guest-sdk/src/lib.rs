@@ -359,7 +359,8 @@ pub mod transaction {
         t::is_canceled()
     }
 
-    /// Ask for a Record-Route header (INVITEs get one by default).
+    /// Ask for a Record-Route header (out-of-dialog INVITE, SUBSCRIBE and
+    /// REFER get one by default).
     pub fn record_route() {
         t::record_route()
     }

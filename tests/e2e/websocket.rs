@@ -242,3 +242,22 @@ fn a_websocket_caller_reaches_a_sipp_carrier_whose_bye_comes_back_over_the_webso
     let status = sipp.wait().unwrap();
     assert!(status.success(), "sipp's scenario ended with its BYE answered 200 ({status})");
 }
+
+#[test]
+fn a_subscribe_from_a_websocket_client_is_record_routed_with_its_flow() {
+    // A dialog-creating request other than INVITE: the far end's NOTIFYs
+    // must find the client too.
+    let carrier = Uas::start(Behaviour::Answer);
+    let mut cfg = WispConfig::new(format!("1 {}\n", carrier.uri()));
+    cfg.ws = true;
+    cfg.policy_config = Some("methods = [\"INVITE\", \"SUBSCRIBE\"]\n".into());
+    let wisp = Wisp::start(cfg);
+    let mut uac = WsUac::connect(wisp.ws.unwrap(), Upgrade::default()).expect("upgrade");
+    let sub = uac.request("SUBSCRIBE", &format!("sip:bob@{}", carrier.addr), "ws-sub-1", 1, "Event: presence\r\n");
+    uac.send(&sub);
+    assert_eq!(final_response(&mut uac).and_then(|m| m.status()), Some(200));
+    let got = carrier.received().into_iter().find(|r| r.msg.method_bytes() == b"SUBSCRIBE").expect("relayed");
+    let rr: Vec<String> =
+        got.msg.values_named(b"Record-Route").map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    assert!(rr.iter().any(|r| r.contains(";transport=ws") && r.contains('@')), "{rr:?}");
+}

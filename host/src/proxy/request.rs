@@ -173,11 +173,15 @@ impl<S: Sender> Worker<S> {
     /// Call request-route for a new transaction and act on the decision.
     fn run_request_route(&mut self, id: u64) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
-        let initial_invite = tx.request.method() == Method::Invite && !tx.request.has_to_tag();
+        // Record-Route on requests that create dialogs (RFC 3261 INVITE,
+        // RFC 6665 SUBSCRIBE, RFC 3515 REFER): their in-dialog requests come
+        // back through wisp (and find a WebSocket client's connection).
+        let creates_dialog = matches!(tx.request.method_bytes(), b"INVITE" | b"SUBSCRIBE" | b"REFER");
+        let record_route = creates_dialog && !tx.request.has_to_tag();
         // The request is lent to the policy (and comes back whatever happens).
         let request = std::mem::replace(&mut tx.request, Message::placeholder());
         let mut ctx = CallContext::new(request, tx.source, self.cfg.listen[tx.server.socket].proto);
-        ctx.route.record_route = initial_invite;
+        ctx.route.record_route = record_route;
         ctx.route.flow = tx.route.flow;
         let version = tx.policy.clone();
         let (decision, ctx) = self.policy.request_route(&version, ctx);
