@@ -313,6 +313,11 @@ async fn control_loop(
     threads: &[std::thread::JoinHandle<()>],
 ) -> anyhow::Result<Stop> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Signals first: "control listening" tells the world wisp is up, and a
+    // SIGTERM right after must drain, not kill.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let addr = settings.control.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -336,9 +341,6 @@ async fn control_loop(
         let s = state.clone();
         tokio::spawn(async move { db.listen(move || s.db_changed.notify_one()).await });
     }
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     if settings.policy.watch {
         let s = state.clone();
         let file = move || s.policy_file.lock().unwrap_or_else(|e| e.into_inner()).clone();
