@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use crate::dispatcher::ListSource;
 use crate::dispatcher::ProbingMode;
 use crate::policy::PolicyLimits;
 use crate::prober::{ProberConfig, ReplyCodes};
@@ -705,15 +706,6 @@ pub struct DispatcherSettings {
     pub probing_threshold: u32,
     pub reset_state_on_reload: bool,
     pub call_expire: Duration,
-}
-
-/// Where the dispatcher's destinations come from.
-#[derive(Debug, Clone)]
-pub enum ListSource {
-    /// A `dispatcher.list` file.
-    File(PathBuf),
-    /// Kamailio's table in PostgreSQL.
-    Db(crate::dispatcher::db::DbSpec),
 }
 
 /// `[policy]`.

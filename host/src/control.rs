@@ -43,8 +43,8 @@ pub struct ControlState {
     pub token: Option<String>,
     /// `core.shutdown`: the control loop starts a drain.
     pub shutdown: tokio::sync::Notify,
-    /// The dispatcher table, when the destinations come from a database.
-    pub list_db: Option<crate::dispatcher::db::DbSpec>,
+    /// Where `dispatcher.reload` reads the destinations from.
+    pub list_source: crate::dispatcher::ListSource,
     /// The table changed (NOTIFY): the control loop reloads.
     pub db_changed: tokio::sync::Notify,
     /// Locates destination names on reload (None: `[dns] srv = false`).

@@ -80,6 +80,8 @@ pub enum ListLoadError {
     ResolveAdded { uri: String, reason: String },
     #[error("no dispatcher.list file to reload")]
     NoFile,
+    #[error(transparent)]
+    Db(#[from] db::DbError),
     #[error("destination `{uri}`: tls_profile `{profile}` is not configured ([tls.profiles.{profile}] in wisp.toml)")]
     TlsProfile { uri: String, profile: String },
 }
@@ -137,16 +139,6 @@ impl Dispatcher {
     ) -> Result<Dispatcher, ListLoadError> {
         let (snapshot, _) = build(entries, at, None, located)?;
         Ok(Dispatcher::with(snapshot, probing_threshold))
-    }
-
-    /// The list file a file-backed dispatcher reloads from.
-    pub fn list_file(&self) -> Option<&Path> {
-        self.list_file.as_deref()
-    }
-
-    /// Remember the file the entries came from (for [`Dispatcher::reload`]).
-    pub fn with_list_file(self, file: &Path) -> Dispatcher {
-        Dispatcher { list_file: Some(file.to_path_buf()), ..self }
     }
 
     fn with(snapshot: Snapshot, probing_threshold: u32) -> Dispatcher {
@@ -325,6 +317,57 @@ fn transport_of(parsed: &crate::sip::Uri<'_>) -> Result<Proto, String> {
 /// changed are returned with their new flags, to apply once the whole
 /// list is known to be good.
 type Edited = Vec<(Arc<Destination>, u32)>;
+
+/// Where the dispatcher's destinations come from.
+#[derive(Debug, Clone)]
+pub enum ListSource {
+    /// A `dispatcher.list` file.
+    File(PathBuf),
+    /// Kamailio's table in PostgreSQL.
+    Db(db::DbSpec),
+}
+
+impl ListSource {
+    /// `file` or `db`, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ListSource::File(_) => "file",
+            ListSource::Db(_) => "db",
+        }
+    }
+
+    /// Where entry `line` is, for errors: `FILE:LINE`, or the table row by id.
+    pub fn at(&self, line: usize) -> String {
+        match self {
+            ListSource::File(f) => format!("{}:{line}", f.display()),
+            ListSource::Db(db) => db.row(line),
+        }
+    }
+
+    /// Read the entries and locate their names (off the workers: at start,
+    /// on reload).
+    pub async fn read(&self, locator: Option<&crate::locate::Locator>) -> Result<(Vec<Entry>, Located), ListLoadError> {
+        let entries = match self {
+            ListSource::File(f) => list_file::load(f)?,
+            ListSource::Db(db) => db.load().await?,
+        };
+        let located = match locator {
+            Some(l) => locate(&entries, l).await.map_err(|u| u.into_error(&|line| self.at(line)))?,
+            None => Located::new(),
+        };
+        Ok((entries, located))
+    }
+
+    /// Entries that were read and built into sets: a database's are kept in
+    /// its cache file, to start from when it is down.
+    pub fn keep(&self, entries: &[Entry]) {
+        if let ListSource::Db(db) = self {
+            if let Err(e) = db.write_cache(entries) {
+                tracing::warn!("cannot write the dispatcher cache file: {e}");
+            }
+        }
+    }
+}
 
 /// Destinations whose names were located ahead of a build (RFC 3263: SRV,
 /// then A/AAAA), by URI.

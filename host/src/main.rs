@@ -171,21 +171,14 @@ fn main() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let s = wisp::config::Settings::load(path)?;
-    // A database is read as it is now: no falling back on the cached copy.
-    let mut ds = match &s.dispatcher.source {
-        wisp::config::ListSource::File(_) => wisp::server::load_dispatcher(&s.dispatcher, &s.dns, Default::default())?,
-        wisp::config::ListSource::Db(db) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let entries = rt.block_on(db.load())?;
-            let located = Default::default();
-            wisp::dispatcher::Dispatcher::from_entries(
-                &entries,
-                &|id| db.row(id),
-                &located,
-                s.dispatcher.probing_threshold,
-            )?
-        }
-    };
+    // The source is read as it is now (a database: no falling back on the
+    // cached copy), its names located as `run` would.
+    let source = &s.dispatcher.source;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let locator = wisp::server::locator(&s.dns, Default::default());
+    let (entries, located) = rt.block_on(source.read(locator.as_ref()))?;
+    let threshold = s.dispatcher.probing_threshold;
+    let mut ds = wisp::dispatcher::Dispatcher::from_entries(&entries, &|line| source.at(line), &located, threshold)?;
     if let Some(specs) = &s.tls {
         wisp::transport::tls::TlsProfiles::load(specs)?;
         ds.tls_profiles = specs.names();

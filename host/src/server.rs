@@ -25,7 +25,10 @@ use crate::worker::{Bound, Phase, WorkerShared, WorkerSockets};
 /// The resolver for destination names, when `[dns] srv` is on. Without a
 /// usable system configuration (no resolv.conf), names are looked up as
 /// A/AAAA by the system resolver, as without SRV; a warning says so.
-fn locator(dns: &crate::config::DnsSettings, metrics: crate::locate::LocateMetrics) -> Option<crate::locate::Locator> {
+pub fn locator(
+    dns: &crate::config::DnsSettings,
+    metrics: crate::locate::LocateMetrics,
+) -> Option<crate::locate::Locator> {
     if !dns.srv {
         return None;
     }
@@ -50,52 +53,38 @@ pub fn load_dispatcher(
     dns: &crate::config::DnsSettings,
     metrics: crate::locate::LocateMetrics,
 ) -> anyhow::Result<Dispatcher> {
-    use crate::dispatcher::list_file;
+    use crate::dispatcher::{ListLoadError, ListSource};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let locator = locator(dns, metrics);
-    let locate = |entries: &[list_file::Entry], at: &dyn Fn(usize) -> String| match &locator {
-        Some(l) => rt.block_on(crate::dispatcher::locate(entries, l)).map_err(|u| u.into_error(at)),
-        None => Ok(Default::default()),
-    };
-    let db = match &s.source {
-        crate::config::ListSource::File(f) => {
-            let entries = list_file::load(f)?;
-            let file = f.display().to_string();
-            let at = |line| format!("{file}:{line}");
-            let located = locate(&entries, &at)?;
-            return Ok(Dispatcher::from_entries(&entries, &at, &located, s.probing_threshold)?.with_list_file(f));
+    let (source, (entries, located)) = match rt.block_on(s.source.read(locator.as_ref())) {
+        Ok(read) => (s.source.clone(), read),
+        Err(ListLoadError::Db(e)) => {
+            let cache = match &s.source {
+                ListSource::Db(db) => db.cache_file.clone().filter(|c| c.exists()),
+                ListSource::File(_) => None,
+            };
+            let Some(cache) = cache else {
+                anyhow::bail!(
+                    "cannot read the dispatcher table: {e} (set dispatcher.db_cache_file to start from the last good copy)"
+                )
+            };
+            tracing::warn!(
+                cache = %cache.display(),
+                "dispatcher database unreachable at start ({e}): serving the cached copy of its last good rows; \
+                 `dispatcher.reload` reads the database again"
+            );
+            let cached = ListSource::File(cache);
+            let read = rt.block_on(cached.read(locator.as_ref()))?;
+            (cached, read)
         }
-        crate::config::ListSource::Db(db) => db,
+        Err(e) => return Err(e.into()),
     };
-    match rt.block_on(db.load()) {
-        Ok(entries) => {
-            let at = |id| db.row(id);
-            let located = locate(&entries, &at)?;
-            let d = Dispatcher::from_entries(&entries, &at, &located, s.probing_threshold)?;
-            if let Err(e) = db.write_cache(&entries) {
-                tracing::warn!("cannot write the dispatcher cache file: {e}");
-            }
-            tracing::info!(db = %db.describe(), table = %db.table, rows = entries.len(), "dispatcher loaded from the database");
-            Ok(d)
-        }
-        Err(e) => match &db.cache_file {
-            Some(cache) if cache.exists() => {
-                tracing::warn!(
-                    cache = %cache.display(),
-                    "dispatcher database unreachable at start ({e}): serving the cached copy of its last good rows; \
-                     `dispatcher.reload` reads the database again"
-                );
-                let entries = list_file::load(cache)?;
-                let file = cache.display().to_string();
-                let at = |line| format!("{file}:{line}");
-                let located = locate(&entries, &at)?;
-                Ok(Dispatcher::from_entries(&entries, &at, &located, s.probing_threshold)?)
-            }
-            _ => anyhow::bail!(
-                "cannot read the dispatcher table: {e} (set dispatcher.db_cache_file to start from the last good copy)"
-            ),
-        },
+    let d = Dispatcher::from_entries(&entries, &|line| source.at(line), &located, s.probing_threshold)?;
+    if let ListSource::Db(db) = &source {
+        source.keep(&entries);
+        tracing::info!(db = %db.describe(), table = %db.table, rows = entries.len(), "dispatcher loaded from the database");
     }
+    Ok(d)
 }
 
 /// Start wisp with checked settings; returns when asked to stop.
@@ -197,10 +186,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         started_at: started.1,
         token: settings.control.token.clone(),
         shutdown: tokio::sync::Notify::new(),
-        list_db: match &settings.dispatcher.source {
-            crate::config::ListSource::Db(db) => Some(db.clone()),
-            crate::config::ListSource::File(_) => None,
-        },
+        list_source: settings.dispatcher.source.clone(),
         db_changed: tokio::sync::Notify::new(),
         locator: locator(&settings.dns, locate_metrics.clone()),
     });
@@ -337,9 +323,11 @@ async fn control_loop(
             }
         });
     }
-    if let Some(db) = state.list_db.clone().filter(|d| d.notify.is_some()) {
-        let s = state.clone();
-        tokio::spawn(async move { db.listen(move || s.db_changed.notify_one()).await });
+    if let crate::dispatcher::ListSource::Db(db) = &state.list_source {
+        if db.notify.is_some() {
+            let (db, s) = (db.clone(), state.clone());
+            tokio::spawn(async move { db.listen(move || s.db_changed.notify_one()).await });
+        }
     }
     if settings.policy.watch {
         let s = state.clone();

@@ -25,7 +25,7 @@ fn minimal_file_gets_defaults_and_relative_paths() {
     // Relative to the config file's folder, not to the working directory.
     let folder = s.policy.file.parent().unwrap();
     assert!(folder.file_name().unwrap().to_string_lossy().starts_with("wisp-cfg-"), "{}", s.policy.file.display());
-    assert!(matches!(&s.dispatcher.source, crate::config::ListSource::File(f) if *f == folder.join("d.list")));
+    assert!(matches!(&s.dispatcher.source, crate::dispatcher::ListSource::File(f) if *f == folder.join("d.list")));
 }
 
 #[test]

@@ -49,55 +49,28 @@ pub fn list(state: &ControlState) -> Value {
     json!({"NRSETS": snap.sets.len(), "RECORDS": records})
 }
 
-/// Read the list again from its source (file or database table) and swap
-/// it in; on any error the running sets stay.
+/// Read the list again from its source (file or database table), locate
+/// its names and swap it in; on any error the running sets stay.
 pub async fn reload(state: &ControlState) -> Result<Value, RpcError> {
-    let (source, result) = match &state.list_db {
-        None => ("file", reload_file(state).await),
-        Some(db) => ("db", reload_db(state, db).await),
-    };
-    state.dispatcher.count_reload(source, result.is_ok());
+    let source = &state.list_source;
+    let result = async {
+        let (entries, located) = source.read(state.locator.as_ref()).await?;
+        let n = state.dispatcher.reload_entries(&entries, &|line| source.at(line), &located)?;
+        source.keep(&entries);
+        Ok::<_, crate::dispatcher::ListLoadError>(n)
+    }
+    .await;
+    let kind = source.kind();
+    state.dispatcher.count_reload(kind, result.is_ok());
     match result {
         Ok(n) => {
-            tracing::info!(destinations = n, source, "dispatcher list reloaded");
-            Ok(json!({"destinations": n, "source": source}))
+            tracing::info!(destinations = n, source = kind, "dispatcher list reloaded");
+            Ok(json!({"destinations": n, "source": kind}))
         }
         Err(e) => {
-            tracing::error!(source, "dispatcher reload refused, keeping the running sets: {e}");
+            tracing::error!(source = kind, "dispatcher reload refused, keeping the running sets: {e}");
             Err(RpcError::failed(format!("reload refused, the running sets keep serving: {e}")))
         }
-    }
-}
-
-/// The list file again, its names located.
-async fn reload_file(state: &ControlState) -> Result<usize, String> {
-    let path = state.dispatcher.list_file().ok_or("no dispatcher.list file to reload")?.to_path_buf();
-    let entries = crate::dispatcher::list_file::load(&path).map_err(|e| e.to_string())?;
-    let file = path.display().to_string();
-    let at = |line| format!("{file}:{line}");
-    let located = locate(state, &entries).await.map_err(|u| u.into_error(&at).to_string())?;
-    state.dispatcher.reload_entries(&entries, &at, &located).map_err(|e| e.to_string())
-}
-
-/// The database table again, its names located; the cache file follows.
-async fn reload_db(state: &ControlState, db: &crate::dispatcher::db::DbSpec) -> Result<usize, String> {
-    let entries = db.load().await.map_err(|e| e.to_string())?;
-    let at = |id| db.row(id);
-    let located = locate(state, &entries).await.map_err(|u| u.into_error(&at).to_string())?;
-    let n = state.dispatcher.reload_entries(&entries, &at, &located).map_err(|e| e.to_string())?;
-    if let Err(e) = db.write_cache(&entries) {
-        tracing::warn!("cannot write the dispatcher cache file: {e}");
-    }
-    Ok(n)
-}
-
-async fn locate(
-    state: &ControlState,
-    entries: &[crate::dispatcher::list_file::Entry],
-) -> Result<crate::dispatcher::Located, crate::dispatcher::Unlocated> {
-    match &state.locator {
-        Some(l) => crate::dispatcher::locate(entries, l).await,
-        None => Ok(Default::default()),
     }
 }
 
