@@ -178,8 +178,9 @@ pub trait Policy {
     /// `clock`, and `dispatcher::{set_exists, destinations, is_active}`. The
     /// message functions, `select_dst`, `next_dst`, `mark_dst`,
     /// `is_from_list` and the `transaction` functions trap.
-    /// The default does nothing.
-    fn destination_event(_set_id: u32, _uri: &str, _up: bool) {}
+    /// `local` is false when another node of a cluster decided the change
+    /// and this node took it over. The default does nothing.
+    fn destination_event(_set_id: u32, _uri: &str, _up: bool, _local: bool) {}
 }
 
 /// The SIP message in hand: the request in `request_route` and
@@ -552,8 +553,8 @@ macro_rules! export_policy {
             fn failure_route() -> $crate::Action {
                 <$policy as $crate::Policy>::failure_route(&$crate::Message::__in_hook())
             }
-            fn destination_event(set_id: u32, uri: String, up: bool) {
-                <$policy as $crate::Policy>::destination_event(set_id, &uri, up)
+            fn destination_event(set_id: u32, uri: String, up: bool, local: bool) {
+                <$policy as $crate::Policy>::destination_event(set_id, &uri, up, local)
             }
         }
 

@@ -49,6 +49,9 @@ pub struct Config {
     /// `[tables.NAME]`: routing data tables for policies.
     #[serde(default)]
     pub tables: std::collections::BTreeMap<String, TableConfig>,
+    /// `[cluster]`: several nodes acting as one (absent: a lone node).
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// Folder of the config file (set after loading).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -362,6 +365,74 @@ pub struct TableConfig {
 
 fn default_table_match() -> String {
     "prefix".into()
+}
+
+/// `[cluster]`: nodes sharing destination state, probing, call load,
+/// policy kv keys and published artifacts through NATS JetStream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The engine, `nats://HOST:PORT` (several: comma-separated).
+    pub url: String,
+    /// Nodes with the same name are one cluster (bucket prefix; default `wisp`).
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    /// This node's name, unique in the cluster (default: the host name).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Heartbeat period (default 1000 ms).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// A member not heard from for this long is gone (default 3000 ms).
+    #[serde(default = "default_member_timeout")]
+    pub member_timeout_ms: u64,
+    /// How often a node's calls in progress are published (default 200 ms).
+    #[serde(default = "default_load_flush")]
+    pub load_flush_ms: u64,
+    /// Another node's calls are forgotten after this long without news (default 10 s).
+    #[serde(default = "default_load_expire")]
+    pub load_expire_s: u64,
+    /// Bound of every engine request (default 500 ms).
+    #[serde(default = "default_cluster_timeout")]
+    pub request_timeout_ms: u64,
+    /// Sets whose state is shared and whose probing is split: `"all"`
+    /// (default), `"none"`, or a list of set ids.
+    #[serde(default)]
+    pub share: Option<toml::Value>,
+    /// Sets whose policy `mark-dst` stays on the node that marked.
+    #[serde(default)]
+    pub local_marks: Vec<u32>,
+    /// Policy kv keys shared by the cluster: those starting with one of these.
+    #[serde(default)]
+    pub kv_prefixes: Vec<String>,
+    /// Where fetched artifacts are kept (default: `cluster-NODE` next to wisp.toml).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Writes held while the engine is away (default 10000; the oldest dropped).
+    #[serde(default = "default_write_queue")]
+    pub write_queue: usize,
+}
+
+fn default_cluster_name() -> String {
+    "wisp".into()
+}
+fn default_heartbeat() -> u64 {
+    1000
+}
+fn default_member_timeout() -> u64 {
+    3000
+}
+fn default_load_flush() -> u64 {
+    200
+}
+fn default_load_expire() -> u64 {
+    10
+}
+fn default_cluster_timeout() -> u64 {
+    500
+}
+fn default_write_queue() -> usize {
+    10_000
 }
 
 /// `[control]`: the JSON-RPC and /metrics listener.
@@ -695,6 +766,7 @@ pub struct Settings {
     /// The TLS profiles, when `[tls]` is there.
     pub tls: Option<crate::transport::tls::TlsSpecs>,
     pub dns: DnsSettings,
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[dispatcher]` beyond the prober's settings.
@@ -1015,8 +1087,73 @@ impl TryFrom<Config> for Settings {
             tables,
             tls,
             dns,
+            cluster: c.cluster.as_ref().map(|k| cluster_settings(&c, k)).transpose().map_err(|(k, m)| invalid(k, m))?,
         })
     }
+}
+
+fn cluster_settings(c: &Config, k: &ClusterSection) -> Result<crate::cluster::ClusterConfig, Invalid> {
+    use crate::cluster::Share;
+    let name_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !name_ok(&k.name) {
+        return Err(("cluster.name", format!("`{}`: use 1-64 letters, digits and `-`", k.name)));
+    }
+    let node = match &k.node {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .map(|h| h.replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', "-"))
+            .unwrap_or_else(|| "wisp".into()),
+    };
+    if !name_ok(&node) {
+        return Err(("cluster.node", format!("`{node}`: use 1-64 letters, digits and `-`")));
+    }
+    if !k.url.starts_with("nats://") && !k.url.starts_with("tls://") {
+        return Err(("cluster.url", format!("`{}`: expected nats://HOST:PORT", k.url)));
+    }
+    let share = match &k.share {
+        None => Share::All,
+        Some(toml::Value::String(s)) if s == "all" => Share::All,
+        Some(toml::Value::String(s)) if s == "none" => Share::None,
+        Some(toml::Value::Array(a)) => Share::Sets(
+            a.iter()
+                .map(|v| v.as_integer().and_then(|n| u32::try_from(n).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or(("cluster.share", "set ids are numbers".to_string()))?,
+        ),
+        Some(v) => return Err(("cluster.share", format!("`{v}`: expected \"all\", \"none\" or a list of set ids"))),
+    };
+    let ms = |key: &'static str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(Duration::from_millis(v))
+        } else {
+            Err((key, format!("must be {lo}..={hi}")))
+        }
+    };
+    let heartbeat = ms("cluster.heartbeat_ms", k.heartbeat_ms, 100, 60_000)?;
+    let member_timeout = ms("cluster.member_timeout_ms", k.member_timeout_ms, 300, 600_000)?;
+    if member_timeout < heartbeat * 2 {
+        return Err(("cluster.member_timeout_ms", "must be at least twice cluster.heartbeat_ms".into()));
+    }
+    if k.kv_prefixes.iter().any(String::is_empty) {
+        return Err(("cluster.kv_prefixes", "an empty prefix would share every key; list prefixes such as \"c:\"".into()));
+    }
+    Ok(crate::cluster::ClusterConfig {
+        url: k.url.clone(),
+        name: k.name.clone(),
+        state_dir: k.state_dir.as_deref().map_or_else(|| c.base_dir.join(format!("cluster-{node}")), |d| c.resolve(d)),
+        node,
+        heartbeat,
+        member_timeout,
+        load_flush: ms("cluster.load_flush_ms", k.load_flush_ms, 20, 60_000)?,
+        load_expire: Duration::from_secs(k.load_expire_s.max(1)),
+        request_timeout: ms("cluster.request_timeout_ms", k.request_timeout_ms, 50, 30_000)?,
+        share,
+        local_marks: k.local_marks.clone(),
+        kv_prefixes: k.kv_prefixes.clone(),
+        write_queue: k.write_queue.max(1),
+    })
 }
 
 fn overload_settings(o: &OverloadSection) -> Result<OverloadConfig, Invalid> {

@@ -49,6 +49,8 @@ pub struct ControlState {
     pub db_changed: tokio::sync::Notify,
     /// Locates destination names on reload (None: `[dns] srv = false`).
     pub locator: Option<crate::locate::Locator>,
+    /// The cluster this node is part of, if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A JSON-RPC error: code and a message a human can act on.

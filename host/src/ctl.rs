@@ -33,6 +33,44 @@ pub async fn call(addr: SocketAddr, token: Option<&str>, method: &str, params: &
     reply.get("result").cloned().ok_or_else(|| anyhow!("reply without result: {reply}"))
 }
 
+/// After `cluster.publish`: poll `cluster.status` until every live member
+/// runs `sha` (its `policy_sha` or `list_sha`); the line to print. A member
+/// that refused it, or the time limit, is an error naming who and why.
+pub async fn wait_converged(
+    addr: SocketAddr,
+    token: Option<&str>,
+    kind: &str,
+    sha: &str,
+    started: std::time::Instant,
+    limit: std::time::Duration,
+) -> anyhow::Result<String> {
+    let field = if kind == "list" { "list_sha" } else { "policy_sha" };
+    loop {
+        let status = call(addr, token, "cluster.status", &[]).await?;
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        let live: Vec<&Value> = members.iter().filter(|m| m["live"] == json!(true)).collect();
+        let behind: Vec<String> = live
+            .iter()
+            .filter(|m| m[field].as_str() != Some(sha))
+            .map(|m| m["node"].as_str().unwrap_or("?").to_string())
+            .collect();
+        if let Some(m) = live.iter().find(|m| m["error"].as_str().is_some_and(|e| e.contains(sha))) {
+            bail!("node {} refused it: {}", m["node"].as_str().unwrap_or("?"), m["error"].as_str().unwrap_or(""));
+        }
+        if behind.is_empty() {
+            return Ok(format!(
+                "converged: {} live members run {kind} sha256:{sha} after {} ms",
+                live.len(),
+                started.elapsed().as_millis()
+            ));
+        }
+        if started.elapsed() >= limit {
+            bail!("not converged after {} ms: {} still behind", started.elapsed().as_millis(), behind.join(", "));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Command-line arguments as JSON-RPC params: numbers stay numbers.
 pub fn params(args: &[String]) -> Vec<Value> {
     args.iter().map(|a| a.parse::<i64>().map_or_else(|_| json!(a), |n| json!(n))).collect()

@@ -105,6 +105,9 @@ pub struct Dispatcher {
     /// `wisp_dispatcher_reloads_total{source,result}`.
     pub reloads:
         prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+    /// A destination's state changed here (keepalive or mark): wakes the
+    /// cluster task, which shares it.
+    pub state_changed: tokio::sync::Notify,
 }
 
 impl Dispatcher {
@@ -151,6 +154,7 @@ impl Dispatcher {
             calls: call_load::CallLoad::default(),
             tls_profiles: Vec::new(),
             reloads: Default::default(),
+            state_changed: tokio::sync::Notify::new(),
         }
     }
 

@@ -41,6 +41,7 @@ pub mod policy;
 pub mod dispatcher;
 pub mod tables;
 pub mod prober;
+pub mod cluster;
 pub mod control;
 pub mod ctl;
 pub mod config;

@@ -42,6 +42,10 @@ enum Command {
         /// Print the raw JSON result.
         #[arg(long)]
         json: bool,
+        /// `cluster.publish`: wait (up to SECONDS, default 10) until every
+        /// live member runs what was published; print how long it took.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "10")]
+        wait: Option<f64>,
         /// Method, e.g. dispatcher.list, dispatcher.set_state, policy.info.
         method: String,
         /// Positional parameters.
@@ -158,7 +162,9 @@ fn main() -> ExitCode {
             let offline = Offline { list, config, tables, json };
             test_policy(&file, &message, &offline, &hook, &failure, source)
         }
-        Command::Ctl { config, url, token, json, method, args } => ctl(&config, url, token, json, &method, &args),
+        Command::Ctl { config, url, token, json, wait, method, args } => {
+            ctl(&config, url, token, (json, wait), &method, &args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,7 +228,7 @@ fn ctl(
     config: &std::path::Path,
     url: Option<String>,
     token: Option<String>,
-    json: bool,
+    (json, wait): (bool, Option<f64>),
     method: &str,
     args: &[String],
 ) -> anyhow::Result<()> {
@@ -238,7 +244,22 @@ fn ctl(
     };
     let token = token.or(cfg_token);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(wisp::ctl::call(addr, token.as_deref(), method, &wisp::ctl::params(args)))?;
+    let mut args = args.to_vec();
+    if method == "cluster.publish" && args.len() >= 2 {
+        // The node reads the file: give it a path that does not depend on our folder.
+        args[1] = std::fs::canonicalize(&args[1])
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args[1]))?
+            .display()
+            .to_string();
+    }
+    let started = std::time::Instant::now();
+    let result = rt.block_on(wisp::ctl::call(addr, token.as_deref(), method, &wisp::ctl::params(&args)))?;
+    if let (Some(secs), Some(sha)) = (wait, result["sha256"].as_str()) {
+        let kind = args.first().map_or("policy", String::as_str);
+        let limit = std::time::Duration::from_secs_f64(secs.max(0.0));
+        let waited = rt.block_on(wisp::ctl::wait_converged(addr, token.as_deref(), kind, sha, started, limit))?;
+        println!("{waited}");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {

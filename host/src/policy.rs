@@ -463,7 +463,7 @@ impl PolicyWorker {
         let Ok(i) = self.warm_for(&policy, Hook::Event) else { return };
         let Warm { store, router, .. } = &mut self.warm[i];
         store.set_epoch_deadline(self.engine.limits.max_call_ms);
-        let result = router.call_destination_event(&mut *store, e.set_id, &e.uri, e.up);
+        let result = router.call_destination_event(&mut *store, e.set_id, &e.uri, e.up, e.local);
         // Marks made inside the event hook do not raise further events.
         store.data_mut().events.clear();
         if let Err(err) = result {

@@ -90,7 +90,7 @@ pub async fn run_rounds(
         let share = share(&dispatcher, id, workers);
         let gap = cfg.interval / share.len().max(1) as u32;
         for (k, d) in share.into_iter().enumerate() {
-            if dispatcher.ping_active.is_on() && d.wants_probe(cfg.mode) {
+            if dispatcher.ping_active.is_on() && d.probed_here() && d.wants_probe(cfg.mode) {
                 ping(d);
             }
             tokio::time::sleep_until((round + gap * (k as u32 + 1)).into()).await;

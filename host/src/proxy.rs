@@ -375,6 +375,9 @@ impl<S: Sender> Worker<S> {
             Event::Handoff { msg, src, listen } => self.on_message(msg, src, listen),
             Event::Failed { proto, peer } => self.on_transport_failure(proto, peer),
             Event::Resolved { host, answer, ttl } => self.on_resolved(host, answer, ttl),
+            Event::DestinationChanged { set_id, uri, up } => {
+                self.policy.destination_event(&crate::policy::DestinationEvent { set_id, uri, up, local: false })
+            }
         }
     }
 

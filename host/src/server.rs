@@ -147,7 +147,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         Some(specs) => Some(crate::transport::tls::TlsStore::load(specs.clone())?),
         None => None,
     };
+    let cluster = settings.cluster.clone().map(crate::cluster::Cluster::new);
     let exposition = Exposition::new(Sources {
+        cluster: cluster.as_ref().map(|c| c.metrics.clone()),
         dns: locate_metrics.clone(),
         tls: tls.clone(),
         proxy: &proxy_metrics,
@@ -189,6 +191,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         list_source: settings.dispatcher.source.clone(),
         db_changed: tokio::sync::Notify::new(),
         locator: locator(&settings.dns, locate_metrics.clone()),
+        cluster,
     });
 
     die_on_panic();
@@ -201,6 +204,21 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(async {
+        if let Some(cluster) = control.cluster.clone() {
+            let bus = bus.clone();
+            let wiring = crate::cluster::Wiring {
+                dispatcher: dispatcher.clone(),
+                kv: engine.kv.clone(),
+                remote_event: Box::new(move |set_id, uri, up| {
+                    bus.notify(0, crate::transport::Event::DestinationChanged { set_id, uri, up })
+                }),
+                apply: Arc::new(ClusterApply(control.clone())),
+                sip: proxy_listen.iter().map(|l| l.to_string()).collect(),
+                control: settings.control.listen.to_string(),
+            };
+            crate::cluster::start(cluster.clone(), wiring).await?;
+            tracing::info!(node = %cluster.cfg.node, cluster = %cluster.cfg.name, url = %cluster.cfg.url, "cluster member: reaching the engine in the background");
+        }
         let stop = control_loop(&settings, control, (loaded_stamp, &table_stamps), &threads).await?;
         if stop == Stop::Drain {
             drain(&phase, &shared, settings.shutdown_grace).await;
@@ -213,6 +231,31 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     result
+}
+
+/// Published artifacts applied the way local reloads apply them.
+struct ClusterApply(Arc<ControlState>);
+
+impl crate::cluster::Apply for ClusterApply {
+    fn policy(&self, file: PathBuf) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let path = file.display().to_string();
+            Command::PolicyReload(Some(path)).apply(&state).await.map(|_| ()).map_err(|e| e.message)
+        })
+    }
+
+    fn list(&self, file: PathBuf) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let source = crate::dispatcher::ListSource::File(file);
+            crate::control::cmd::dispatcher::reload_from(&state, &source).await.map(|_| ()).map_err(|e| e.message)
+        })
+    }
+
+    fn policy_sha(&self) -> String {
+        self.0.policy.current().hash.clone()
+    }
 }
 
 /// A panic anywhere (a worker thread above all) ends the process, loudly:

@@ -144,10 +144,10 @@ fn policy_check_lists_exports_and_rejects_non_components() {
     let (ok, out, _) = check(&policy_path("primary_backup"));
     assert!(ok);
     assert!(out.contains("exports: init, request-route, onreply-route, failure-route, destination-event"), "{out}");
-    assert!(out.contains("wisp:policy/router@0.2.0") && out.contains("sha256:"), "{out}");
+    assert!(out.contains("wisp:policy/router@0.3.0") && out.contains("sha256:"), "{out}");
     // Built against another version of the world, lacking exports.
     let (ok, _, err) = check(&policy_path("old_world"));
-    assert!(!ok && err.contains("does not fit wisp's policy world wisp:policy/router@0.2.0"), "{err}");
+    assert!(!ok && err.contains("does not fit wisp's policy world wisp:policy/router@0.3.0"), "{err}");
     assert!(err.contains("built for wisp:policy@0.0.9") && err.contains("rebuild"), "names the mismatch: {err}");
     let dir = std::env::temp_dir().join(format!("wisp-e2e-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

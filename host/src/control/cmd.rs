@@ -1,6 +1,7 @@
 //! Control commands: one enum, Kamailio's RPC names, an explicit unknown
 //! variant. Each command parses its positional params and applies itself.
 
+pub(crate) mod cluster;
 pub(crate) mod core;
 pub(crate) mod dispatcher;
 pub(crate) mod policy;
@@ -32,11 +33,13 @@ pub enum Command {
     CoreVersion,
     TmStats,
     TcpList,
+    ClusterStatus,
+    ClusterPublish { kind: String, file: String },
     Unknown(String),
 }
 
 /// Every method name, for `system.listMethods`-style help in errors.
-pub const METHODS: [&str; 17] = [
+pub const METHODS: [&str; 19] = [
     "dispatcher.list",
     "dispatcher.reload",
     "dispatcher.set_state",
@@ -54,6 +57,8 @@ pub const METHODS: [&str; 17] = [
     "core.version",
     "tm.stats",
     "core.tcp_list",
+    "cluster.status",
+    "cluster.publish",
 ];
 
 /// Positional parameter `i` as a string (numbers accepted too).
@@ -120,6 +125,11 @@ impl Command {
             "core.version" => Command::CoreVersion,
             "tm.stats" => Command::TmStats,
             "core.tcp_list" => Command::TcpList,
+            "cluster.status" => Command::ClusterStatus,
+            "cluster.publish" => Command::ClusterPublish {
+                kind: string(p, 0, "policy or list")?,
+                file: string(p, 1, "file to publish")?,
+            },
             other => Command::Unknown(other.to_string()),
         })
     }
@@ -146,6 +156,8 @@ impl Command {
             Command::CoreVersion => Ok(core::version()),
             Command::TmStats => Ok(core::tm_stats(state)),
             Command::TcpList => Ok(core::tcp_list(state)),
+            Command::ClusterStatus => cluster::status(state),
+            Command::ClusterPublish { kind, file } => cluster::publish(state, &kind, &file).await,
             Command::Unknown(m) => Err(RpcError {
                 code: -32601,
                 message: format!("unknown method `{m}`; methods: {}", METHODS.join(", ")),

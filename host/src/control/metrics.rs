@@ -32,6 +32,7 @@ pub struct Sources<'a> {
     pub tables: Arc<crate::tables::Tables>,
     pub tls: Option<Arc<crate::transport::tls::TlsStore>>,
     pub dns: crate::locate::LocateMetrics,
+    pub cluster: Option<crate::cluster::ClusterMetrics>,
 }
 
 impl Exposition {
@@ -71,6 +72,9 @@ impl Exposition {
             "Destination names located, by result (srv, address, failed)",
             sources.dns.lookups,
         );
+        if let Some(cluster) = &sources.cluster {
+            cluster.register(wisp);
+        }
         if let Some(tls) = sources.tls {
             wisp.register_collector(Box::new(crate::transport::tls::ExpiryCollector(tls)));
         }

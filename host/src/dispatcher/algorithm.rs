@@ -209,9 +209,9 @@ fn by_load(dests: &[Arc<Destination>]) -> Vec<Arc<Destination>> {
     let mut v: Vec<&Arc<Destination>> = dests
         .iter()
         .filter(|d| d.is_usable())
-        .filter(|d| d.maxload == 0 || d.active_calls.load(Ordering::Relaxed) < d.maxload)
+        .filter(|d| d.maxload == 0 || d.calls_everywhere() < d.maxload)
         .collect();
-    v.sort_by_key(|d| d.active_calls.load(Ordering::Relaxed));
+    v.sort_by_key(|d| d.calls_everywhere());
     v.into_iter().cloned().collect()
 }
 

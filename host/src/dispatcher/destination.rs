@@ -3,7 +3,7 @@
 //! per-destination counters. All atomics: read lock-free on the hot path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::latency::LatencyStats;
@@ -151,6 +151,25 @@ pub struct Destination {
     /// Keepalives sent and failed.
     pub probes_sent: AtomicU64,
     pub probes_failed: AtomicU64,
+    /// Clustering: this node sends its keepalives (it owns it, its owner
+    /// is gone, or the engine is); always true on a lone node.
+    probe_here: AtomicBool,
+    /// Clustering: calls in progress through it on the other nodes (alg 10).
+    pub remote_calls: AtomicU32,
+    /// What last changed its state here ([`Origin`]), for the cluster.
+    origin: AtomicU8,
+}
+
+/// What changed a destination's state on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Origin {
+    /// Loaded, or set from the cluster.
+    Quiet = 0,
+    /// A keepalive verdict.
+    Probe = 1,
+    /// A policy's `mark-dst`.
+    Mark = 2,
 }
 
 /// How a TLS destination is reached: its attrs, else its URI's host name
@@ -213,6 +232,9 @@ impl Destination {
             failed_over: AtomicU64::new(0),
             probes_sent: AtomicU64::new(0),
             probes_failed: AtomicU64::new(0),
+            probe_here: AtomicBool::new(true),
+            remote_calls: AtomicU32::new(0),
+            origin: AtomicU8::new(Origin::Quiet as u8),
         }
     }
 
@@ -341,6 +363,9 @@ impl Destination {
                 if f & flags::INACTIVE != 0 || n >= probing_threshold { flags::INACTIVE } else { flags::TRYING };
             keep | state | probing(f, false)
         };
+        if new & flags::STATE != f & flags::STATE {
+            self.origin.store(Origin::Probe as u8, Ordering::Relaxed);
+        }
         self.flags.store(new, Ordering::Relaxed);
         was_usable != self.is_usable()
     }
@@ -454,7 +479,59 @@ impl Destination {
                 }
             }
         };
-        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |f| Some(update(f)));
+        if let Ok(f) = self.flags.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |f| Some(update(f))) {
+            if update(f) & flags::STATE != f & flags::STATE {
+                self.origin.store(Origin::Mark as u8, Ordering::Relaxed);
+            }
+        }
+        was_usable != self.is_usable()
+    }
+
+    /// Its name in the cluster: the `duid` attr, else a digest of set and
+    /// URI (16 hex digits of SHA-256), so every node names it alike.
+    pub fn uid(&self) -> String {
+        if let Some(duid) = self.attr("duid").filter(|d| d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+            return duid.to_string();
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}|{}", self.set_id, self.uri).as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Calls in progress on this node and (clustered) on the others.
+    pub fn calls_everywhere(&self) -> u32 {
+        self.active_calls.load(Ordering::Relaxed).saturating_add(self.remote_calls.load(Ordering::Relaxed))
+    }
+
+    /// Does this node send its keepalives?
+    pub fn probed_here(&self) -> bool {
+        self.probe_here.load(Ordering::Relaxed)
+    }
+
+    pub fn set_probed_here(&self, yes: bool) {
+        self.probe_here.store(yes, Ordering::Relaxed);
+    }
+
+    /// What last changed its state here (and forget it).
+    pub fn take_origin(&self) -> Origin {
+        match self.origin.swap(Origin::Quiet as u8, Ordering::Relaxed) {
+            1 => Origin::Probe,
+            2 => Origin::Mark,
+            _ => Origin::Quiet,
+        }
+    }
+
+    /// Take the state another node decided (or an operator set): the
+    /// state bits replaced, PROBING and options kept, counters restarted.
+    /// Returns true when usability changed.
+    pub fn apply_shared(&self, state: u32) -> bool {
+        let was_usable = self.is_usable();
+        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |f| {
+            Some((f & !flags::STATE) | (state & flags::STATE))
+        });
+        self.failures.store(0, Ordering::Relaxed);
+        self.successes.store(0, Ordering::Relaxed);
+        self.origin.store(Origin::Quiet as u8, Ordering::Relaxed);
         was_usable != self.is_usable()
     }
 }

@@ -15,7 +15,7 @@ pub use self::wisp::policy::types::{
 
 /// The world policies are built against, as `guest-sdk/wit/policy.wit` names it
 /// (checked by a test below).
-pub const WIT_WORLD: &str = "wisp:policy/router@0.2.0";
+pub const WIT_WORLD: &str = "wisp:policy/router@0.3.0";
 
 #[cfg(test)]
 mod tests {

@@ -162,6 +162,8 @@ pub struct DestinationEvent {
     pub set_id: u32,
     pub uri: String,
     pub up: bool,
+    /// Seen on this node (false: taken over from another cluster node).
+    pub local: bool,
 }
 
 impl HostState {

@@ -167,11 +167,17 @@ impl Host for HostState {
         }
         let before = d.state_letters();
         if d.mark(mark, probing, threshold) {
-            let event = super::context::DestinationEvent { set_id: d.set_id, uri: d.uri.clone(), up: d.is_usable() };
+            let event = super::context::DestinationEvent {
+                set_id: d.set_id,
+                uri: d.uri.clone(),
+                up: d.is_usable(),
+                local: true,
+            };
             self.events.push(event);
         }
         let after = d.state_letters();
         if before != after {
+            self.dispatcher.state_changed.notify_one();
             tracing::info!(%policy, set = d.set_id, uri = %d.uri, from = %before, to = %after, "destination state changed by policy");
         }
         Ok(true)

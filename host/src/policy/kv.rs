@@ -36,6 +36,29 @@ struct Entry {
     value: String,
     version: u64,
     expires: Option<Instant>,
+    /// Clustered keys: the engine's revision this value is, or derives
+    /// from (0: none seen).
+    engine_rev: u64,
+}
+
+/// A write to a key shared by the cluster, for the cluster task: what the
+/// node did to its copy, to be repeated in the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SharedWrite {
+    /// `set`, or `compare-and-swap` (`based_on`: the engine revision the
+    /// replaced value had; the engine refuses it if another node wrote first).
+    Set { key: String, value: String, ttl: Option<Duration>, based_on: Option<u64> },
+    Increment { key: String, delta: i64, ttl: Option<Duration> },
+    Delete { key: String },
+}
+
+/// Keys shared by the cluster (`cluster.kv_prefixes`) and where their
+/// writes go. Never blocks: a full queue drops the write (counted).
+#[derive(Debug)]
+pub struct Sharing {
+    pub prefixes: Vec<String>,
+    pub tx: tokio::sync::mpsc::Sender<SharedWrite>,
+    pub dropped: prometheus_client::metrics::counter::Counter,
 }
 
 impl Entry {
@@ -54,6 +77,8 @@ pub struct Kv {
     pub keys: Gauge,
     /// Bytes of keys and values held, for the cap and `/metrics`.
     pub bytes: Gauge,
+    /// Clustering: the shared keys and the cluster task's queue.
+    pub sharing: std::sync::OnceLock<Sharing>,
 }
 
 impl Default for Kv {
@@ -70,6 +95,7 @@ impl Kv {
             max_bytes,
             keys: Gauge::default(),
             bytes: Gauge::default(),
+            sharing: std::sync::OnceLock::new(),
         }
     }
 
@@ -172,8 +198,13 @@ impl Kv {
                 return Ok(None);
             }
         }
+        let engine_rev = shard.get(key).map_or(0, |e| e.engine_rev);
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        self.put(&mut shard, key, Entry { value, version, expires: ttl.map(|t| now + t) });
+        if let Some(share) = self.shared(key) {
+            let based_on = expected.map(|_| engine_rev);
+            share.send(SharedWrite::Set { key: key.to_string(), value: value.clone(), ttl, based_on });
+        }
+        self.put(&mut shard, key, Entry { value, version, expires: ttl.map(|t| now + t), engine_rev });
         Ok(Some(version))
     }
 
@@ -189,11 +220,22 @@ impl Kv {
         };
         let value = base.saturating_add(delta);
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        self.put(&mut shard, key, Entry { value: value.to_string(), version, expires });
+        let engine_rev = shard.get(key).map_or(0, |e| e.engine_rev);
+        if let Some(share) = self.shared(key) {
+            share.send(SharedWrite::Increment { key: key.to_string(), delta, ttl });
+        }
+        self.put(&mut shard, key, Entry { value: value.to_string(), version, expires, engine_rev });
         Ok(value)
     }
 
     pub fn delete(&self, key: &str) -> bool {
+        if let Some(share) = self.shared(key) {
+            share.send(SharedWrite::Delete { key: key.to_string() });
+        }
+        self.forget(key)
+    }
+
+    fn forget(&self, key: &str) -> bool {
         match self.shard(key).remove(key) {
             Some(e) => {
                 self.keys.dec();
@@ -202,6 +244,47 @@ impl Kv {
             }
             None => false,
         }
+    }
+}
+
+impl Sharing {
+    fn send(&self, w: SharedWrite) {
+        if self.tx.try_send(w).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// What the cluster task does to this node's copy.
+impl Kv {
+    /// The sharing of `key`, if it is a shared key.
+    fn shared(&self, key: &str) -> Option<&Sharing> {
+        self.sharing.get().filter(|s| s.prefixes.iter().any(|p| key.starts_with(p.as_str())))
+    }
+
+    /// A value the engine holds at `rev` (written by `mine`: this node).
+    /// This node's own value is kept when it has one (its write may be
+    /// newer than the echo); another node's replaces it, with a new local
+    /// version, so a compare-and-swap based on the old one fails here too.
+    pub fn apply_shared(&self, key: &str, value: String, rev: u64, ttl: Option<Duration>, mine: bool) {
+        let now = Instant::now();
+        let Ok(mut shard) = self.locked_with_room(key, value.len(), now) else { return };
+        if let Some(e) = shard.get_mut(key) {
+            if rev <= e.engine_rev {
+                return;
+            }
+            if mine || e.value == value {
+                e.engine_rev = rev;
+                return;
+            }
+        }
+        let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        self.put(&mut shard, key, Entry { value, version, expires: ttl.map(|t| now + t), engine_rev: rev });
+    }
+
+    /// The engine deleted a shared key.
+    pub fn remove_shared(&self, key: &str) {
+        self.forget(key);
     }
 }
 

@@ -118,8 +118,13 @@ impl<S: Sender> Worker<S> {
 
     fn ping_done(&mut self, dest: &Destination, outcome: ProbeOutcome) {
         let Some(cfg) = self.cfg.prober.as_ref() else { return };
-        if let Some(up) = prober::apply(cfg, dest, outcome) {
-            let event = DestinationEvent { set_id: dest.set_id, uri: dest.uri.clone(), up };
+        let before = dest.flags() & crate::dispatcher::destination::flags::STATE;
+        let changed = prober::apply(cfg, dest, outcome);
+        if dest.flags() & crate::dispatcher::destination::flags::STATE != before {
+            self.dispatcher.state_changed.notify_one();
+        }
+        if let Some(up) = changed {
+            let event = DestinationEvent { set_id: dest.set_id, uri: dest.uri.clone(), up, local: true };
             self.policy.destination_event(&event);
         }
     }

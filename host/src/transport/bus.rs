@@ -34,6 +34,9 @@ pub enum Event {
     /// A host name lookup finished (None: it failed).
     /// `ttl`: how long the answer holds, when DNS said (SRV lookups).
     Resolved { host: String, answer: Option<Vec<SocketAddr>>, ttl: Option<std::time::Duration> },
+    /// Another node of the cluster took a destination up or down: run the
+    /// policy's destination-event hook (`local` false).
+    DestinationChanged { set_id: u32, uri: String, up: bool },
 }
 
 /// Every worker's inbox.

@@ -210,10 +210,11 @@ impl Policy for PrimaryBackup {
         }
     }
 
-    fn destination_event(set_id: u32, uri: &str, up: bool) {
+    fn destination_event(set_id: u32, uri: &str, up: bool, local: bool) {
         // Kamailio: event_route[dispatcher:dst-down] / [dispatcher:dst-up].
         let state = if up { "up" } else { "down" };
-        log::warn(&format!("carrier {uri} of set {set_id} is {state}"));
+        let seen = if local { "seen here" } else { "seen by another node" };
+        log::warn(&format!("carrier {uri} of set {set_id} is {state} ({seen})"));
     }
 }
 

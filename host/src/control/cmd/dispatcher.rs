@@ -52,7 +52,19 @@ pub fn list(state: &ControlState) -> Value {
 /// Read the list again from its source (file or database table), locate
 /// its names and swap it in; on any error the running sets stay.
 pub async fn reload(state: &ControlState) -> Result<Value, RpcError> {
-    let source = &state.list_source;
+    let reloaded = reload_from(state, &state.list_source).await;
+    if reloaded.is_ok() {
+        if let Some(c) = &state.cluster {
+            // The node's own source again, not the cluster's published list.
+            c.running.lock().unwrap_or_else(|e| e.into_inner()).list_sha.clear();
+        }
+    }
+    reloaded
+}
+
+/// Swap in the list `source` holds (the node's own, or one published to
+/// the cluster); on any error the running sets stay.
+pub async fn reload_from(state: &ControlState, source: &crate::dispatcher::ListSource) -> Result<Value, RpcError> {
     let result = async {
         let (entries, located) = source.read(state.locator.as_ref()).await?;
         let n = state.dispatcher.reload_entries(&entries, &|line| source.at(line), &located)?;
@@ -99,13 +111,19 @@ pub fn set_state(state: &ControlState, s: &str, set: u32, target: &str) -> Resul
         return Err(RpcError::failed(format!("set {set} does not exist")));
     };
     let mut changed = 0;
+    let mut touched = Vec::new();
     for d in dests.destinations.iter().filter(|d| target == "all" || d.uri == target) {
         d.set_state(bits, probing);
         tracing::info!(set, uri = %d.uri, to = %d.state_letters(), "destination state set (control)");
         changed += 1;
+        touched.push(d.clone());
     }
     if changed == 0 {
         return Err(RpcError::failed(format!("no destination `{target}` in set {set}")));
+    }
+    if let Some(c) = &state.cluster {
+        // Every node takes it over; a disable holds there until the next set_state.
+        c.command(crate::cluster::Command::Admin { dests: touched, state: bits });
     }
     Ok(json!({"changed": changed}))
 }
