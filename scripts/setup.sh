@@ -9,8 +9,9 @@
 # (`npm ci` in tests/jssip, versions pinned by its package-lock.json),
 # Kamailio 5.6 with its TLS module (an independent TLS peer), socat (it
 # carries Debian's TLS-less sipp over TLS), the PostgreSQL server (the
-# tests start their own cluster in a temporary folder), and dnsmasq (a
-# local DNS server for the SRV tests).
+# tests start their own cluster in a temporary folder), dnsmasq (a
+# local DNS server for the SRV tests), and nats-server with JetStream (the
+# cluster tests start their own engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=false
@@ -33,6 +34,7 @@ command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 [ -n "$(find /usr/lib -path '*kamailio/modules/tls.so' 2>/dev/null | head -1)" ] || missing+=(kamailio-tls-modules)
 fi
 if [ ${#missing[@]} -gt 0 ]; then

@@ -490,7 +490,11 @@ impl<S: ClusterStore> Node<S> {
         let key = self.me().to_string();
         tokio::spawn(async move {
             let value = Bytes::from(serde_json::to_vec(&beat).unwrap_or_default());
-            let ok = store.put(Bucket::Members, &key, value).await.is_ok();
+            let result = store.put(Bucket::Members, &key, value).await;
+            if let Err(e) = &result {
+                tracing::debug!("heartbeat not stored: {e}");
+            }
+            let ok = result.is_ok();
             let _ = tx.send(ok).await;
         });
     }
@@ -544,7 +548,12 @@ impl<S: ClusterStore> Node<S> {
             }
         }
         for (uid, v) in keys {
-            self.writer.push(Op::PutIfNewer { bucket: Bucket::State, key: format!("dst.{uid}"), at_ms: v.at_ms, value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()) });
+            self.writer.push(Op::PutIfNewer {
+                bucket: Bucket::State,
+                key: format!("dst.{uid}"),
+                at_ms: v.at_ms,
+                value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            });
         }
         self.last_load_put = Instant::now() - Duration::from_secs(60);
         self.flush_load();
@@ -592,7 +601,11 @@ impl<S: ClusterStore> Node<S> {
     fn kv_write(&mut self, write: SharedWrite) {
         let op = match write {
             SharedWrite::Set { key, value, ttl, based_on } => {
-                let v = KvValue { v: value, exp_ms: ttl.map(|t| now_ms() + t.as_millis() as u64), n: self.me().to_string() };
+                let v = KvValue {
+                    v: value,
+                    exp_ms: ttl.map(|t| now_ms() + t.as_millis() as u64),
+                    n: self.me().to_string(),
+                };
                 let value = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
                 match based_on {
                     Some(rev) => Op::Cas { key: kv_key(&key), value, rev },
@@ -629,7 +642,11 @@ impl<S: ClusterStore> Node<S> {
         self.last_load_put = Instant::now();
         let v = LoadValue { ts_ms: now_ms(), ..v };
         let key = format!("n.{}", self.me());
-        self.writer.push(Op::Put { bucket: Bucket::Load, key, value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()) });
+        self.writer.push(Op::Put {
+            bucket: Bucket::Load,
+            key,
+            value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+        });
     }
 
     /// Drop calls of nodes not heard from within `load_expire`, and sum

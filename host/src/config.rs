@@ -1137,7 +1137,10 @@ fn cluster_settings(c: &Config, k: &ClusterSection) -> Result<crate::cluster::Cl
         return Err(("cluster.member_timeout_ms", "must be at least twice cluster.heartbeat_ms".into()));
     }
     if k.kv_prefixes.iter().any(String::is_empty) {
-        return Err(("cluster.kv_prefixes", "an empty prefix would share every key; list prefixes such as \"c:\"".into()));
+        return Err((
+            "cluster.kv_prefixes",
+            "an empty prefix would share every key; list prefixes such as \"c:\"".into(),
+        ));
     }
     Ok(crate::cluster::ClusterConfig {
         url: k.url.clone(),

@@ -247,10 +247,8 @@ fn ctl(
     let mut args = args.to_vec();
     if method == "cluster.publish" && args.len() >= 2 {
         // The node reads the file: give it a path that does not depend on our folder.
-        args[1] = std::fs::canonicalize(&args[1])
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args[1]))?
-            .display()
-            .to_string();
+        args[1] =
+            std::fs::canonicalize(&args[1]).map_err(|e| anyhow::anyhow!("{}: {e}", args[1]))?.display().to_string();
     }
     let started = std::time::Instant::now();
     let result = rt.block_on(wisp::ctl::call(addr, token.as_deref(), method, &wisp::ctl::params(&args)))?;

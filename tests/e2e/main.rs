@@ -8,6 +8,7 @@ mod support;
 
 mod algorithms;
 mod call;
+mod cluster;
 mod cancel;
 mod control;
 mod dns;

@@ -46,20 +46,44 @@ impl Default for ClusterMetrics {
 impl ClusterMetrics {
     pub fn register(&self, r: &mut Registry) {
         r.register("cluster_mode", "Cluster mode of this node (1 = current)", self.mode.clone());
-        r.register("cluster_members", "Live cluster members in this node's view, itself included", self.members.clone());
+        r.register(
+            "cluster_members",
+            "Live cluster members in this node's view, itself included",
+            self.members.clone(),
+        );
         r.register("cluster_owned_destinations", "Destinations this node probes for the cluster", self.owned.clone());
         r.register(
             "cluster_apply_lag_seconds",
             "From a state change on another node to its application here",
             self.apply_lag.clone(),
         );
-        r.register("cluster_conflicts", "Shared kv writes the engine refused: another node wrote first", self.conflicts.clone());
+        r.register(
+            "cluster_conflicts",
+            "Shared kv writes the engine refused: another node wrote first",
+            self.conflicts.clone(),
+        );
         r.register("cluster_write_queue", "Writes waiting for the engine", self.queue.clone());
-        r.register("cluster_writes_dropped", "Writes dropped: queue full while the engine was away", self.dropped.clone());
+        r.register(
+            "cluster_writes_dropped",
+            "Writes dropped: queue full while the engine was away",
+            self.dropped.clone(),
+        );
         r.register("cluster_degraded_seconds", "Time spent without the engine", self.degraded_seconds.clone());
-        r.register("cluster_resyncs", "Full resynchronisations with the engine (start and every reconnect)", self.resyncs.clone());
-        r.register("cluster_state_published", "Destination state changes this node published", self.state_published.clone());
-        r.register("cluster_state_applied", "Destination state changes from other nodes applied here", self.state_applied.clone());
+        r.register(
+            "cluster_resyncs",
+            "Full resynchronisations with the engine (start and every reconnect)",
+            self.resyncs.clone(),
+        );
+        r.register(
+            "cluster_state_published",
+            "Destination state changes this node published",
+            self.state_published.clone(),
+        );
+        r.register(
+            "cluster_state_applied",
+            "Destination state changes from other nodes applied here",
+            self.state_applied.clone(),
+        );
     }
 
     pub fn set_mode(&self, degraded: bool) {

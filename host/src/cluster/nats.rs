@@ -93,16 +93,25 @@ impl NatsStore {
                     _ => Duration::ZERO,
                 };
                 let history = if b == Bucket::Config { 10 } else { 1 };
-                self.js
-                    .create_key_value(kv::Config {
-                        bucket: bucket.clone(),
-                        history,
-                        max_age,
-                        storage: jetstream::stream::StorageType::File,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| unreachable(format!("bucket {bucket}: {e}")))
+                // The KV bucket's stream, made directly: async-nats's
+                // create_key_value first reads the account info, whose 2.9
+                // form it no longer parses. This is the stream layout of a
+                // KV bucket (ADR-8), as the client would make it.
+                let stream = jetstream::stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: history,
+                    max_age,
+                    storage: jetstream::stream::StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    num_replicas: 1,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    ..Default::default()
+                };
+                self.js.get_or_create_stream(stream).await.map_err(|e| unreachable(format!("bucket {bucket}: {e}")))?;
+                self.js.get_key_value(&bucket).await.map_err(|e| unreachable(format!("bucket {bucket}: {e}")))
             })
             .await
     }
@@ -184,7 +193,6 @@ impl ClusterStore for NatsStore {
     }
 
     fn connected(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-            && self.client.connection_state() == async_nats::connection::State::Connected
+        self.up.load(Ordering::Relaxed) && self.client.connection_state() == async_nats::connection::State::Connected
     }
 }

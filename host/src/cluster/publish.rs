@@ -101,9 +101,9 @@ pub async fn fetch_and_apply<S: ClusterStore>(
                 return Err(format!("fetched {} does not match its SHA-256", kind.name()));
             }
             let tmp = file.with_extension("part");
-            std::fs::write(&tmp, &blob).and_then(|_| std::fs::rename(&tmp, &file)).map_err(|e| {
-                format!("cannot keep a copy in {}: {e}", dir.display())
-            })?;
+            std::fs::write(&tmp, &blob)
+                .and_then(|_| std::fs::rename(&tmp, &file))
+                .map_err(|e| format!("cannot keep a copy in {}: {e}", dir.display()))?;
             blob.to_vec()
         }
     };

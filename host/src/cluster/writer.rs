@@ -18,14 +18,34 @@ use super::Cluster;
 /// One write.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { bucket: Bucket, key: String, value: Bytes },
+    Put {
+        bucket: Bucket,
+        key: String,
+        value: Bytes,
+    },
     /// Put unless the engine holds a value stamped later (`at_ms` in its JSON).
-    PutIfNewer { bucket: Bucket, key: String, at_ms: u64, value: Bytes },
-    Delete { bucket: Bucket, key: String },
+    PutIfNewer {
+        bucket: Bucket,
+        key: String,
+        at_ms: u64,
+        value: Bytes,
+    },
+    Delete {
+        bucket: Bucket,
+        key: String,
+    },
     /// A shared kv compare-and-swap: only if the key is still at `rev`.
-    Cas { key: String, value: Bytes, rev: u64 },
+    Cas {
+        key: String,
+        value: Bytes,
+        rev: u64,
+    },
     /// Add to a shared kv integer (read, add, compare-and-swap, retried).
-    Increment { key: String, delta: i64, exp_ms: Option<u64> },
+    Increment {
+        key: String,
+        delta: i64,
+        exp_ms: Option<u64>,
+    },
 }
 
 impl Op {

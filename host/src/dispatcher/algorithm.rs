@@ -206,11 +206,8 @@ fn by_latency(set: &Set) -> Vec<Arc<Destination>> {
 /// Alg 10: usable destinations below their `maxload`, fewest calls in
 /// progress first (list order among equals).
 fn by_load(dests: &[Arc<Destination>]) -> Vec<Arc<Destination>> {
-    let mut v: Vec<&Arc<Destination>> = dests
-        .iter()
-        .filter(|d| d.is_usable())
-        .filter(|d| d.maxload == 0 || d.calls_everywhere() < d.maxload)
-        .collect();
+    let mut v: Vec<&Arc<Destination>> =
+        dests.iter().filter(|d| d.is_usable()).filter(|d| d.maxload == 0 || d.calls_everywhere() < d.maxload).collect();
     v.sort_by_key(|d| d.calls_everywhere());
     v.into_iter().cloned().collect()
 }

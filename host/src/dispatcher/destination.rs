@@ -490,7 +490,9 @@ impl Destination {
     /// Its name in the cluster: the `duid` attr, else a digest of set and
     /// URI (16 hex digits of SHA-256), so every node names it alike.
     pub fn uid(&self) -> String {
-        if let Some(duid) = self.attr("duid").filter(|d| d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+        if let Some(duid) =
+            self.attr("duid").filter(|d| d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
             return duid.to_string();
         }
         use sha2::Digest;
@@ -526,9 +528,9 @@ impl Destination {
     /// Returns true when usability changed.
     pub fn apply_shared(&self, state: u32) -> bool {
         let was_usable = self.is_usable();
-        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |f| {
-            Some((f & !flags::STATE) | (state & flags::STATE))
-        });
+        let _ = self
+            .flags
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |f| Some((f & !flags::STATE) | (state & flags::STATE)));
         self.failures.store(0, Ordering::Relaxed);
         self.successes.store(0, Ordering::Relaxed);
         self.origin.store(Origin::Quiet as u8, Ordering::Relaxed);

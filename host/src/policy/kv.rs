@@ -47,9 +47,20 @@ struct Entry {
 pub enum SharedWrite {
     /// `set`, or `compare-and-swap` (`based_on`: the engine revision the
     /// replaced value had; the engine refuses it if another node wrote first).
-    Set { key: String, value: String, ttl: Option<Duration>, based_on: Option<u64> },
-    Increment { key: String, delta: i64, ttl: Option<Duration> },
-    Delete { key: String },
+    Set {
+        key: String,
+        value: String,
+        ttl: Option<Duration>,
+        based_on: Option<u64>,
+    },
+    Increment {
+        key: String,
+        delta: i64,
+        ttl: Option<Duration>,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 /// Keys shared by the cluster (`cluster.kv_prefixes`) and where their

@@ -33,8 +33,10 @@ pub async fn publish(state: &Arc<ControlState>, kind: &str, file: &str) -> Resul
             let p = path.clone();
             let checked = tokio::task::spawn_blocking(move || {
                 let (inline, file) = &s.policy_config;
-                let settings = crate::policy::settings::to_json(inline.as_ref(), file.as_deref())
-                    .map_err(|reason| crate::policy::PolicyLoadError::Settings { path: p.display().to_string(), reason })?;
+                let settings =
+                    crate::policy::settings::to_json(inline.as_ref(), file.as_deref()).map_err(|reason| {
+                        crate::policy::PolicyLoadError::Settings { path: p.display().to_string(), reason }
+                    })?;
                 s.engine.load(&p, &settings, &s.dispatcher).map(|_| ())
             })
             .await

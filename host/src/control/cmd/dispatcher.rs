@@ -41,10 +41,23 @@ fn dest(d: &Destination) -> Value {
 
 pub fn list(state: &ControlState) -> Value {
     let snap = state.dispatcher.snapshot();
+    let clustered = state.cluster.as_ref().map(|c| c.cfg.share.clone());
+    let target = |d: &Destination| {
+        let mut v = dest(d);
+        if clustered.as_ref().is_some_and(|share| share.includes(d.set_id)) {
+            // Who probes it and the calls the other nodes have on it.
+            v["DEST"]["CLUSTER"] = json!({
+                "UID": d.uid(),
+                "PROBED_HERE": d.probed_here(),
+                "REMOTE_CALLS": d.remote_calls.load(Ordering::Relaxed),
+            });
+        }
+        v
+    };
     let records: Vec<Value> = snap
         .sets
         .iter()
-        .map(|s| json!({"SET": {"ID": s.id, "TARGETS": s.destinations.iter().map(|d| dest(d)).collect::<Vec<_>>()}}))
+        .map(|s| json!({"SET": {"ID": s.id, "TARGETS": s.destinations.iter().map(|d| target(d)).collect::<Vec<_>>()}}))
         .collect();
     json!({"NRSETS": snap.sets.len(), "RECORDS": records})
 }

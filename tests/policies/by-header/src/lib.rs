@@ -1,5 +1,5 @@
 //! Test policy: the dispatcher algorithm is named by the request (see README.md).
-use wisp_policy::{dispatcher, failover, tables, Action, Algorithm, Config, DstState, FromList, Message, Policy};
+use wisp_policy::{dispatcher, failover, kv, tables, Action, Algorithm, Config, DstState, FromList, Message, Policy};
 
 struct ByHeader;
 
@@ -48,6 +48,21 @@ impl Policy for ByHeader {
                     Err(_) => chunk /= 2,
                 }
             }
+        }
+        if let Some(cas) = req.header("X-Kv-Cas") {
+            // KEY=VALUE: store only if KEY is absent (the cluster tests race it).
+            let (key, value) = cas.split_once('=').unwrap_or((&cas, ""));
+            return match kv::compare_and_swap(key, None, value, None) {
+                Ok(Some(_)) => Action::reply(200, "Stored"),
+                Ok(None) => Action::reply(409, "Exists"),
+                Err(_) => Action::reply(500, "Kv error"),
+            };
+        }
+        if let Some(key) = req.header("X-Kv-Get") {
+            return match kv::get(&key) {
+                Some(e) => Action::reply(200, &format!("Value {}", e.value)),
+                None => Action::reply(404, "No such key"),
+            };
         }
         if req.header("X-From-List").is_some() {
             return match dispatcher::is_from_list(None, FromList::empty()) {
