@@ -366,9 +366,33 @@ fn publish_once_every_node_swaps_under_load() {
         let info = w.rpc("policy.info", &[]).unwrap();
         assert_eq!(info["hash"].as_str(), shas.last().map(String::as_str), "every node runs the last one");
     }
+    // A list: every node drops the third carrier, without a restart.
+    let list = dir.join("smaller.list");
+    std::fs::write(&list, format!("1 {} 0 30\n1 {} 0 20\n", carriers[0].uri(), carriers[1].uri())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["ctl", "--url", &c.nodes[1].control.to_string(), "cluster.publish", "list"])
+        .arg(&list)
+        .arg("--wait")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("converged: 3 live members run list sha256:"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("list: {}", stdout.lines().next().unwrap_or_default());
+    for w in &c.nodes {
+        let l = w.rpc("dispatcher.list", &[]).unwrap();
+        assert_eq!(l["RECORDS"][0]["SET"]["TARGETS"].as_array().map(Vec::len), Some(2), "{l}");
+    }
     for s in sipps {
         sipp_ok(s, 300);
     }
+    // A list that does not parse is refused where it is published.
+    std::fs::write(&list, "1 sip:[nonsense 0 0\n").unwrap();
+    let err = c.nodes[0].rpc("cluster.publish", &[json!("list"), json!(list.display().to_string())]).unwrap_err();
+    assert!(err.contains("nothing published") && err.contains("smaller.list:1"), "{err}");
     // A policy that does not load is refused where it is published, and nothing changes.
     let bad = dir.join("bad.wasm");
     std::fs::write(&bad, b"not wasm").unwrap();
