@@ -31,7 +31,7 @@ impl Default for ClusterMetrics {
             mode: Family::default(),
             members: Gauge::default(),
             owned: Gauge::default(),
-            apply_lag: Histogram::new(buckets.into_iter()),
+            apply_lag: Histogram::new(buckets),
             conflicts: Counter::default(),
             queue: Gauge::default(),
             dropped: Counter::default(),
