@@ -492,3 +492,158 @@ fn a_node_starts_and_serves_calls_without_the_engine() {
     let err = w.rpc("cluster.publish", &[json!("policy"), json!(policy_path("primary_backup").display().to_string())]);
     assert!(err.unwrap_err().contains("unreachable"), "publishing needs the engine");
 }
+
+/// CPU time (user + system) of a process, in clock ticks (10 ms).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The stamp at the start of a text log line (`2026-12-03T00:30:36.826345Z`), in µs of the day.
+fn stamp_us(line: &str) -> Option<u64> {
+    let t = line.get(11..26)?;
+    let (h, m, s) =
+        (t.get(0..2)?.parse::<u64>().ok()?, t.get(3..5)?.parse::<u64>().ok()?, t.get(6..8)?.parse::<u64>().ok()?);
+    let us = t.get(9..15)?.parse::<u64>().ok()?;
+    Some(((h * 60 + m) * 60 + s) * 1_000_000 + us)
+}
+
+fn stamps(w: &Wisp, needle: &str, uri: &str) -> Vec<u64> {
+    w.log().iter().filter(|l| l.contains(needle) && l.contains(uri)).filter_map(|l| stamp_us(l)).collect()
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// sipp carriers answering calls (tests/sipp/uas.xml) on free ports.
+struct SippCarriers(Vec<Child>, Vec<u16>);
+
+impl SippCarriers {
+    fn start(n: usize) -> SippCarriers {
+        let mut kids = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..n {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            kids.push(
+                Command::new("sipp")
+                    .arg("-sf")
+                    .arg(root().join("tests/sipp/uas.xml"))
+                    .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin", "-timeout", "300s"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            ports.push(port);
+        }
+        assert!(wait_until(Duration::from_secs(10), || ports.iter().all(|p| std::net::UdpSocket::bind((
+            "127.0.0.1",
+            *p
+        ))
+        .is_err())));
+        SippCarriers(kids, ports)
+    }
+}
+
+impl Drop for SippCarriers {
+    fn drop(&mut self) {
+        for k in &mut self.0 {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
+}
+
+/// wisp's CPU (% of one core) while `calls` calls at `rate` go through `w`.
+fn cpu_under_load(w: &Wisp, calls: u32, rate: u32) -> f64 {
+    let (t0, c0) = (Instant::now(), cpu_ticks(w.pid()));
+    sipp_ok(spawn_sipp(w.addr, calls, rate), calls);
+    (cpu_ticks(w.pid()) - c0) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// A benchmark, not a test: the figures of docs/benchmarks.md's cluster
+/// section. Run: `cargo test --release --test e2e bench_cluster -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run with --ignored, see docs/benchmarks.md"]
+fn bench_cluster() {
+    let carriers = SippCarriers::start(3);
+    let list: String =
+        carriers.1.iter().enumerate().map(|(i, p)| format!("1 sip:127.0.0.1:{p} 0 {}\n", 30 - i * 10)).collect();
+    let uri = format!("sip:127.0.0.1:{}", carriers.1[2]);
+    // Defaults: heartbeat 1 s, member timeout 3 s, load flush 200 ms.
+    let nats = Nats::start();
+    let name = cluster_name();
+    let mut nodes: Vec<Wisp> = NODES
+        .iter()
+        .map(|n| {
+            let mut cfg = node_config(&list, &nats.url(), &name, n, "primary_backup", "");
+            cfg.extra = format!("[cluster]\nurl = \"{}\"\nname = \"{name}\"\nnode = \"{n}\"\n", nats.url());
+            cfg.log_level = "info".into();
+            Wisp::start(cfg)
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(15), || nodes
+        .iter()
+        .all(|w| status(w)["mode"] == "OK" && status(w)["live"] == 3)));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 1. Propagation: 100 state changes on node a, seen on b and c.
+    for i in 0..100 {
+        let s = if i % 2 == 0 { "i" } else { "a" };
+        nodes[0].rpc("dispatcher.set_state", &[json!(s), json!(1), json!(uri)]).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let origin = stamps(&nodes[0], "destination state set (control)", &uri);
+    let mut lags = Vec::new();
+    for w in &nodes[1..] {
+        let applied = stamps(w, "destination state changed by the cluster", &uri);
+        assert_eq!(applied.len(), origin.len(), "every change applied");
+        lags.extend(origin.iter().zip(&applied).map(|(o, a)| (*a as f64 - *o as f64) / 1000.0));
+    }
+    let (p50, p99, max) = (percentile(&mut lags, 0.5), percentile(&mut lags, 0.99), percentile(&mut lags, 1.0));
+    println!("propagation of {} changes (set_state on a → applied on b, c): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", lags.len());
+
+    // 2. Engine traffic at rest and under load, from nats-server's /varz.
+    let traffic = |secs: u64, load: bool| {
+        let v0 = nats.varz();
+        let sipps: Vec<Child> =
+            if load { nodes.iter().map(|w| spawn_sipp(w.addr, 100 * secs as u32, 100)).collect() } else { Vec::new() };
+        std::thread::sleep(Duration::from_secs(secs));
+        for s in sipps {
+            sipp_ok(s, 100 * secs as u32);
+        }
+        let v1 = nats.varz();
+        let d = |k: &str| v1[k].as_f64().unwrap_or(0.0) - v0[k].as_f64().unwrap_or(0.0);
+        let per_node_s = secs as f64 * 3.0;
+        (d("in_msgs") / per_node_s, d("in_bytes") / per_node_s, d("out_msgs") / per_node_s, d("out_bytes") / per_node_s)
+    };
+    let (im, ib, om, ob) = traffic(10, false);
+    println!("engine traffic per node at rest: {im:.1} msgs/s {ib:.0} B/s in, {om:.1} msgs/s {ob:.0} B/s out");
+    let (im, ib, om, ob) = traffic(10, true);
+    println!("engine traffic per node at 100 cps each: {im:.1} msgs/s {ib:.0} B/s in, {om:.1} msgs/s {ob:.0} B/s out");
+
+    // 3. CPU at 1,000 cps through node a, clustered, then a lone node.
+    let clustered: Vec<f64> = (0..2).map(|_| cpu_under_load(&nodes[0], 10_000, 1000)).collect();
+    let mut cfg = node_config(&list, &nats.url(), &name, "solo", "primary_backup", "");
+    cfg.extra = String::new();
+    let solo = Wisp::start(cfg);
+    let alone: Vec<f64> = (0..2).map(|_| cpu_under_load(&solo, 10_000, 1000)).collect();
+    println!("wisp CPU at 1,000 cps (10,000 calls, % of one core): clustered {clustered:.1?}, alone {alone:.1?}");
+    drop(solo);
+
+    // 4. The owner of a destination killed: the gap in its keepalives.
+    let k = format!("sip:127.0.0.1:{}", carriers.1[1]);
+    let i = nodes.iter().position(|w| probed_here(w, &k)).unwrap();
+    nodes[i].signal("KILL");
+    let killed = Instant::now();
+    let taken =
+        wait_until(Duration::from_secs(10), || nodes.iter().enumerate().any(|(j, w)| j != i && probed_here(w, &k)));
+    assert!(taken);
+    let gap = killed.elapsed();
+    nodes.remove(i);
+    println!("owner killed: another node probes its destination after {gap:?} (member timeout 3 s; its next round follows within the 1 s interval)");
+}
