@@ -509,8 +509,16 @@ fn stamp_us(line: &str) -> Option<u64> {
     Some(((h * 60 + m) * 60 + s) * 1_000_000 + us)
 }
 
+/// Stamps of the log lines with `needle` for `uri` where the state
+/// letter changes (`from=AX to=AP` only sets the probing flag).
 fn stamps(w: &Wisp, needle: &str, uri: &str) -> Vec<u64> {
-    w.log().iter().filter(|l| l.contains(needle) && l.contains(uri)).filter_map(|l| stamp_us(l)).collect()
+    let letter = |l: &str, key: &str| l.split(key).nth(1).and_then(|v| v.chars().next());
+    w.log()
+        .iter()
+        .filter(|l| l.contains(needle) && l.contains(uri))
+        .filter(|l| letter(l, " from=") != letter(l, " to=") || !l.contains(" from="))
+        .filter_map(|l| stamp_us(l))
+        .collect()
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -569,10 +577,14 @@ fn cpu_under_load(w: &Wisp, calls: u32, rate: u32) -> f64 {
 #[test]
 #[ignore = "benchmark: run with --ignored, see docs/benchmarks.md"]
 fn bench_cluster() {
-    let carriers = SippCarriers::start(3);
-    let list: String =
-        carriers.1.iter().enumerate().map(|(i, p)| format!("1 sip:127.0.0.1:{p} 0 {}\n", 30 - i * 10)).collect();
-    let uri = format!("sip:127.0.0.1:{}", carriers.1[2]);
+    // Set 1: sipp carriers for the calls (NOPING: sipp's UAS does not
+    // answer OPTIONS). Set 2: a probed carrier. Set 3: a destination that
+    // only an operator changes (NOPING), for the propagation figures.
+    let carriers = SippCarriers::start(2);
+    let (probed, toggled) = (Uas::start(Behaviour::Answer), Uas::start(Behaviour::Answer));
+    let mut list: String = carriers.1.iter().map(|p| format!("1 sip:127.0.0.1:{p} 32 10\n")).collect();
+    list += &format!("2 {} 0 0\n3 {} 32 0\n", probed.uri(), toggled.uri());
+    let uri = toggled.uri();
     // Defaults: heartbeat 1 s, member timeout 3 s, load flush 200 ms.
     let nats = Nats::start();
     let name = cluster_name();
@@ -593,7 +605,7 @@ fn bench_cluster() {
     // 1. Propagation: 100 state changes on node a, seen on b and c.
     for i in 0..100 {
         let s = if i % 2 == 0 { "i" } else { "a" };
-        nodes[0].rpc("dispatcher.set_state", &[json!(s), json!(1), json!(uri)]).unwrap();
+        nodes[0].rpc("dispatcher.set_state", &[json!(s), json!(3), json!(uri)]).unwrap();
         std::thread::sleep(Duration::from_millis(30));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -606,6 +618,32 @@ fn bench_cluster() {
     }
     let (p50, p99, max) = (percentile(&mut lags, 0.5), percentile(&mut lags, 0.99), percentile(&mut lags, 1.0));
     println!("propagation of {} changes (set_state on a → applied on b, c): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", lags.len());
+
+    // 1b. The same for keepalive verdicts: the owner's log line to the others'.
+    let k = probed.uri();
+    for _ in 0..6 {
+        for (b, letter) in [(Behaviour::Silent, 'I'), (Behaviour::Answer, 'A')] {
+            probed.set_behaviour(b);
+            assert!(wait_until(Duration::from_secs(15), || nodes.iter().all(|w| flags(w, &k).starts_with(letter))));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut lags = Vec::new();
+    let verdicts: Vec<(usize, Vec<u64>)> =
+        nodes.iter().enumerate().map(|(i, w)| (i, stamps(w, "destination state changed by prober", &k))).collect();
+    for (i, origin) in verdicts.iter().filter(|(_, v)| !v.is_empty()) {
+        for (_, w) in nodes.iter().enumerate().filter(|(j, _)| j != i) {
+            let applied = stamps(w, "destination state changed by the cluster", &k);
+            // Each verdict pairs with the first application after it.
+            for o in origin {
+                if let Some(a) = applied.iter().find(|a| *a >= o) {
+                    lags.push((*a as f64 - *o as f64) / 1000.0);
+                }
+            }
+        }
+    }
+    let (p50, p99, max) = (percentile(&mut lags, 0.5), percentile(&mut lags, 0.99), percentile(&mut lags, 1.0));
+    println!("propagation of {} keepalive verdicts (owner → the other nodes): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", lags.len());
 
     // 2. Engine traffic at rest and under load, from nats-server's /varz.
     let traffic = |secs: u64, load: bool| {
@@ -636,7 +674,6 @@ fn bench_cluster() {
     drop(solo);
 
     // 4. The owner of a destination killed: the gap in its keepalives.
-    let k = format!("sip:127.0.0.1:{}", carriers.1[1]);
     let i = nodes.iter().position(|w| probed_here(w, &k)).unwrap();
     nodes[i].signal("KILL");
     let killed = Instant::now();
