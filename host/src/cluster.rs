@@ -294,6 +294,8 @@ struct Node<S: ClusterStore> {
     loads: HashMap<String, (LoadValue, Instant)>,
     last_load: LoadValue,
     last_load_put: Instant,
+    /// Said once: another process heartbeats under this node's name.
+    twin_warned: bool,
     /// Published artifacts being fetched and applied.
     applying: HashSet<(publish::Kind, String)>,
 }
@@ -324,6 +326,7 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
         last_load: LoadValue::default(),
         last_load_put: Instant::now(),
         applying: HashSet::new(),
+        twin_warned: false,
     };
     {
         let mut r = cluster.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -350,6 +353,9 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
             }
             Some(ok) = beat_rx.recv() => {
                 failed_beats = if ok { 0 } else { failed_beats + 1 };
+                if failed_beats == 2 && generation == 0 {
+                    tracing::warn!(node = %cluster.cfg.node, url = %cluster.cfg.url, "cluster engine unreachable since start: DEGRADED, this node probes every destination itself; calls go on");
+                }
                 let up = ok && node.store.connected();
                 if up && cluster.is_degraded() {
                     // (Re)joined: watch everything from each key's last
@@ -386,7 +392,15 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
                                 beat_now = true;
                             }
                         }
-                        Err(e) => tracing::debug!(bucket = bucket.name(), "cluster watch: {e}"),
+                        Err(e) => {
+                            // A bucket no longer watched would go stale
+                            // unseen: count the engine as away until the
+                            // next heartbeat gets through and resynchronises.
+                            if cluster.set_degraded(true) {
+                                tracing::warn!(node = %cluster.cfg.node, bucket = bucket.name(), "cluster watch lost ({e}): DEGRADED until the engine answers again");
+                                node.assign_probes();
+                            }
+                        }
                     }
                 }
             }
@@ -419,6 +433,7 @@ async fn watch<S: ClusterStore>(store: Arc<S>, b: Bucket, generation: u64, tx: m
             return;
         }
     }
+    let _ = tx.send((generation, b, Err(store::StoreError::Other("watch ended".into())))).await;
 }
 
 impl<S: ClusterStore> Node<S> {
@@ -681,9 +696,21 @@ impl<S: ClusterStore> Node<S> {
         match (bucket, change) {
             (Bucket::Members, Change::Put { key, value, .. }) => {
                 if key == self.me() {
+                    // Our own heartbeat, or another process using our name.
+                    if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&value) {
+                        // (A previous run's last heartbeat is older than this run.)
+                        let twin = beat.started_ms != self.cluster.started_ms && beat.ts_ms > self.cluster.started_ms;
+                        if twin && !self.twin_warned {
+                            self.twin_warned = true;
+                            tracing::error!(node = %self.me(), "another process uses this cluster.node name: give every node its own");
+                        }
+                    }
                     return false;
                 }
                 let Ok(beat) = serde_json::from_slice::<Heartbeat>(&value) else { return false };
+                if beat.node == self.me() {
+                    return false;
+                }
                 let new = {
                     let mut m = self.cluster.members.lock().unwrap_or_else(|e| e.into_inner());
                     let live = m.live(self.me(), self.cluster.cfg.member_timeout, Instant::now());

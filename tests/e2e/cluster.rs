@@ -136,6 +136,14 @@ fn one_node_probes_each_carrier_and_every_node_sees_it_die() {
     for w in c.nodes.iter().filter(|w| w.addr != owner) {
         assert!(!probed_here(w, &dead.uri()), "only its owner probes it");
         assert!(w.metric("wisp_cluster_state_applied_total", &[]).unwrap_or(0.0) >= 1.0);
+        // Taken over well within one keepalive interval of the owner's verdict.
+        let metrics = w.metrics();
+        let value = |name: &str| -> f64 {
+            let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+            line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+        };
+        let (sum, count) = (value("wisp_cluster_apply_lag_seconds_sum"), value("wisp_cluster_apply_lag_seconds_count"));
+        assert!(count >= 1.0 && sum / count < INTERVAL.as_secs_f64() / 10.0, "apply lag {sum} s over {count}");
         let event = format!("carrier {} of set 1 is down (seen by another node)", dead.uri());
         assert!(w.wait_log(&event, PROMPT), "destination_event ran with local=false");
     }
@@ -295,6 +303,24 @@ fn concurrent_compare_and_swap_from_three_nodes_has_one_winner_per_round() {
     let conflicts: f64 = c.nodes.iter().map(|w| w.metric("wisp_cluster_conflicts_total", &[]).unwrap_or(0.0)).sum();
     eprintln!("{rounds} rounds: {local_wins} local stores, {conflicts} refused by the engine");
     assert_eq!(conflicts as usize, local_wins - rounds, "exactly one winner per round at the engine");
+
+    // Increments from three nodes at once add up in the engine; every node
+    // ends with the total.
+    std::thread::scope(|s| {
+        for w in &c.nodes {
+            s.spawn(move || {
+                for _ in 0..10 {
+                    assert_eq!(ask(w, "X-Kv-Incr: race:count").0, 200);
+                }
+            });
+        }
+    });
+    let totals = || c.nodes.iter().map(|w| ask(w, "X-Kv-Get: race:count").1).collect::<Vec<_>>();
+    assert!(wait_until(PROMPT, || totals().iter().all(|v| v == "Value 30")), "{:?}", totals());
+    // Keys outside kv_prefixes stay on their node.
+    assert_eq!(ask(&c.nodes[0], "X-Kv-Cas: mine=a").0, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ask(&c.nodes[1], "X-Kv-Get: mine").0, 404);
 }
 
 fn spawn_sipp(target: SocketAddr, calls: u32, rate: u32) -> Child {
@@ -488,6 +514,7 @@ fn a_node_starts_and_serves_calls_without_the_engine() {
     let mut uac = Uac::new(w.addr);
     assert_eq!(uac.invite("no-engine", "", PROMPT).final_code(), Some(200));
     assert_eq!(status(&w)["mode"], "DEGRADED");
+    assert!(w.wait_log("cluster engine unreachable since start: DEGRADED", PROMPT));
     assert!(probed_here(&w, &carrier.uri()), "it probes everything itself");
     let err = w.rpc("cluster.publish", &[json!("policy"), json!(policy_path("primary_backup").display().to_string())]);
     assert!(err.unwrap_err().contains("unreachable"), "publishing needs the engine");
@@ -683,4 +710,38 @@ fn bench_cluster() {
     let gap = killed.elapsed();
     nodes.remove(i);
     println!("owner killed: another node probes its destination after {gap:?} (member timeout 3 s; its next round follows within the 1 s interval)");
+}
+
+#[test]
+fn a_node_that_refuses_a_published_policy_keeps_its_own_and_says_why() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let nats = Nats::start();
+    let name = cluster_name();
+    let list = format!("1 {}\n", carrier.uri());
+    // by-header's init refuses a list with a set 999: node c has one.
+    let odd = format!("{list}999 {}\n", carrier.uri());
+    let nodes: Vec<Wisp> = NODES
+        .iter()
+        .map(|n| {
+            let l = if *n == "c" { &odd } else { &list };
+            Wisp::start(node_config(l, &nats.url(), &name, n, "primary_backup", ""))
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(15), || nodes.iter().all(|w| status(w)["live"] == 3)));
+    let before = nodes[2].rpc("policy.info", &[]).unwrap()["hash"].clone();
+    let out = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["ctl", "--url", &nodes[0].control.to_string(), "cluster.publish", "policy"])
+        .arg(policy_path("by_header"))
+        .args(["--wait", "10"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("node c refused it"), "{stderr}");
+    assert!(stderr.contains("set 999 is reserved"), "the reason reaches the publisher: {stderr}");
+    assert_eq!(nodes[2].rpc("policy.info", &[]).unwrap()["hash"], before, "c keeps its version");
+    let runs_it = |w: &Wisp| w.rpc("policy.info", &[]).unwrap()["hash"] != before;
+    assert!(wait_until(PROMPT, || runs_it(&nodes[0]) && runs_it(&nodes[1])), "a and b run the published one");
+    assert_ne!(status(&nodes[2])["error"], "", "c says why in cluster.status");
+    let mut uac = Uac::new(nodes[2].addr);
+    assert_eq!(uac.invite("still-serving", "", PROMPT).final_code(), Some(200));
 }

@@ -20,7 +20,13 @@ impl Drop for Dnsmasq {
 
 /// dnsmasq answering for `carrier.test` only, on a free loopback port.
 fn dnsmasq(records: &[String]) -> (Dnsmasq, u16) {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // dnsmasq binds TCP on the same port: it must be free for both.
+    let port = loop {
+        let p = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
     let mut cmd = Command::new("dnsmasq");
     cmd.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
         .arg(format!("--port={port}"))

@@ -58,6 +58,12 @@ impl Policy for ByHeader {
                 Err(_) => Action::reply(500, "Kv error"),
             };
         }
+        if let Some(key) = req.header("X-Kv-Incr") {
+            return match kv::increment(&key, 1, None) {
+                Ok(n) => Action::reply(200, &format!("Value {n}")),
+                Err(_) => Action::reply(500, "Kv error"),
+            };
+        }
         if let Some(key) = req.header("X-Kv-Get") {
             return match kv::get(&key) {
                 Some(e) => Action::reply(200, &format!("Value {}", e.value)),
