@@ -449,7 +449,19 @@ fn losing_the_engine_degrades_and_resynchronises_without_losing_a_call() {
     };
     let all = |nodes: &[Wisp], m: &str| modes(nodes).iter().all(|x| x == m);
     assert!(wait_until(Duration::from_secs(15), || all(&nodes, "OK")), "{:?}", modes(&nodes));
+    // The backup flaps once while the engine is there: the engine's last
+    // word on it is "active".
+    let backup = carriers[2].uri();
+    for (b, letter) in [(Behaviour::Silent, 'I'), (Behaviour::Answer, 'A')] {
+        carriers[2].set_behaviour(b);
+        assert!(wait_until(Duration::from_secs(6), || nodes.iter().all(|w| flags(w, &backup).starts_with(letter))));
+    }
     let sipps: Vec<Child> = nodes.iter().map(|w| spawn_sipp(w.addr, 600, 25)).collect();
+    let taken_up = |w: &Wisp| {
+        let up = |l: &&String| l.contains("changed by the cluster") && l.contains(&backup) && l.contains("to=A");
+        w.log().iter().filter(up).count()
+    };
+    let ups_before: Vec<usize> = nodes.iter().map(taken_up).collect();
 
     // 1. The engine dies.
     std::thread::sleep(Duration::from_secs(1));
@@ -468,9 +480,14 @@ fn losing_the_engine_degrades_and_resynchronises_without_losing_a_call() {
     for w in &nodes {
         assert!(w.wait_log("cluster engine reached: sharing state (resynchronised)", PROMPT));
     }
-    // Reconciled: nobody takes back a stale "active" from the engine.
+    // Reconciled: nobody takes back the engine's stale "active"; the
+    // newer "inactive" the nodes saw while it was away is the engine's now.
     std::thread::sleep(Duration::from_secs(1));
-    assert!(nodes.iter().all(|w| flags(w, &carriers[2].uri()).starts_with('I')));
+    assert!(nodes.iter().all(|w| flags(w, &backup).starts_with('I')));
+    let ups_after: Vec<usize> = nodes.iter().map(taken_up).collect();
+    assert_eq!(ups_before, ups_after, "not even for a moment");
+    let probers = nodes.iter().filter(|w| probed_here(w, &backup)).count();
+    assert_eq!(probers, 1, "one prober again");
 
     // 2. Node c alone is cut off from the engine (a half-open partition).
     proxy.set(Mode::Blackhole);
