@@ -85,6 +85,9 @@ pub fn render(method: &str, result: &Value) -> String {
     if method == "core.tcp_list" {
         return render_tcp(result);
     }
+    if method == "cluster.status" {
+        return render_cluster(result);
+    }
     let mut out = String::new();
     match result.as_object() {
         Some(map) => {
@@ -114,6 +117,39 @@ fn render_tcp(result: &Value) -> String {
             c["peer"].as_str().unwrap_or("-"),
             c["age_s"],
             c["queued_bytes"]
+        );
+    }
+    out
+}
+
+fn render_cluster(r: &Value) -> String {
+    let short =
+        |v: &Value| v.as_str().filter(|s| !s.is_empty()).map_or("-".to_string(), |s| s.chars().take(12).collect());
+    let mut out = format!(
+        "node {} of cluster {}: {} for {:.1} s, {} live\n",
+        r["node"].as_str().unwrap_or("?"),
+        r["cluster"].as_str().unwrap_or("?"),
+        r["mode"].as_str().unwrap_or("?"),
+        r["mode_for_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        r["live"]
+    );
+    let _ = writeln!(
+        out,
+        "  {:<16} {:<5} {:<9} {:>9} {:<12} {:<12} {:>6}  ERROR",
+        "NODE", "LIVE", "MODE", "SEEN(s)", "POLICY", "LIST", "PROBES"
+    );
+    for m in r["members"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<5} {:<9} {:>9.1} {:<12} {:<12} {:>6}  {}",
+            m["node"].as_str().unwrap_or("?"),
+            if m["live"] == json!(true) { "yes" } else { "no" },
+            m["mode"].as_str().unwrap_or("?"),
+            m["last_heartbeat_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            short(&m["policy_sha"]),
+            short(&m["list_sha"]),
+            m["owned"],
+            m["error"].as_str().unwrap_or("")
         );
     }
     out

@@ -179,6 +179,17 @@ fn when_a_prober_dies_the_others_take_over_its_carriers() {
     );
     c.nodes.remove(i);
     assert!(wait_until(Duration::from_secs(3), || c.all_ok(2)), "{:?}", c.statuses());
+    // `wisp ctl cluster.status` names every member, the dead one not live.
+    let out = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["ctl", "--url", &c.nodes[0].control.to_string(), "cluster.status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains(": OK for") && table.contains("2 live"), "{table}");
+    let rows: Vec<&str> =
+        table.lines().filter(|l| NODES.iter().any(|n| l.trim_start().starts_with(&format!("{n} ")))).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows.iter().filter(|r| r.split_whitespace().nth(1) == Some("no")).count(), 1, "{table}");
     // Between the survivors, still one prober per carrier.
     assert!(wait_until(Duration::from_secs(3), || {
         carriers.iter().all(|k| c.nodes.iter().filter(|w| probed_here(w, &k.uri())).count() == 1)
@@ -761,4 +772,13 @@ fn a_node_that_refuses_a_published_policy_keeps_its_own_and_says_why() {
     assert_ne!(status(&nodes[2])["error"], "", "c says why in cluster.status");
     let mut uac = Uac::new(nodes[2].addr);
     assert_eq!(uac.invite("still-serving", "", PROMPT).final_code(), Some(200));
+}
+
+#[test]
+fn the_cluster_example_configs_check() {
+    for n in NODES {
+        let file = root().join(format!("examples/cluster/{n}.toml"));
+        let out = Command::new(env!("CARGO_BIN_EXE_wisp")).args(["config", "check", "-c"]).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    }
 }
