@@ -119,6 +119,9 @@ struct KvValue {
 pub enum Command {
     /// `dispatcher.set_state` on this node: share it.
     Admin { dests: Vec<Arc<Destination>>, state: u32 },
+    /// The node stops (drain): tell the others now, so its keepalives
+    /// move at once rather than after `member_timeout`.
+    Leave { reply: oneshot::Sender<()> },
     /// Store an artifact and point the cluster at it.
     Publish { kind: publish::Kind, bytes: Vec<u8>, name: String, reply: oneshot::Sender<Result<String, String>> },
 }
@@ -196,6 +199,14 @@ impl Cluster {
     /// Hand a command to the cluster task.
     pub fn command(&self, c: Command) {
         let _ = self.commands.send(c);
+    }
+
+    /// Leave the cluster (the node is stopping); waits at most the
+    /// engine's request timeout.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Leave { reply: tx });
+        let _ = tokio::time::timeout(self.cfg.request_timeout * 2, rx).await;
     }
 
     /// `cluster.status`: this node's mode and every member it knows.
@@ -296,6 +307,8 @@ struct Node<S: ClusterStore> {
     last_load_put: Instant,
     /// Said once: another process heartbeats under this node's name.
     twin_warned: bool,
+    /// This node left the cluster (it is stopping): no more heartbeats.
+    left: bool,
     /// Published artifacts being fetched and applied.
     applying: HashSet<(publish::Kind, String)>,
 }
@@ -327,6 +340,7 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
         last_load_put: Instant::now(),
         applying: HashSet::new(),
         twin_warned: false,
+        left: false,
     };
     {
         let mut r = cluster.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -346,7 +360,7 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
     let mut beat_now = false;
     loop {
         tokio::select! {
-            _ = beat.tick() => {
+            _ = beat.tick(), if !node.left => {
                 node.spawn_beat(beat_tx.clone());
                 node.expire_loads();
                 node.assign_probes();
@@ -410,7 +424,7 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
                 beat_now = true;
             }
         }
-        if beat_now {
+        if beat_now && !node.left {
             beat_now = false;
             node.spawn_beat(beat_tx.clone());
         }
@@ -596,6 +610,16 @@ impl<S: ClusterStore> Node<S> {
                     }
                 }
             }
+            Command::Leave { reply } => {
+                self.left = true;
+                let (store, me) = (self.store.clone(), self.me().to_string());
+                tokio::spawn(async move {
+                    let _ = store.delete(Bucket::Members, &me).await;
+                    let _ = store.delete(Bucket::Load, &format!("n.{me}")).await;
+                    tracing::info!(node = %me, "left the cluster: the other nodes take over its keepalives");
+                    let _ = reply.send(());
+                });
+            }
             Command::Publish { kind, bytes, name, reply } => {
                 let store = self.store.clone();
                 let by = self.me().to_string();
@@ -694,6 +718,23 @@ impl<S: ClusterStore> Node<S> {
         applied: &mpsc::Sender<(publish::Kind, String, Result<(), String>)>,
     ) -> bool {
         match (bucket, change) {
+            (Bucket::Members, Change::Delete { key, .. }) => {
+                // A node that left (stopping): its share moves now.
+                let gone =
+                    self.cluster.members.lock().unwrap_or_else(|e| e.into_inner()).by_node.remove(&key).is_some();
+                if gone && key != self.me() {
+                    tracing::info!(node = %key, "cluster member left");
+                    self.assign_probes();
+                }
+                false
+            }
+            (Bucket::Load, Change::Delete { key, .. }) => {
+                if let Some(n) = key.strip_prefix("n.") {
+                    self.loads.remove(n);
+                    self.sum_loads();
+                }
+                false
+            }
             (Bucket::Members, Change::Put { key, value, .. }) => {
                 if key == self.me() {
                     // Our own heartbeat, or another process using our name.

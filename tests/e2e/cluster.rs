@@ -194,6 +194,17 @@ fn when_a_prober_dies_the_others_take_over_its_carriers() {
     assert!(wait_until(Duration::from_secs(3), || {
         carriers.iter().all(|k| c.nodes.iter().filter(|w| probed_here(w, &k.uri())).count() == 1)
     }));
+
+    // A node stopped the normal way (SIGTERM) says so: its carriers move
+    // at once, not after the member timeout.
+    let j = c.nodes.iter().position(|w| carriers.iter().any(|k| probed_here(w, &k.uri()))).unwrap();
+    let theirs: Vec<String> = carriers.iter().map(|k| k.uri()).filter(|u| probed_here(&c.nodes[j], u)).collect();
+    c.nodes[j].signal("TERM");
+    let stopped = Instant::now();
+    let other = 1 - j;
+    assert!(wait_until(MEMBER_TIMEOUT, || theirs.iter().all(|u| probed_here(&c.nodes[other], u))));
+    eprintln!("node stopped with SIGTERM: its carriers moved after {:?}", stopped.elapsed());
+    assert!(stopped.elapsed() < MEMBER_TIMEOUT / 2, "moved before the member timeout: {:?}", stopped.elapsed());
 }
 
 #[test]
