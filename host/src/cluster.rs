@@ -309,6 +309,8 @@ struct Node<S: ClusterStore> {
     twin_warned: bool,
     /// This node left the cluster (it is stopping): no more heartbeats.
     left: bool,
+    /// Heartbeats sent and not yet answered.
+    beats_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Published artifacts being fetched and applied.
     applying: HashSet<(publish::Kind, String)>,
 }
@@ -341,6 +343,7 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
         applying: HashSet::new(),
         twin_warned: false,
         left: false,
+        beats_in_flight: Arc::default(),
     };
     {
         let mut r = cluster.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -517,9 +520,12 @@ impl<S: ClusterStore> Node<S> {
         self.cluster.members.lock().unwrap_or_else(|e| e.into_inner()).heard(beat.clone(), Instant::now());
         let store = self.store.clone();
         let key = self.me().to_string();
+        let in_flight = self.beats_in_flight.clone();
+        in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let value = Bytes::from(serde_json::to_vec(&beat).unwrap_or_default());
             let result = store.put(Bucket::Members, &key, value).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Err(e) = &result {
                 tracing::debug!("heartbeat not stored: {e}");
             }
@@ -613,7 +619,14 @@ impl<S: ClusterStore> Node<S> {
             Command::Leave { reply } => {
                 self.left = true;
                 let (store, me) = (self.store.clone(), self.me().to_string());
+                let (beats, limit) = (self.beats_in_flight.clone(), self.cluster.cfg.request_timeout);
                 tokio::spawn(async move {
+                    // A heartbeat still on its way would bring the node back
+                    // after the delete: let it land first.
+                    let until = Instant::now() + limit;
+                    while beats.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                     let _ = store.delete(Bucket::Members, &me).await;
                     let _ = store.delete(Bucket::Load, &format!("n.{me}")).await;
                     tracing::info!(node = %me, "left the cluster: the other nodes take over its keepalives");

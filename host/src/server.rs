@@ -219,7 +219,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             crate::cluster::start(cluster.clone(), wiring).await?;
             tracing::info!(node = %cluster.cfg.node, cluster = %cluster.cfg.name, url = %cluster.cfg.url, "cluster member: reaching the engine in the background");
         }
+        let cluster = control.cluster.clone();
         let stop = control_loop(&settings, control, (loaded_stamp, &table_stamps), &threads).await?;
+        if let Some(c) = cluster {
+            // Tell the other nodes now: they take over this node's keepalives.
+            c.leave().await;
+        }
         if stop == Stop::Drain {
             drain(&phase, &shared, settings.shutdown_grace).await;
         }
