@@ -84,6 +84,28 @@ pub struct ClusterConfig {
     /// Where fetched artifacts are kept.
     pub state_dir: PathBuf,
     pub write_queue: usize,
+    pub auth: Auth,
+    /// PEM CA of the engine's certificate (`tls://`).
+    pub ca: Option<PathBuf>,
+}
+
+/// How a node authenticates to the engine.
+#[derive(Clone, PartialEq)]
+pub enum Auth {
+    None,
+    Token(String),
+    User(String, String),
+}
+
+impl std::fmt::Debug for Auth {
+    // Never print a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => write!(f, "none"),
+            Auth::Token(_) => write!(f, "token"),
+            Auth::User(u, _) => write!(f, "user {u}"),
+        }
+    }
 }
 
 /// A destination's shared state in the engine (`dst.<uid>`, `adm.<uid>`).
@@ -269,7 +291,7 @@ pub async fn start(cluster: Arc<Cluster>, w: Wiring) -> anyhow::Result<()> {
     let c = &cluster.cfg;
     std::fs::create_dir_all(&c.state_dir)
         .map_err(|e| anyhow::anyhow!("cluster.state_dir {}: {e}", c.state_dir.display()))?;
-    let store = Arc::new(nats::NatsStore::connect(&c.url, &c.name, &c.node, c.request_timeout).await?);
+    let store = Arc::new(nats::NatsStore::connect(c).await?);
     tokio::spawn(run(cluster, store, w));
     Ok(())
 }

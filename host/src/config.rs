@@ -411,6 +411,16 @@ pub struct ClusterSection {
     /// Writes held while the engine is away (default 10000; the oldest dropped).
     #[serde(default = "default_write_queue")]
     pub write_queue: usize,
+    /// The engine's authentication: a token, or a user and password.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM CA that signed the engine's certificate (`tls://` URLs).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 fn default_cluster_name() -> String {
@@ -1136,6 +1146,17 @@ fn cluster_settings(c: &Config, k: &ClusterSection) -> Result<crate::cluster::Cl
     if member_timeout < heartbeat * 2 {
         return Err(("cluster.member_timeout_ms", "must be at least twice cluster.heartbeat_ms".into()));
     }
+    let auth = match (&k.token, &k.user, &k.password) {
+        (None, None, None) => crate::cluster::Auth::None,
+        (Some(t), None, None) => crate::cluster::Auth::Token(t.clone()),
+        (None, Some(u), Some(p)) => crate::cluster::Auth::User(u.clone(), p.clone()),
+        (Some(_), _, _) => return Err(("cluster.token", "give a token or a user and password, not both".into())),
+        _ => return Err(("cluster.user", "cluster.user and cluster.password go together".into())),
+    };
+    let ca = k.ca.as_deref().map(|f| c.resolve(f));
+    if let Some(f) = ca.as_ref().filter(|f| !f.exists()) {
+        return Err(("cluster.ca", format!("{} does not exist", f.display())));
+    }
     if k.kv_prefixes.iter().any(String::is_empty) {
         return Err((
             "cluster.kv_prefixes",
@@ -1156,6 +1177,8 @@ fn cluster_settings(c: &Config, k: &ClusterSection) -> Result<crate::cluster::Cl
         local_marks: k.local_marks.clone(),
         kv_prefixes: k.kv_prefixes.clone(),
         write_queue: k.write_queue.max(1),
+        auth,
+        ca,
     })
 }
 

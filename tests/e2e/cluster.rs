@@ -816,3 +816,20 @@ fn the_cluster_example_configs_check() {
         assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn a_node_authenticates_to_the_engine_and_says_why_it_is_refused() {
+    let carrier = Uas::start(Behaviour::Answer);
+    let nats = Nats::start_with(&["--auth", "s3cret-token"]);
+    let list = format!("1 {}\n", carrier.uri());
+    let name = cluster_name();
+    let good = Wisp::start(node_config(&list, &nats.url(), &name, "a", "primary_backup", "token = \"s3cret-token\"\n"));
+    let bad = Wisp::start(node_config(&list, &nats.url(), &name, "b", "primary_backup", "token = \"wrong\"\n"));
+    assert!(wait_until(Duration::from_secs(10), || status(&good)["mode"] == "OK"), "{}", status(&good));
+    assert!(bad.wait_log("cluster engine connection: nats: authorization violation", Duration::from_secs(5)));
+    assert_eq!(status(&bad)["mode"], "DEGRADED");
+    assert!(!bad.log().iter().any(|l| l.contains("wrong")), "the token is never logged");
+    assert_eq!(status(&good)["live"], 1, "the refused node is no member");
+    let mut uac = Uac::new(bad.addr);
+    assert_eq!(uac.invite("refused-but-serving", "", PROMPT).final_code(), Some(200));
+}

@@ -16,6 +16,8 @@ pub struct Nats {
     pub monitor: u16,
     pub dir: PathBuf,
     child: Option<Child>,
+    /// More command-line arguments (`--auth TOKEN`, ...).
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -24,9 +26,14 @@ fn free_port() -> u16 {
 
 impl Nats {
     pub fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Nats {
         let dir = std::env::temp_dir().join(format!("wisp-nats-{}-{:x}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut n = Nats { port: free_port(), monitor: free_port(), dir, child: None };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut n = Nats { port: free_port(), monitor: free_port(), dir, child: None, extra };
         n.up();
         n
     }
@@ -42,6 +49,7 @@ impl Nats {
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor.to_string()])
             .arg("-sd")
             .arg(self.dir.join("js"))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

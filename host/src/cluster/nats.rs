@@ -34,11 +34,22 @@ fn unreachable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl NatsStore {
-    /// Connect (in the background) to `url`; `name` prefixes the buckets.
-    pub async fn connect(url: &str, name: &str, node: &str, timeout: Duration) -> Result<NatsStore, StoreError> {
+    /// Connect (in the background) to `cluster.url`; `cluster.name`
+    /// prefixes the buckets.
+    pub async fn connect(cfg: &super::ClusterConfig) -> Result<NatsStore, StoreError> {
+        let (url, name, node, timeout) = (&cfg.url, &cfg.name, &cfg.node, cfg.request_timeout);
         let up = Arc::new(AtomicBool::new(false));
         let flag = up.clone();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = match &cfg.auth {
+            super::Auth::None => async_nats::ConnectOptions::new(),
+            super::Auth::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+            super::Auth::User(u, p) => async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone()),
+        };
+        if let Some(ca) = &cfg.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let said = Arc::new(AtomicBool::new(false));
+        let client = options
             .name(format!("wisp {node}"))
             .retry_on_initial_connect()
             .connection_timeout(timeout.max(Duration::from_millis(200)))
@@ -47,12 +58,19 @@ impl NatsStore {
             // Reconnect quickly: being away is costly (all-probe-all), trying is not.
             .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(1000)))
             .event_callback(move |event| {
-                let flag = flag.clone();
+                let (flag, said) = (flag.clone(), said.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => flag.store(true, Ordering::Relaxed),
                         async_nats::Event::Disconnected | async_nats::Event::Closed => {
                             flag.store(false, Ordering::Relaxed)
+                        }
+                        // Refused (authorization, TLS): say why, once per run.
+                        async_nats::Event::ServerError(e) if !said.swap(true, Ordering::Relaxed) => {
+                            tracing::warn!("cluster engine refuses this node: {e}")
+                        }
+                        async_nats::Event::ClientError(e) if !said.swap(true, Ordering::Relaxed) => {
+                            tracing::warn!("cluster engine connection: {e}")
                         }
                         _ => {}
                     }

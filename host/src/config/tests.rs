@@ -205,3 +205,33 @@ fn every_config_key_is_in_the_readme_and_every_readme_key_exists() {
     assert!(missing.is_empty(), "keys of wisp.toml missing from the README's table: {missing:?}");
     assert!(unknown.is_empty(), "README documents keys wisp.toml does not have: {unknown:?}");
 }
+
+#[test]
+fn cluster_settings_are_checked_and_default_sensibly() {
+    let s = load(&format!("{MIN}[cluster]\nurl = \"nats://127.0.0.1:4222\"\nnode = \"a\"\nshare = [1, 2]\n")).unwrap();
+    let c = s.cluster.unwrap();
+    assert_eq!(
+        (c.name.as_str(), c.heartbeat, c.member_timeout),
+        ("wisp", Duration::from_secs(1), Duration::from_secs(3))
+    );
+    assert_eq!(c.share, crate::cluster::Share::Sets(vec![1, 2]));
+    assert!(c.state_dir.ends_with("cluster-a"), "{}", c.state_dir.display());
+    assert!(load(MIN).unwrap().cluster.is_none(), "no [cluster]: a lone node");
+    let bad = [
+        ("url = \"http://x\"\n", "cluster.url"),
+        ("url = \"nats://x:1\"\nnode = \"a b\"\n", "cluster.node"),
+        ("url = \"nats://x:1\"\nshare = \"some\"\n", "cluster.share"),
+        ("url = \"nats://x:1\"\nheartbeat_ms = 2000\nmember_timeout_ms = 3000\n", "cluster.member_timeout_ms"),
+        ("url = \"nats://x:1\"\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"\n", "cluster.token"),
+        ("url = \"nats://x:1\"\nuser = \"u\"\n", "cluster.user"),
+        ("url = \"nats://x:1\"\nkv_prefixes = [\"\"]\n", "cluster.kv_prefixes"),
+        ("url = \"nats://x:1\"\nca = \"missing.pem\"\n", "cluster.ca"),
+    ];
+    for (section, key) in bad {
+        let err = load(&format!("{MIN}[cluster]\n{section}")).unwrap_err().to_string();
+        assert!(err.contains(key), "{section}: {err}");
+    }
+    // The password never shows in a debug print of the settings.
+    let s = load(&format!("{MIN}[cluster]\nurl = \"nats://x:1\"\nuser = \"u\"\npassword = \"hunter2\"\n")).unwrap();
+    assert!(!format!("{:?}", s.cluster).contains("hunter2"));
+}
