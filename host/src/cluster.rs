@@ -151,7 +151,6 @@ pub enum Command {
 /// What this node runs, as its heartbeat tells.
 #[derive(Debug, Default, Clone)]
 pub struct Running {
-    pub policy_sha: String,
     pub list_sha: String,
     pub error: String,
 }
@@ -231,8 +230,9 @@ impl Cluster {
         let _ = tokio::time::timeout(self.cfg.request_timeout * 2, rx).await;
     }
 
-    /// `cluster.status`: this node's mode and every member it knows.
-    pub fn status(&self) -> serde_json::Value {
+    /// `cluster.status`: this node's mode (and `policy_sha`, the policy it
+    /// runs now) and every member it knows.
+    pub fn status(&self, policy_sha: &str) -> serde_json::Value {
         let now = Instant::now();
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         let live = members.live(&self.cfg.node, self.cfg.member_timeout, now);
@@ -262,7 +262,7 @@ impl Cluster {
             "mode": if self.is_degraded() { "DEGRADED" } else { "OK" },
             "mode_for_ms": since,
             "live": live.len(),
-            "policy_sha": running.policy_sha,
+            "policy_sha": policy_sha,
             "list_sha": running.list_sha,
             "error": running.error,
             "write_queue": self.metrics.queue.get(),
@@ -367,10 +367,6 @@ async fn run<S: ClusterStore>(cluster: Arc<Cluster>, store: Arc<S>, w: Wiring) {
         left: false,
         beats_in_flight: Arc::default(),
     };
-    {
-        let mut r = cluster.running.lock().unwrap_or_else(|e| e.into_inner());
-        r.policy_sha = node.w.apply.policy_sha();
-    }
     node.refresh_uids();
     node.assign_probes();
     let (watch_tx, mut watch_rx) = mpsc::channel::<Watched>(4096);

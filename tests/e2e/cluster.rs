@@ -436,6 +436,7 @@ fn publish_once_every_node_swaps_under_load() {
     for w in &c.nodes {
         let info = w.rpc("policy.info", &[]).unwrap();
         assert_eq!(info["hash"].as_str(), shas.last().map(String::as_str), "every node runs the last one");
+        assert_eq!(status(w)["policy_sha"], info["hash"], "cluster.status says what runs now");
     }
     // A list: every node drops the third carrier, without a restart.
     let list = dir.join("smaller.list");
@@ -580,13 +581,6 @@ fn a_node_starts_and_serves_calls_without_the_engine() {
     assert!(probed_here(&w, &carrier.uri()), "it probes everything itself");
     let err = w.rpc("cluster.publish", &[json!("policy"), json!(policy_path("primary_backup").display().to_string())]);
     assert!(err.unwrap_err().contains("unreachable"), "publishing needs the engine");
-}
-
-/// CPU time (user + system) of a process, in clock ticks (10 ms).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// The stamp at the start of a text log line (`2026-12-03T00:30:36.826345Z`), in µs of the day.

@@ -12,7 +12,7 @@ fn cluster(state: &ControlState) -> Result<&Arc<crate::cluster::Cluster>, RpcErr
 }
 
 pub fn status(state: &ControlState) -> Result<Value, RpcError> {
-    Ok(cluster(state)?.status())
+    Ok(cluster(state)?.status(&state.policy.current().hash))
 }
 
 /// Check `file` here as a reload would, then store it in the engine and
