@@ -123,14 +123,6 @@ fn a_thousand_destinations_are_each_probed_every_interval() {
     assert!(wisp.log().iter().all(|l| !l.contains("destination down")), "nobody went down");
 }
 
-/// CPU time (user + system) of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = stat.rsplit(')').next().unwrap();
-    let f: Vec<&str> = after_comm.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// A benchmark, not a test: rate, spread and CPU of 1000 destinations at
 /// 1 s. Run: `cargo test --release --test e2e bench_thousand -- --ignored --nocapture`
 /// (figures in docs/benchmarks.md).

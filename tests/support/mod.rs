@@ -48,3 +48,11 @@ pub fn three_carriers() -> (Uas, Uas, Uas, String) {
     let list = format!("1 {} 0 10\n1 {} 0 10\n2 {}\n", a.uri(), b.uri(), c.uri());
     (a, b, c, list)
 }
+
+/// CPU time (user + system) of a process, in clock ticks (10 ms on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = stat.rsplit(')').next().unwrap();
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}

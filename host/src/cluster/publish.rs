@@ -10,10 +10,11 @@ use std::path::Path;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use super::store::{Bucket, ClusterStore};
+// The digest the policy engine names a policy by: the same text for the same file.
 use super::{now_ms, Apply};
+use crate::policy::cache::file_hash as sha256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -55,10 +56,6 @@ pub struct Pointer {
     pub at_ms: u64,
 }
 
-pub fn sha256(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Store `bytes` and point the cluster at them; returns the SHA-256.
 pub async fn publish<S: ClusterStore>(
     store: &S,
@@ -93,21 +90,18 @@ pub async fn fetch_and_apply<S: ClusterStore>(
     sha: &str,
 ) -> Result<(), String> {
     let file = dir.join(kind.file_name(sha));
-    let bytes = match std::fs::read(&file) {
-        Ok(b) if sha256(&b) == sha => b,
-        _ => {
-            let blob = store.blob_get(&format!("{}-{sha}", kind.name())).await.map_err(|e| e.to_string())?;
-            if sha256(&blob) != sha {
-                return Err(format!("fetched {} does not match its SHA-256", kind.name()));
-            }
-            let tmp = file.with_extension("part");
-            std::fs::write(&tmp, &blob)
-                .and_then(|_| std::fs::rename(&tmp, &file))
-                .map_err(|e| format!("cannot keep a copy in {}: {e}", dir.display()))?;
-            blob.to_vec()
+    // A copy kept earlier (after a restart, say) saves the fetch.
+    let kept = std::fs::read(&file).is_ok_and(|b| sha256(&b) == sha);
+    if !kept {
+        let blob = store.blob_get(&format!("{}-{sha}", kind.name())).await.map_err(|e| e.to_string())?;
+        if sha256(&blob) != sha {
+            return Err(format!("fetched {} does not match its SHA-256", kind.name()));
         }
-    };
-    drop(bytes);
+        let tmp = file.with_extension("part");
+        std::fs::write(&tmp, &blob)
+            .and_then(|_| std::fs::rename(&tmp, &file))
+            .map_err(|e| format!("cannot keep a copy in {}: {e}", dir.display()))?;
+    }
     match kind {
         Kind::Policy => apply.policy(file).await,
         Kind::List => apply.list(file).await,
